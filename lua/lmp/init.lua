@@ -1,0 +1,18 @@
+-- lmp: Lua multiprocessing.  The table that `require "lmp"` returns.
+--
+-- `core` holds the C half of the module (runtime/lmp_module.c); this file
+-- decides what users see.  Objects (Process, Queue, Pool, ...) are added by
+-- their own modules as they land.
+local core = ...
+
+local lmp = {
+  version = core.version,
+  errors = core.errors,
+  error = core.error,
+  is_error = core.is_error,
+  cpu_count = core.cpu_count,
+  get_executable = core.get_executable,
+  set_executable = core.set_executable,
+}
+
+return lmp

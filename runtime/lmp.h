@@ -1,0 +1,86 @@
+/*
+ * lmp.h -- the whole embedding API of lmp, Lua multiprocessing for LuaJIT.
+ *
+ * A host that owns its lua_State registers the module with
+ *     lua_getglobal(L, "package"); lua_getfield(L, -1, "preload");
+ *     lua_pushcfunction(L, luaopen_lmp); lua_setfield(L, -2, "lmp");
+ * after which Lua code does `local lmp = require "lmp"`.
+ *
+ * Workers are fresh processes running an executable that calls
+ * lmp_worker_main() at the top of its main(): by default the lmp host
+ * itself, or the host program when it calls lmp_set_executable() with its
+ * own path.
+ *
+ * Functions that can fail return 0 or a negative LMP_E* code; lmp_strerror()
+ * and lmp_err_name() describe a code.  No function here calls exit() or
+ * abort() on an error.
+ */
+#ifndef LMP_H
+#define LMP_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include <lua.h>
+
+#define LMP_VERSION_MAJOR 0
+#define LMP_VERSION_MINOR 1
+#define LMP_VERSION_PATCH 0
+
+/* Error codes.  OS failures are reported as the negated errno value, as in
+ * libuv; the codes of lmp's own failures lie outside the errno range. */
+#define LMP_ERRNO_MAP(XX)                                                    \
+  XX(NOMEM,  -12,   "out of memory")                                         \
+  XX(INVAL,  -22,   "invalid argument")                                      \
+  XX(IO,     -5,    "input/output error")                                    \
+  XX(NOENT,  -2,    "no such file or directory")                             \
+  XX(CODEC,  -4001, "value cannot be encoded or decoded")                    \
+  XX(CLOSED, -4002, "object is closed")                                      \
+  XX(EOF,    -4003, "end of file")                                           \
+  XX(TOOBIG, -4004, "message exceeds the size limit")                        \
+  XX(AUTH,   -4005, "authentication failed")                                 \
+  XX(PROTO,  -4006, "protocol error")
+
+enum {
+#define LMP_ERRNO_ENUM(name, code, text) LMP_E##name = (code),
+  LMP_ERRNO_MAP(LMP_ERRNO_ENUM)
+#undef LMP_ERRNO_ENUM
+  LMP_OK = 0
+};
+
+/* The version as "MAJOR.MINOR.PATCH". */
+const char *lmp_version(void);
+
+/* A message for an error code (never NULL; unknown codes are described as
+ * such), and its symbolic name ("LMP_ECODEC", "EACCES", ...). */
+const char *lmp_strerror(int err);
+const char *lmp_err_name(int err);
+
+/* The Lua module: pushes the lmp table.  Usable as a package.preload entry
+ * or through lua_call; any number of lua_States in a process may open it. */
+int luaopen_lmp(lua_State *L);
+
+/* The executable that workers run.  It must call lmp_worker_main() first
+ * thing in main().  Defaults to the lmp host the module was built with, or
+ * the running executable when that is the lmp host.  Copies the path.
+ * Returns 0, LMP_EINVAL for an empty path or LMP_ENOMEM. */
+int lmp_set_executable(const char *path);
+
+/* The executable workers run (never NULL after lmp_set_executable; may be
+ * NULL if none was set and none could be found). */
+const char *lmp_get_executable(void);
+
+/* Call at the top of main() in any program that workers may run.  When the
+ * command line marks this process as an lmp worker, runs the worker to its
+ * end and returns its exit status (0..255), which main() should return.
+ * Otherwise returns -1 at once, touching nothing. */
+int lmp_worker_main(int argc, char **argv);
+
+/* Number of CPUs this process may run on (at least 1). */
+int lmp_cpu_count(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LMP_H */

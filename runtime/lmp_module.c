@@ -1,0 +1,46 @@
+/*
+ * lmp_module.c -- luaopen_lmp: the C core of the lmp module.
+ *
+ * The module is half C, half Lua: this file builds a table of C functions
+ * (the core) and hands it to the embedded Lua chunk lua/lmp/init.lua, which
+ * returns the table users see.  Logic that is not hot lives on the Lua side.
+ */
+#include "lmp_internal.h"
+
+static int l_cpu_count(lua_State *L) {
+  lua_pushinteger(L, lmp_cpu_count());
+  return 1;
+}
+
+static int l_get_executable(lua_State *L) {
+  const char *path = lmp_get_executable();
+  if (path) lua_pushstring(L, path);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int l_set_executable(lua_State *L) {
+  int err = lmp_set_executable(luaL_checkstring(L, 1));
+  if (err) return lmp__error_raise(L, "ValueError", "set_executable: %s",
+                                   lmp_strerror(err));
+  return 0;
+}
+
+static const luaL_Reg core_functions[] = {
+  {"cpu_count", l_cpu_count},
+  {"get_executable", l_get_executable},
+  {"set_executable", l_set_executable},
+  {NULL, NULL}
+};
+
+int luaopen_lmp(lua_State *L) {
+  lmp__preload_lua(L);
+  lmp__load_embedded(L, "lmp");
+  lua_newtable(L);
+  luaL_register(L, NULL, core_functions);
+  lua_pushstring(L, lmp_version());
+  lua_setfield(L, -2, "version");
+  lmp__error_open(L);
+  lua_call(L, 1, 1);
+  return 1;
+}

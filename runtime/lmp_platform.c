@@ -1,0 +1,89 @@
+/*
+ * lmp_platform.c -- facts about this process and machine: CPUs, where the
+ * running executable and lmp's own code live, which executable workers run.
+ * Linux-specific lookups stay in this file.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "lmp_internal.h"
+
+int lmp_cpu_count(void) {
+  unsigned n = uv_available_parallelism();
+  return n > 0 ? (int)n : 1;
+}
+
+const char *lmp__self_exe(void) {
+  static char path[PATH_MAX];
+  if (!path[0]) {
+    size_t size = sizeof(path);
+    if (uv_exepath(path, &size) != 0) path[0] = '\0';
+  }
+  return path[0] ? path : NULL;
+}
+
+const char *lmp__self_image(void) {
+  static char path[PATH_MAX];
+  if (!path[0]) {
+    Dl_info info;
+    if (dladdr((void *)lmp__self_image, &info) && info.dli_fname &&
+        realpath(info.dli_fname, path) == NULL)
+      path[0] = '\0';
+  }
+  return path[0] ? path : NULL;
+}
+
+/* The worker executable set by lmp_set_executable(); process-wide, as the
+ * program that children run is a property of the process, not of a state. */
+static char *worker_executable;
+
+int lmp_set_executable(const char *path) {
+  char *copy;
+  if (path == NULL || path[0] == '\0') return LMP_EINVAL;
+  copy = strdup(path);
+  if (copy == NULL) return LMP_ENOMEM;
+  free(worker_executable);
+  worker_executable = copy;
+  return 0;
+}
+
+static int is_executable(const char *path) {
+  return access(path, X_OK) == 0;
+}
+
+/* Without lmp_set_executable(), workers run the program lmp's code is linked
+ * into; when that code is a shared object (lmp.so loaded by a stock luajit,
+ * or liblmp.so), they run the lmp host found beside it in the build tree or
+ * in the install prefix. */
+const char *lmp_get_executable(void) {
+  static char found[PATH_MAX];
+  static const char *const relative[] = {
+    "lmp",               /* build tree: build/lmp.so, build/liblmp.so */
+    "../bin/lmp",        /* PREFIX/lib/liblmp.so */
+    "../../bin/lmp",     /* PREFIX/lib/<multiarch>/liblmp.so */
+    "../../../bin/lmp",  /* PREFIX/lib/lua/5.1/lmp.so */
+    "../../../../bin/lmp", NULL
+  };
+  const char *image, *exe, *slash;
+  int i;
+  if (worker_executable) return worker_executable;
+  exe = lmp__self_exe();
+  image = lmp__self_image();
+  if (image == NULL || (exe && strcmp(image, exe) == 0)) return exe;
+  if (found[0]) return found;
+  slash = strrchr(image, '/');
+  for (i = 0; slash && relative[i]; i++) {
+    char candidate[PATH_MAX];
+    snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)(slash - image),
+             image, relative[i]);
+    if (is_executable(candidate) && realpath(candidate, found)) return found;
+  }
+  return NULL;
+}

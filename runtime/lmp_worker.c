@@ -1,0 +1,131 @@
+/*
+ * lmp_worker.c -- the entry point of a worker process.
+ *
+ * A parent starts a worker as `<executable> --lmp-worker FD [NAME]`, FD being
+ * the inherited end of the bootstrap channel.  The worker is a fresh Lua
+ * state with the standard libraries and lmp; lua/lmp/worker.lua reads the
+ * bootstrap message and runs it.  Any program that links liblmp becomes a
+ * possible worker executable by calling lmp_worker_main() first in main().
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lmp_internal.h"
+
+#define WORKER_FLAG "--lmp-worker"
+
+/* The bootstrap message is a frame as on every lmp connection: a 4-byte
+ * big-endian length, or -1 followed by an 8-byte length.  It comes from our
+ * own parent, but is still bounded so that a stray fd cannot make us
+ * allocate without limit. */
+#define BOOTSTRAP_MAX ((uint64_t)1 << 31)
+
+static int read_full(int fd, void *buf, size_t n) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -errno;
+    if (r == 0) return LMP_EEOF;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+/* Reads one frame from `fd` into a malloc'ed buffer. */
+static int read_frame(int fd, char **out, size_t *outlen) {
+  unsigned char hdr[8];
+  uint64_t len;
+  int i, err;
+  *out = NULL;
+  if ((err = read_full(fd, hdr, 4)) != 0) return err;
+  len = (uint64_t)hdr[0] << 24 | (uint64_t)hdr[1] << 16 | hdr[2] << 8 | hdr[3];
+  if (len == 0xffffffffu) {
+    if ((err = read_full(fd, hdr, 8)) != 0) return err;
+    for (len = 0, i = 0; i < 8; i++) len = len << 8 | hdr[i];
+  }
+  if (len > BOOTSTRAP_MAX) return LMP_ETOOBIG;
+  if ((*out = malloc(len ? len : 1)) == NULL) return LMP_ENOMEM;
+  if ((err = read_full(fd, *out, len)) != 0) {
+    free(*out);
+    *out = NULL;
+    return err == LMP_EEOF ? LMP_EPROTO : err;
+  }
+  *outlen = len;
+  return 0;
+}
+
+struct worker_args {
+  int fd;
+  const char *name;
+  char *bootstrap;
+  size_t bootstrap_len;
+  int status;
+};
+
+/* Runs inside lua_pcall so that a memory error while setting up the state
+ * is caught like any other. */
+static int worker_pmain(lua_State *L) {
+  struct worker_args *w = lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_lmp);
+  lua_setfield(L, -2, "lmp");
+  lua_pop(L, 2);
+  lmp__preload_lua(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lmp.worker");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "main");
+  lua_pushlstring(L, w->bootstrap, w->bootstrap_len);
+  free(w->bootstrap);
+  w->bootstrap = NULL;
+  lua_pushinteger(L, w->fd);
+  lua_pushstring(L, w->name);
+  lua_call(L, 3, 1);
+  w->status = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+  return 0;
+}
+
+int lmp_worker_main(int argc, char **argv) {
+  struct worker_args w;
+  lua_State *L;
+  char *end;
+  long fd;
+  int err;
+  if (argc < 3 || strcmp(argv[1], WORKER_FLAG) != 0) return -1;
+  memset(&w, 0, sizeof(w));
+  errno = 0;
+  fd = strtol(argv[2], &end, 10);
+  if (errno || *end || fd < 0 || fd > 65535) {
+    fprintf(stderr, "lmp worker: bad bootstrap descriptor '%s'\n", argv[2]);
+    return 2;
+  }
+  w.fd = (int)fd;
+  w.name = argc > 3 ? argv[3] : "worker";
+  if ((err = read_frame(w.fd, &w.bootstrap, &w.bootstrap_len)) != 0) {
+    fprintf(stderr, "%s: cannot read the bootstrap message: %s\n", w.name,
+            lmp_strerror(err));
+    return 1;
+  }
+  if ((L = luaL_newstate()) == NULL) {
+    fprintf(stderr, "%s: cannot create a Lua state: out of memory\n", w.name);
+    free(w.bootstrap);
+    return 1;
+  }
+  lua_pushcfunction(L, worker_pmain);
+  lua_pushlightuserdata(L, &w);
+  if (lmp__pcall_traceback(L, 1, 0) != 0) {
+    lmp__report(L, w.name);
+    w.status = 1;
+  }
+  free(w.bootstrap);
+  lua_close(L);
+  return w.status & 0xff;
+}

@@ -1,0 +1,99 @@
+/*
+ * test_embed -- the embedding API as a C host uses it: open the module in
+ * a state of one's own, read errors as codes, and be a worker executable.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "lmp.h"
+
+static int failures;
+
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+              #cond);                                                 \
+      failures++;                                                     \
+    }                                                                 \
+  } while (0)
+
+static void test_error_codes(void) {
+  CHECK(strcmp(lmp_strerror(LMP_ENOMEM), "out of memory") == 0);
+  CHECK(strcmp(lmp_err_name(LMP_ECODEC), "LMP_ECODEC") == 0);
+  CHECK(strcmp(lmp_strerror(-13), "Permission denied") == 0);
+  CHECK(strcmp(lmp_strerror(-999999), "unknown error") == 0);
+  CHECK(strcmp(lmp_strerror(0), "success") == 0);
+}
+
+static void test_module(void) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_lmp);
+  lua_setfield(L, -2, "lmp");
+  lua_settop(L, 0);
+  lua_pushstring(L, lmp_version());
+  lua_setglobal(L, "expected_version");
+  CHECK(luaL_dostring(L,
+    "local lmp = require 'lmp'\n"
+    "assert(lmp.version == expected_version)\n"
+    "assert(lmp.cpu_count() >= 1)\n"
+    "assert(lmp.errors.WorkerLost == 'WorkerLost')\n"
+    "assert(require 'lmp.worker')\n") == 0 ||
+    (fprintf(stderr, "%s\n", lua_tostring(L, -1)), 0));
+  CHECK(lmp_cpu_count() >= 1);
+  lua_close(L);
+}
+
+static void test_worker(const char *self) {
+  static const char chunk[] =
+      "local fd, name = ...\n"
+      "assert(name == 'w1')\n"
+      "assert(require('lmp').version)\n"
+      "return 7\n";
+  unsigned char hdr[4];
+  size_t n = sizeof(chunk) - 1;
+  int fds[2], status;
+  pid_t pid;
+  CHECK(lmp_set_executable("") == LMP_EINVAL);
+  CHECK(lmp_set_executable(self) == 0);
+  CHECK(strcmp(lmp_get_executable(), self) == 0);
+  CHECK(pipe(fds) == 0);
+  hdr[0] = (unsigned char)(n >> 24);
+  hdr[1] = (unsigned char)(n >> 16);
+  hdr[2] = (unsigned char)(n >> 8);
+  hdr[3] = (unsigned char)n;
+  CHECK(write(fds[1], hdr, 4) == 4);
+  CHECK(write(fds[1], chunk, n) == (ssize_t)n);
+  close(fds[1]);
+  pid = fork();
+  if (pid == 0) {
+    char fdarg[16];
+    snprintf(fdarg, sizeof(fdarg), "%d", fds[0]);
+    execl(lmp_get_executable(), lmp_get_executable(), "--lmp-worker", fdarg,
+          "w1", (char *)NULL);
+    _exit(127);
+  }
+  close(fds[0]);
+  CHECK(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 7);
+}
+
+int main(int argc, char **argv) {
+  int status = lmp_worker_main(argc, argv);
+  if (status >= 0) return status;
+  CHECK(lmp_worker_main(1, argv) == -1);
+  test_error_codes();
+  test_module();
+  test_worker(argv[0]);
+  printf("%s\n", failures ? "FAILED" : "ok");
+  return failures != 0;
+}
