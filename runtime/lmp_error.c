@@ -167,7 +167,11 @@ static const char *error_message(lua_State *L, int idx) {
 }
 
 int lmp__traceback(lua_State *L) {
-  const char *msg = error_message(L, 1);
+  const char *msg;
+  /* error() with no value is a quiet way to fail (busted exits like this
+   * on Lua 5.1): keep it nil so that nothing is reported. */
+  if (lua_isnoneornil(L, 1)) return 1;
+  msg = error_message(L, 1);
   luaL_traceback(L, L, msg, 1);
   return 1;
 }
@@ -183,7 +187,12 @@ int lmp__pcall_traceback(lua_State *L, int nargs, int nresults) {
 }
 
 void lmp__report(lua_State *L, const char *prefix) {
-  const char *msg = error_message(L, -1);
+  const char *msg;
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  msg = error_message(L, -1);
   fprintf(stderr, "%s%s%s\n", prefix ? prefix : "", prefix ? ": " : "", msg);
   fflush(stderr);
   lua_pop(L, 1);

@@ -80,20 +80,23 @@ int main(int argc, char **argv) {
     perror(argv[i]);
     _exit(127);
   }
-  r = pump(fd, deadline, 0, 1.0);
+  r = pump(fd, deadline, 0, 5.0);  /* a slow start is not a prompt */
   while (r >= 0 && fgets(line, sizeof(line), stdin)) {
     size_t mark = output_len, len = strlen(line);
+    /* A person does not type the instant a prompt appears; the line
+     * editor may not have switched the terminal mode yet. */
+    usleep(100 * 1000);
     if (len && line[len - 1] == '\n') line[len - 1] = '\r';
     if (write(fd, line, len) < 0) break;
     r = pump(fd, deadline, mark + len, 1.0);
   }
-  if (r >= 0) {
-    if (write(fd, "\004", 1) < 0) {
-      /* the program is gone; collect its status below */
-    }
-    while (pump(fd, deadline, output_len, 1.0) >= 0) {
-      if (waitpid(pid, &status, WNOHANG) == pid) goto reaped;
-    }
+  /* End the input with Ctrl-D, typed again if the line editor dropped it
+   * (it may flush input typed while it switches the terminal mode). */
+  while (r >= 0) {
+    usleep(100 * 1000);
+    if (write(fd, "\004", 1) < 0) break;
+    r = pump(fd, deadline, output_len, 1.0);
+    if (waitpid(pid, &status, WNOHANG) == pid) goto reaped;
   }
   if (now() >= deadline) {
     kill(pid, SIGKILL);

@@ -1,0 +1,113 @@
+-- lmp_bench.lua -- the lmp column of scripts/bench: workloads B1..B10 on lmp.
+--
+-- Usage:  build/lmp lmp_bench.lua [--quick] ID...    run these workloads
+--         build/lmp lmp_bench.lua --list             print the ids defined
+--
+-- Output: one `name value unit` line per result, one invocation being one
+-- run, like mp_bench.py.  --quick divides counts by 10.
+--
+-- Adding a workload is one function here: define W.B<n> with the sizes
+-- below (they mirror mp_bench.py) and emit the metric names that
+-- table.py's rows already expect: "lmp." .. the CPython name, in the row's
+-- unit, e.g. for B3:
+--
+--   function W.B3()
+--     local pool, count = lmp.Pool(2), n(APPLY_N)
+--     local function identity(x) return x end
+--     for i = 1, WARM do pool:apply(identity, { i }) end
+--     local t = now()
+--     for i = 1, count do assert(pool:apply(identity, { i }) == i) end
+--     emit("lmp.B3.apply_latency", (now() - t) / count * 1e6, "us")
+--     pool:close(); pool:join()
+--   end
+--
+-- scripts/bench asks --list which ids exist and runs each in a fresh process
+-- next to its CPython and C counterparts.  Timed sections leave out process
+-- and pool start, as on the Python side.
+
+local ffi = require "ffi"
+
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock, bench_timespec *ts);
+]]
+local ts = ffi.new("bench_timespec")
+
+-- Wall-clock seconds (CLOCK_MONOTONIC, comparable across processes).
+local function now()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+-- Sizes, as in mp_bench.py.
+local MAP_N, MAP1_N = 200000, 20000     -- B1 items: default chunksize, 1
+local CPU_INPUTS, CPU_N = 40, 1300000   -- B2 inputs, loop length
+local APPLY_N = 5000                    -- B3 round trips
+local QUEUE_N = 200000                  -- B4 items
+local BIG_N, BIG_SIZE = 200, 2 ^ 20     -- B5 items of 1 MiB
+local PING_N = 50000                    -- B6 round trips
+local START_N = 50                      -- B7 processes per start method
+local LOCK_N = 100000                   -- B8 increments per child
+local RECORDS = 1000                    -- B10 records in the payload
+local WARM = 100                        -- untimed warm-up calls
+local MB = 1e6                          -- rates are decimal
+
+local scale = 1                         -- 10 under --quick
+local lmp                               -- require "lmp", once workloads run
+
+local function n(count) return math.max(1, math.floor(count / scale)) end
+
+local function emit(name, value, unit)
+  io.write(string.format("%s %.6g %s\n", name, value, unit))
+  io.flush()
+end
+
+-- Rate of fn(), called in doubling batches for at least 0.3 s.
+local function calls_per_second(fn)
+  local calls, batch, t0 = 0, 1, now()
+  while true do
+    for _ = 1, batch do fn() end
+    calls, batch = calls + batch, batch * 2
+    local elapsed = now() - t0
+    if elapsed >= 0.3 / scale then return calls / elapsed end
+  end
+end
+
+-- The B10 payload: ids 0..RECORDS-1 like Python's range().
+local function records()
+  local t = {}
+  for i = 0, RECORDS - 1 do
+    t[i + 1] = { id = i, name = "user" .. i, score = i * 1.5,
+                 tags = { "a", "b", "c" }, active = i % 2 == 0 }
+  end
+  return t
+end
+
+-- Workloads, keyed by id.  None exist yet: they arrive with the issues that
+-- build the parts of lmp they measure.
+local W = {}
+
+local ids = {}
+for i = 1, 10 do
+  if W["B" .. i] then ids[#ids + 1] = "B" .. i end
+end
+
+local args = { ... }
+if args[1] == "--quick" then
+  scale = 10
+  table.remove(args, 1)
+end
+if args[1] == "--list" then
+  if #ids > 0 then print(table.concat(ids, "\n")) end
+  return
+end
+for _, id in ipairs(args) do
+  if not W[id] then
+    io.stderr:write("lmp_bench: no workload ", id, "; defined: ",
+                    #ids > 0 and table.concat(ids, " ") or "none", "\n")
+    os.exit(2)
+  end
+end
+if #args > 0 then lmp = require "lmp" end
+for _, id in ipairs(args) do W[id]() end
+

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Turn scripts/bench's raw lines into its one table.
+
+Usage: python3 table.py RAW_FILE
+
+RAW_FILE holds `run name value unit` lines (run = 1..N).  A cell is
+`median [min-max]` over the runs.  Ratios are taken within each run, so
+that both sides saw the same host load, and the median over runs is shown.
+"""
+import statistics
+import sys
+from collections import defaultdict
+
+HI, LO = True, False        # is a higher figure better?
+
+# One row per comparison:
+#   (label, unit, higher is better, lmp metric, CPython metric, C metric,
+#    factor from the C metric's unit to the row's unit)
+# None leaves a cell empty.  The lmp metric names are the ones lmp_bench.lua
+# is to emit, in the row's unit; a row whose lmp figure exists switches its
+# ratio from the C headroom to lmp vs CPython by itself.
+ROWS = [
+    ("B1 Pool.map 200k ints, default chunksize", "items/s", HI,
+     "lmp.B1.pool_map_small", "B1.pool_map_small", None, 1),
+    ("B1   same, MALLOC_TOP_PAD_=16M", "items/s", HI,
+     None, "B1.pool_map_small+toppad", None, 1),
+    ("B1 Pool.map 20k ints, chunksize=1", "items/s", HI,
+     "lmp.B1.pool_map_chunksize1", "B1.pool_map_chunksize1", None, 1),
+    ("B1 Pool(2) start+close+join, fork", "ms", LO,
+     "lmp.B1.pool_lifecycle.fork", "B1.pool_lifecycle.fork", None, 1),
+    ("B1 Pool(2) start+close+join, spawn", "ms", LO,
+     "lmp.B1.pool_lifecycle.spawn", "B1.pool_lifecycle.spawn", None, 1),
+    ("B2 CPU map 40x~50ms, Pool(2) speedup | C: 2 loops at once", "x", HI,
+     "lmp.B2.speedup", "B2.speedup", "c.parallel_cores", 1),
+    ("B2 efficiency = speedup/2", "%", HI,
+     "lmp.B2.efficiency", "B2.efficiency", None, 1),
+    ("B2 serial time per task", "ms", LO,
+     "lmp.B2.task_time", "B2.task_time", None, 1),
+    ("B3 pool.apply round trip | C: pipe ping-pong 1 B", "us", LO,
+     "lmp.B3.apply_latency", "B3.apply_latency", "c.pipe_pingpong", 1),
+    ("B4 Queue small ints | C: shm SPSC ring 8 B", "items/s", HI,
+     "lmp.B4.queue_small", "B4.queue_small", "c.ring_msgs", 1),
+    ("B4 SimpleQueue small ints | C: shm SPSC ring", "items/s", HI,
+     "lmp.B4.simplequeue_small", "B4.simplequeue_small", "c.ring_msgs", 1),
+    ("B5 Queue 1 MiB bytes | C: pipe, 64 KiB writes", "MB/s", HI,
+     "lmp.B5.queue_large", "B5.queue_large", "c.pipe_bandwidth", 1e3),
+    ("B5   same, MALLOC_TOP_PAD_=16M | C: pipe", "MB/s", HI,
+     None, "B5.queue_large+toppad", "c.pipe_bandwidth", 1e3),
+    ("B6 Pipe send/recv ping-pong | C: socketpair 1 B", "us", LO,
+     "lmp.B6.pipe_pingpong.send", "B6.pipe_pingpong.pickle",
+     "c.socketpair_pingpong", 1),
+    ("B6 Pipe send_bytes/recv_bytes | C: socketpair", "us", LO,
+     "lmp.B6.pipe_pingpong.bytes", "B6.pipe_pingpong.bytes",
+     "c.socketpair_pingpong", 1),
+    ("B7 Process start+join, spawn | C: spawn python3 -c pass", "ms", LO,
+     "lmp.B7.process_start.spawn", "B7.process_start.spawn",
+     "c.spawn_python", 1),
+    ("B7 Process start+join, fork | C: fork+_exit+waitpid", "ms", LO,
+     "lmp.B7.process_start.fork", "B7.process_start.fork",
+     "c.fork_exit_wait", 1e-3),
+    ("B7 Process start+join, forkserver | C: fork+_exit", "ms", LO,
+     "lmp.B7.process_start.forkserver", "B7.process_start.forkserver",
+     "c.fork_exit_wait", 1e-3),
+    ("B7 forkserver warm-up (first process)", "ms", LO,
+     "lmp.B7.forkserver_warmup", "B7.forkserver_warmup", None, 1),
+    ("B8 lock counter 2x100k | C: pshared pthread mutex", "ops/s", HI,
+     "lmp.B8.lock_counter", "B8.lock_counter", "c.mutex", 1),
+    ("B9 idle Pool worker VmRSS, spawn | C: bare python3", "MiB", LO,
+     "lmp.B9.worker_rss", "B9.worker_rss", "c.rss_python", 1),
+    ("B9 idle Pool worker RssAnon | C: bare python3", "MiB", LO,
+     "lmp.B9.worker_rss_anon", "B9.worker_rss_anon", "c.rss_anon_python", 1),
+    # lmp.codec carries what pickle carries in Python, but its format is
+    # cjson-compatible JSON: its rows are the json ones, against lua-cjson.
+    ("B10 pickle encode", "records/s", HI,
+     None, "B10.pickle.encode_records", None, 1),
+    ("B10   same, MALLOC_TOP_PAD_=16M", "records/s", HI,
+     None, "B10.pickle.encode_records+toppad", None, 1),
+    ("B10 pickle decode", "records/s", HI,
+     None, "B10.pickle.decode_records", None, 1),
+    ("B10   same, MALLOC_TOP_PAD_=16M", "records/s", HI,
+     None, "B10.pickle.decode_records+toppad", None, 1),
+    ("B10 codec/json encode | ref: lua-cjson (luajit)", "records/s", HI,
+     "lmp.B10.codec.encode_records", "B10.json.encode_records",
+     "lua.cjson.encode_records", 1),
+    ("B10 codec/json decode | ref: lua-cjson (luajit)", "records/s", HI,
+     "lmp.B10.codec.decode_records", "B10.json.decode_records",
+     "lua.cjson.decode_records", 1),
+    ("B10 pickle encode", "MB/s", HI, None, "B10.pickle.encode", None, 1),
+    ("B10 pickle decode", "MB/s", HI, None, "B10.pickle.decode", None, 1),
+    ("B10 codec/json encode | ref: lua-cjson", "MB/s", HI,
+     "lmp.B10.codec.encode", "B10.json.encode", "lua.cjson.encode", 1),
+    ("B10 codec/json decode | ref: lua-cjson", "MB/s", HI,
+     "lmp.B10.codec.decode", "B10.json.decode", "lua.cjson.decode", 1),
+    ("B10 payload size, codec/json | ref: lua-cjson", "bytes", LO,
+     "lmp.B10.codec.size", "B10.json.size", "lua.cjson.size", 1),
+    ("B10 payload size, pickle", "bytes", LO,
+     None, "B10.pickle.size", None, 1),
+    # The machine alone: no CPython or lmp counterpart.
+    ("C: fixed CPU loop (noise probe)", "ms", LO,
+     None, None, "c.cpu_probe", 1),
+    ("C: syscall round trip (getppid)", "ns", LO,
+     None, None, "c.syscall", 1),
+    ("C: first-touch page fault, 4 KiB", "us", LO,
+     None, None, "c.pagefault", 1),
+    ("C: first-touch rate (4 KiB / fault)", "MB/s", HI,
+     None, None, "c.fresh_touch_bw", 1e3),
+    ("C: eventfd ping-pong", "us", LO, None, None, "c.eventfd_pingpong", 1),
+    ("C: shm futex ping-pong", "us", LO, None, None, "c.futex_pingpong", 1),
+    ("C: shm spin ping-pong (burns 2 cores)", "us", LO,
+     None, None, "c.spin_pingpong", 1),
+    ("C: memcpy 1 MiB, cache-hot", "MB/s", HI,
+     None, None, "c.memcpy_hot", 1e3),
+    ("C: memcpy 1 MiB blocks over 256 MiB", "MB/s", HI,
+     None, None, "c.memcpy_stream", 1e3),
+    ("C: posix_spawn /bin/true + waitpid", "ms", LO,
+     None, None, "c.spawn_true", 1),
+    ("C: posix_spawn luajit -e '' + waitpid", "ms", LO,
+     None, None, "c.spawn_luajit", 1),
+    ("C: robust pshared mutex 2x100k", "ops/s", HI,
+     None, None, "c.mutex_robust", 1),
+    ("C: idle luajit VmRSS", "MiB", LO, None, None, "c.rss_luajit", 1),
+    ("C: idle luajit RssAnon", "MiB", LO, None, None, "c.rss_anon_luajit", 1),
+]
+
+LEGEND = """\
+# cells: median [min-max] over runs; ratios are medians of per-run ratios.
+# ratio: lmp vs CPython, >1 = lmp better; (in parentheses), while a row has no
+#   lmp figure: the C limit's headroom over CPython, >1 = C better.
+# lmp % of C: lmp as a share of the C limit, 100% = at the limit."""
+
+
+def fmt(v):
+    """3 significant digits, k/M/G from 10^4 up, no exponents."""
+    for limit, div, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"),
+                               (1e4, 1e3, "k")):
+        if abs(v) >= limit:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def cell(series):
+    v = list(series.values())
+    if not v:
+        return "—"
+    return f"{fmt(statistics.median(v))} [{fmt(min(v))}-{fmt(max(v))}]"
+
+
+def gain(a, b, higher):
+    """Median over runs of how many times a beats b (>1 = a better)."""
+    r = [a[k] / b[k] if higher else b[k] / a[k]
+         for k in a if k in b and a[k] > 0 and b[k] > 0]
+    return statistics.median(r) if r else None
+
+
+def main(path):
+    raw = defaultdict(dict)                 # metric -> {run: value}
+    for line in open(path):
+        f = line.split()
+        if len(f) == 4:
+            raw[f[1]][int(f[0])] = float(f[2])
+
+    def series(name, factor=1):
+        return {r: v * factor for r, v in raw.get(name, {}).items()}
+
+    head = ("workload", "lmp", "CPython", "C limit", "unit", "ratio",
+            "lmp % of C", "runs")
+    rows, used = [], set()
+    for label, unit, hi, lm, py, c, factor in ROWS:
+        used.update((lm, py, c))
+        L, P, C = series(lm), series(py), series(c, factor)
+        if not (L or P or C):
+            continue
+        if L:
+            g = gain(L, P, hi)
+            ratio = f"{g:.3g}x" if g is not None else "—"
+        else:
+            g = gain(C, P, hi)
+            ratio = f"({g:.3g}x)" if g is not None else "—"
+        g = gain(L, C, hi)
+        pct = f"{g * 100:.3g}%" if g is not None else "—"
+        runs = max(len(L), len(P), len(C))
+        rows.append((label, cell(L), cell(P), cell(C), unit, ratio, pct,
+                     str(runs)))
+
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+
+    def show(r):
+        print(" | ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip())
+
+    print(LEGEND)
+    print()
+    show(head)
+    show(["-" * w for w in widths])
+    for r in rows:
+        show(r)
+    # A metric no row shows is most likely a workload added without its row
+    # (the +toppad reruns emit more than the table needs: not reported).
+    stray = sorted(m for m in set(raw) - used if not m.endswith("+toppad"))
+    if stray:
+        print("\n# not in the table (add rows in scripts/bench.d/table.py): "
+              + " ".join(stray))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
