@@ -223,10 +223,12 @@ describe("lmp command line", function()
       assert.truthy(cpath)
       local env = H.foreign_host_env()
       env.LUA_CPATH = cpath
-      local s = H.run({"luajit", "-e", "local lmp = require 'lmp'; print(lmp.version, lmp.cpu_count() >= 1)"},
+      local s = H.run({"luajit", "-e", "local lmp = require 'lmp'; " ..
+                       "print(lmp.version, lmp.cpu_count() >= 1, lmp.get_executable())"},
                       {env = env, cwd = "/"})
       assert.equal(0, s.status, s.stderr)
-      assert.equal(lmp.version .. "\ttrue\n", s.stdout)
+      -- Workers of a stock luajit run the lmp host that sits beside lmp.so.
+      assert.equal(lmp.version .. "\ttrue\t" .. H.lmp .. "\n", s.stdout)
     end)
   end)
 
