@@ -5,6 +5,7 @@
  * (the core) and hands it to the embedded Lua chunk lua/lmp/init.lua, which
  * returns the table users see.  Logic that is not hot lives on the Lua side.
  */
+#include "lmp_codec.h"
 #include "lmp_internal.h"
 
 static int l_cpu_count(lua_State *L) {
@@ -41,6 +42,7 @@ int luaopen_lmp(lua_State *L) {
   lua_pushstring(L, lmp_version());
   lua_setfield(L, -2, "version");
   lmp__error_open(L);
+  lmp__codec_open(L);
   lua_call(L, 1, 1);
   return 1;
 }

@@ -1,0 +1,80 @@
+/*
+ * lmp_codec.h -- the codec every value crossing a process boundary goes
+ * through (docs/codec.md has the format and the security model).
+ *
+ * Two formats, told apart by the first byte:
+ *   - JSON text, for plain data (what lua-cjson reads and writes), so that a
+ *     peer in any language reads it with its stock JSON parser;
+ *   - lmp's binary format, first byte 0xFF (never the start of JSON text),
+ *     for everything else: NaN and infinities, any table shape, shared
+ *     references and cycles, functions by value, modules and C functions by
+ *     reference, registered metatables, lmp's own objects.
+ * decode accepts both.
+ */
+#ifndef LMP_CODEC_H
+#define LMP_CODEC_H
+
+#include <stdint.h>
+
+#include "lmp_buf.h"
+#include "lmp_internal.h"
+
+#define LMP_CODEC_MAGIC 0xFF
+#define LMP_CODEC_VERSION 1
+#define LMP_CODEC_MAX_DEPTH 4000
+
+/* Tags of the binary format: one byte before each value. */
+enum {
+  LMP_TAG_NIL = 0x00,
+  LMP_TAG_FALSE = 0x01,
+  LMP_TAG_TRUE = 0x02,
+  LMP_TAG_NULL = 0x03,     /* lmp.null, JSON's null */
+  LMP_TAG_INT8 = 0x04,     /* 1 byte, two's complement */
+  LMP_TAG_INT32 = 0x05,    /* 4 bytes, little-endian */
+  LMP_TAG_DOUBLE = 0x06,   /* 8 bytes, IEEE 754, little-endian */
+  LMP_TAG_STRING = 0x07,   /* varint length, bytes */
+  LMP_TAG_TABLE = 0x08,    /* varint narray, varint nhash, values, pairs */
+  LMP_TAG_TABLE_MT = 0x09, /* string name, then as TABLE */
+  LMP_TAG_REF = 0x0A,      /* varint id of a table/function seen before */
+  LMP_TAG_FUNCTION = 0x0B, /* string bytecode, varint nups, upvalues */
+  LMP_TAG_UPVAL_JOIN = 0x0C, /* varint function id, varint upvalue index */
+  LMP_TAG_MODULE = 0x0D,   /* string name: require(name) */
+  LMP_TAG_CFUNCTION = 0x0E, /* string module, string field */
+  LMP_TAG_EXTENSION = 0x0F /* string name, payload value */
+};
+
+typedef struct {
+  int binary;        /* encode: the binary format even for plain data */
+  int safe;          /* decode: refuse code (functions, module and C function
+                        references, extensions) */
+  int max_depth;     /* 0: LMP_CODEC_MAX_DEPTH */
+  const char *role;  /* encode: where error paths start ("value", "args") */
+} lmp_codec_opts;
+
+/* Appends the encoding of the value at `idx` to `out`.  Raises a
+ * CodecError naming the path to a value that cannot be encoded; `out` may
+ * then hold a partial encoding, which the caller discards. */
+void lmp__codec_encode(lua_State *L, int idx, lmp_buf *out,
+                       const lmp_codec_opts *opts);
+
+/* Encodes the value at `idx` and pushes the encoding as a string. */
+void lmp__codec_encode_string(lua_State *L, int idx,
+                              const lmp_codec_opts *opts);
+
+/* Decodes `len` bytes and pushes the value, or raises a CodecError. */
+void lmp__codec_decode(lua_State *L, const char *data, size_t len,
+                       const lmp_codec_opts *opts);
+
+/* Registry keys of the codec's per-state tables. */
+#define LMP_CODEC_MT_BY_NAME "lmp.codec.mt_by_name"
+#define LMP_CODEC_NAME_BY_MT "lmp.codec.name_by_mt"
+#define LMP_CODEC_EXT_BY_MT "lmp.codec.ext_by_mt"     /* mt -> {name, encode} */
+#define LMP_CODEC_EXT_BY_NAME "lmp.codec.ext_by_name" /* name -> decode */
+
+/* Pushes the registry table `key`, creating it if needed. */
+void lmp__codec_registry(lua_State *L, const char *key);
+
+/* Adds lmp.codec's functions to the table at the top of the stack. */
+void lmp__codec_open(lua_State *L);
+
+#endif /* LMP_CODEC_H */

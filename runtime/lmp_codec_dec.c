@@ -1,0 +1,584 @@
+/*
+ * lmp_codec_dec.c -- decoding JSON text and lmp's binary format.
+ *
+ * Input may be hostile (it can come from a socket), so every length is
+ * checked against the bytes that remain, nesting is bounded, and memory
+ * stays proportional to the input.  Errors raise a CodecError that says
+ * what was wrong and at which byte.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmp_codec.h"
+
+typedef struct {
+  lua_State *L;
+  const unsigned char *start, *p, *end;
+  const lmp_codec_opts *opts;
+  int depth, max_depth;
+  int refs;        /* stack index of the table id -> object, or 0 */
+  uint32_t nrefs;
+} dec;
+
+static int dec_error(dec *d, const char *fmt, ...) {
+  lua_State *L = d->L;
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  return lmp__error_raise(L, "CodecError", "decode: %s at byte %d",
+                          lua_tostring(L, -1), (int)(d->p - d->start));
+}
+
+static void enter(dec *d) {
+  if (++d->depth > d->max_depth)
+    dec_error(d, "nested too deeply (more than %d levels)", d->max_depth);
+  luaL_checkstack(d->L, 8, "lmp.codec: nested too deeply");
+}
+
+/* --- JSON --------------------------------------------------------------------- */
+
+static void json_value(dec *d);
+
+static void skip_ws(dec *d) {
+  while (d->p < d->end &&
+         (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r'))
+    d->p++;
+}
+
+static void expect_literal(dec *d, const char *word, size_t len) {
+  if ((size_t)(d->end - d->p) < len || memcmp(d->p, word, len) != 0)
+    dec_error(d, "invalid literal (expected '%s')", word);
+  d->p += len;
+}
+
+static int hex4(dec *d, const unsigned char *p) {
+  int i, v = 0;
+  if (d->end - p < 4) {
+    d->p = p;
+    dec_error(d, "truncated \\u escape");
+  }
+  for (i = 0; i < 4; i++) {
+    int c = p[i], x;
+    if (c >= '0' && c <= '9') x = c - '0';
+    else if ((c | 32) >= 'a' && (c | 32) <= 'f') x = (c | 32) - 'a' + 10;
+    else {
+      d->p = p + i;
+      return dec_error(d, "invalid \\u escape");
+    }
+    v = v << 4 | x;
+  }
+  return v;
+}
+
+static void add_utf8(luaL_Buffer *b, unsigned cp) {
+  char u[4];
+  int n;
+  if (cp < 0x80) {
+    u[0] = (char)cp;
+    n = 1;
+  } else if (cp < 0x800) {
+    u[0] = (char)(0xC0 | cp >> 6);
+    u[1] = (char)(0x80 | (cp & 0x3F));
+    n = 2;
+  } else if (cp < 0x10000) {
+    u[0] = (char)(0xE0 | cp >> 12);
+    u[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+    u[2] = (char)(0x80 | (cp & 0x3F));
+    n = 3;
+  } else {
+    u[0] = (char)(0xF0 | cp >> 18);
+    u[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    u[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    u[3] = (char)(0x80 | (cp & 0x3F));
+    n = 4;
+  }
+  luaL_addlstring(b, u, (size_t)n);
+}
+
+/* Reads a string (d->p at the opening quote) and pushes it. */
+static void json_string(dec *d) {
+  lua_State *L = d->L;
+  const unsigned char *run = ++d->p;
+  luaL_Buffer b;
+  int buffered = 0;
+  for (;;) {
+    unsigned c;
+    if (d->p >= d->end) dec_error(d, "unterminated string");
+    c = *d->p;
+    if (c == '"') break;
+    if (c < 0x20) dec_error(d, "control character in string");
+    if (c != '\\') {
+      d->p++;
+      continue;
+    }
+    if (!buffered) {
+      luaL_buffinit(L, &b);
+      buffered = 1;
+    }
+    luaL_addlstring(&b, (const char *)run, (size_t)(d->p - run));
+    if (d->end - d->p < 2) dec_error(d, "unterminated string");
+    switch (d->p[1]) {
+      case '"': luaL_addchar(&b, '"'); break;
+      case '\\': luaL_addchar(&b, '\\'); break;
+      case '/': luaL_addchar(&b, '/'); break;
+      case 'b': luaL_addchar(&b, '\b'); break;
+      case 'f': luaL_addchar(&b, '\f'); break;
+      case 'n': luaL_addchar(&b, '\n'); break;
+      case 'r': luaL_addchar(&b, '\r'); break;
+      case 't': luaL_addchar(&b, '\t'); break;
+      case 'u': {
+        unsigned cp = (unsigned)hex4(d, d->p + 2);
+        if (cp >= 0xDC00 && cp <= 0xDFFF)
+          dec_error(d, "invalid \\u escape (lone low surrogate)");
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          unsigned lo;
+          if (d->end - d->p < 12 || d->p[6] != '\\' || d->p[7] != 'u')
+            dec_error(d, "invalid \\u escape (high surrogate without low)");
+          lo = (unsigned)hex4(d, d->p + 8);
+          if (lo < 0xDC00 || lo > 0xDFFF)
+            dec_error(d, "invalid \\u escape (high surrogate without low)");
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          d->p += 6;
+        }
+        add_utf8(&b, cp);
+        d->p += 4;
+        break;
+      }
+      default:
+        d->p++;
+        dec_error(d, "invalid escape '\\%c'", d->p[0]);
+    }
+    d->p += 2;
+    run = d->p;
+  }
+  if (buffered) {
+    luaL_addlstring(&b, (const char *)run, (size_t)(d->p - run));
+    luaL_pushresult(&b);
+  } else {
+    lua_pushlstring(L, (const char *)run, (size_t)(d->p - run));
+  }
+  d->p++;
+}
+
+static int is_digit(const unsigned char *p, const unsigned char *end) {
+  return p < end && *p >= '0' && *p <= '9';
+}
+
+static void json_number(dec *d) {
+  const unsigned char *s = d->p, *p = d->p;
+  int simple = 1;
+  if (*p == '-') p++;
+  if (!is_digit(p, d->end)) dec_error(d, "invalid number");
+  if (*p == '0') {
+    p++;
+    if (is_digit(p, d->end)) dec_error(d, "invalid number (leading zero)");
+  } else {
+    while (is_digit(p, d->end)) p++;
+  }
+  if (p < d->end && *p == '.') {
+    simple = 0;
+    p++;
+    if (!is_digit(p, d->end)) {
+      d->p = p;
+      dec_error(d, "invalid number (no digit after '.')");
+    }
+    while (is_digit(p, d->end)) p++;
+  }
+  if (p < d->end && (*p == 'e' || *p == 'E')) {
+    simple = 0;
+    p++;
+    if (p < d->end && (*p == '+' || *p == '-')) p++;
+    if (!is_digit(p, d->end)) {
+      d->p = p;
+      dec_error(d, "invalid number (no digit in exponent)");
+    }
+    while (is_digit(p, d->end)) p++;
+  }
+  if (simple && p - s <= 16) {  /* at most 15 digits: exact as a double */
+    const unsigned char *q = s + (*s == '-');
+    int64_t v = 0;
+    while (q < p) v = v * 10 + (*q++ - '0');
+    lua_pushnumber(d->L, *s == '-' ? (v == 0 ? -0.0 : -(double)v) : (double)v);
+  } else {
+    /* strtod needs a terminated copy; a Lua string is one. */
+    lua_pushlstring(d->L, (const char *)s, (size_t)(p - s));
+    lua_pushnumber(d->L, strtod(lua_tostring(d->L, -1), NULL));
+    lua_remove(d->L, -2);
+  }
+  d->p = p;
+}
+
+static void json_array(dec *d) {
+  lua_State *L = d->L;
+  int n = 0;
+  enter(d);
+  d->p++;
+  lua_newtable(L);
+  skip_ws(d);
+  if (d->p < d->end && *d->p == ']') {
+    d->p++;
+    d->depth--;
+    return;
+  }
+  for (;;) {
+    json_value(d);
+    lua_rawseti(L, -2, ++n);
+    skip_ws(d);
+    if (d->p >= d->end) dec_error(d, "unterminated array");
+    if (*d->p == ']') break;
+    if (*d->p != ',') dec_error(d, "expected ',' or ']' in array");
+    d->p++;
+  }
+  d->p++;
+  d->depth--;
+}
+
+static void json_object(dec *d) {
+  lua_State *L = d->L;
+  enter(d);
+  d->p++;
+  lua_newtable(L);
+  skip_ws(d);
+  if (d->p < d->end && *d->p == '}') {
+    d->p++;
+    d->depth--;
+    return;
+  }
+  for (;;) {
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != '"') dec_error(d, "expected a string key");
+    json_string(d);
+    skip_ws(d);
+    if (d->p >= d->end || *d->p != ':') dec_error(d, "expected ':' after key");
+    d->p++;
+    json_value(d);
+    lua_rawset(L, -3);
+    skip_ws(d);
+    if (d->p >= d->end) dec_error(d, "unterminated object");
+    if (*d->p == '}') break;
+    if (*d->p != ',') dec_error(d, "expected ',' or '}' in object");
+    d->p++;
+  }
+  d->p++;
+  d->depth--;
+}
+
+static void json_value(dec *d) {
+  skip_ws(d);
+  if (d->p >= d->end) dec_error(d, "unexpected end of input");
+  switch (*d->p) {
+    case '{': json_object(d); break;
+    case '[': json_array(d); break;
+    case '"': json_string(d); break;
+    case 't': expect_literal(d, "true", 4); lua_pushboolean(d->L, 1); break;
+    case 'f': expect_literal(d, "false", 5); lua_pushboolean(d->L, 0); break;
+    case 'n': expect_literal(d, "null", 4); lua_pushlightuserdata(d->L, NULL); break;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+      json_number(d);
+      break;
+    default:
+      if (*d->p >= 0x20 && *d->p < 0x7f)
+        dec_error(d, "unexpected character '%c'", *d->p);
+      dec_error(d, "unexpected byte %d", (int)*d->p);
+  }
+}
+
+/* --- binary ------------------------------------------------------------------- */
+
+static void need(dec *d, size_t n) {
+  if ((size_t)(d->end - d->p) < n) dec_error(d, "truncated input");
+}
+
+static uint64_t varint(dec *d) {
+  uint64_t v = 0;
+  int shift;
+  for (shift = 0; shift < 64; shift += 7) {
+    unsigned c;
+    need(d, 1);
+    c = *d->p++;
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) return v;
+  }
+  return (uint64_t)dec_error(d, "invalid length");
+}
+
+/* A count of items that each take at least `min_bytes`: bounded by what
+ * is left, so that a forged count cannot make us allocate. */
+static size_t count(dec *d, size_t min_bytes) {
+  uint64_t n = varint(d);
+  if (n > (uint64_t)(d->end - d->p) / min_bytes)
+    dec_error(d, "count larger than the input");
+  return (size_t)n;
+}
+
+static const char *bin_bytes(dec *d, size_t *len) {
+  const char *s;
+  *len = count(d, 1);
+  s = (const char *)d->p;
+  d->p += *len;
+  return s;
+}
+
+/* A string value (with its tag), as names and bytecode are stored. */
+static const char *bin_tagged_string(dec *d, size_t *len) {
+  need(d, 1);
+  if (*d->p++ != LMP_TAG_STRING) dec_error(d, "expected a string");
+  return bin_bytes(d, len);
+}
+
+static void refs_add(dec *d) {
+  lua_State *L = d->L;
+  if (d->refs == 0) dec_error(d, "internal: no reference table");
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->refs, (int)++d->nrefs);
+  if (d->nrefs >= 0x3ffffff) dec_error(d, "too many objects");
+}
+
+static void refuse_code(dec *d, const char *what) {
+  if (d->opts->safe)
+    dec_error(d, "%s refused in safe mode", what);
+}
+
+static void bin_value(dec *d);
+
+static void bin_table(dec *d, int with_mt) {
+  lua_State *L = d->L;
+  size_t narr, nhash, i, namelen = 0;
+  const char *name = NULL;
+  if (with_mt) name = bin_tagged_string(d, &namelen);
+  narr = count(d, 1);
+  nhash = count(d, 2);
+  enter(d);
+  lua_createtable(L, narr > (1 << 20) ? 1 << 20 : (int)narr,
+                  nhash > (1 << 20) ? 1 << 20 : (int)nhash);
+  refs_add(d);
+  for (i = 1; i <= narr; i++) {
+    bin_value(d);
+    lua_rawseti(L, -2, (int)i);
+  }
+  for (i = 0; i < nhash; i++) {
+    bin_value(d);
+    if (lua_isnil(L, -1)) dec_error(d, "table key is nil");
+    if (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1)))
+      dec_error(d, "table key is NaN");
+    bin_value(d);
+    lua_rawset(L, -3);
+  }
+  if (name) {
+    lmp__codec_registry(L, LMP_CODEC_MT_BY_NAME);
+    lua_pushlstring(L, name, namelen);
+    lua_rawget(L, -2);
+    if (!lua_istable(L, -1)) {
+      const char *n = (lua_pushlstring(L, name, namelen), lua_tostring(L, -1));
+      dec_error(d, "metatable '%s' is not registered in this process "
+                "(register it here with lmp.codec.register(\"%s\", mt))", n, n);
+    }
+    lua_setmetatable(L, -3);
+    lua_pop(L, 1);
+  }
+  d->depth--;
+}
+
+/* Number of upvalues of the function at idx. */
+static int count_upvalues(lua_State *L, int idx) {
+  int n = 0;
+  while (lua_getupvalue(L, idx, n + 1) != NULL) {
+    lua_pop(L, 1);
+    n++;
+  }
+  return n;
+}
+
+static void bin_function(dec *d) {
+  lua_State *L = d->L;
+  size_t len, nups, i;
+  int f, actual;
+  const char *code;
+  refuse_code(d, "function");
+  code = bin_tagged_string(d, &len);
+  if (len < 4 || memcmp(code, "\033LJ", 3) != 0)
+    dec_error(d, "function is not LuaJIT bytecode");
+  if (luaL_loadbuffer(L, code, len, "=?") != 0)
+    dec_error(d, "function bytecode does not load: %s", lua_tostring(L, -1));
+  f = lua_gettop(L);
+  refs_add(d);
+  nups = count(d, 1);
+  actual = count_upvalues(L, f);
+  if (nups != (size_t)actual)
+    dec_error(d, "function has %d upvalues, not %d", actual, (int)nups);
+  enter(d);
+  for (i = 1; i <= nups; i++) {
+    need(d, 1);
+    if (*d->p == LMP_TAG_UPVAL_JOIN) {
+      uint64_t id, n;
+      d->p++;
+      id = varint(d);
+      n = varint(d);
+      if (id >= d->nrefs) dec_error(d, "upvalue refers to an unknown function");
+      lua_rawgeti(L, d->refs, (int)id + 1);
+      if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1) || n < 1 ||
+          n > (uint64_t)count_upvalues(L, lua_gettop(L)))
+        dec_error(d, "upvalue refers to a missing upvalue");
+      lua_upvaluejoin(L, f, (int)i, lua_gettop(L), (int)n);
+      lua_pop(L, 1);
+    } else {
+      bin_value(d);
+      lua_setupvalue(L, f, (int)i);
+    }
+  }
+  d->depth--;
+}
+
+/* Calls require(name), turning its failure into a CodecError. */
+static void require_module(dec *d, const char *name, size_t len) {
+  lua_State *L = d->L;
+  lua_getglobal(L, "require");
+  lua_pushlstring(L, name, len);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    const char *why = lua_tostring(L, -1);
+    const char *n = (lua_pushlstring(L, name, len), lua_tostring(L, -1));
+    dec_error(d, "cannot require module '%s': %s", n, why ? why : "?");
+  }
+}
+
+static void bin_value(dec *d) {
+  lua_State *L = d->L;
+  unsigned tag;
+  need(d, 1);
+  tag = *d->p++;
+  switch (tag) {
+    case LMP_TAG_NIL: lua_pushnil(L); break;
+    case LMP_TAG_FALSE: lua_pushboolean(L, 0); break;
+    case LMP_TAG_TRUE: lua_pushboolean(L, 1); break;
+    case LMP_TAG_NULL: lua_pushlightuserdata(L, NULL); break;
+    case LMP_TAG_INT8:
+      need(d, 1);
+      lua_pushnumber(L, (int8_t)*d->p++);
+      break;
+    case LMP_TAG_INT32: {
+      uint32_t u;
+      need(d, 4);
+      u = (uint32_t)d->p[0] | (uint32_t)d->p[1] << 8 | (uint32_t)d->p[2] << 16 |
+          (uint32_t)d->p[3] << 24;
+      d->p += 4;
+      lua_pushnumber(L, (int32_t)u);
+      break;
+    }
+    case LMP_TAG_DOUBLE: {
+      uint64_t u = 0;
+      double v;
+      int i;
+      need(d, 8);
+      for (i = 0; i < 8; i++) u |= (uint64_t)d->p[i] << (8 * i);
+      d->p += 8;
+      memcpy(&v, &u, 8);
+      lua_pushnumber(L, v);
+      break;
+    }
+    case LMP_TAG_STRING: {
+      size_t len;
+      const char *s = bin_bytes(d, &len);
+      lua_pushlstring(L, s, len);
+      break;
+    }
+    case LMP_TAG_TABLE: bin_table(d, 0); break;
+    case LMP_TAG_TABLE_MT: bin_table(d, 1); break;
+    case LMP_TAG_REF: {
+      uint64_t id = varint(d);
+      if (id >= d->nrefs) dec_error(d, "reference to an unknown object");
+      lua_rawgeti(L, d->refs, (int)id + 1);
+      break;
+    }
+    case LMP_TAG_FUNCTION: bin_function(d); break;
+    case LMP_TAG_MODULE: {
+      size_t len;
+      const char *name;
+      refuse_code(d, "module reference");
+      name = bin_tagged_string(d, &len);
+      require_module(d, name, len);
+      break;
+    }
+    case LMP_TAG_CFUNCTION: {
+      size_t mlen, flen;
+      const char *mod, *field;
+      refuse_code(d, "C function reference");
+      mod = bin_tagged_string(d, &mlen);
+      field = bin_tagged_string(d, &flen);
+      require_module(d, mod, mlen);
+      if (!lua_istable(L, -1)) dec_error(d, "module is not a table");
+      lua_pushlstring(L, field, flen);
+      lua_rawget(L, -2);
+      if (!lua_iscfunction(L, -1)) {
+        const char *n = (lua_pushlstring(L, field, flen), lua_tostring(L, -1));
+        dec_error(d, "C function '%s' not found in its module", n);
+      }
+      lua_remove(L, -2);
+      break;
+    }
+    case LMP_TAG_EXTENSION: {
+      size_t len;
+      const char *name;
+      refuse_code(d, "lmp object");
+      name = bin_tagged_string(d, &len);
+      lmp__codec_registry(L, LMP_CODEC_EXT_BY_NAME);
+      lua_pushlstring(L, name, len);
+      lua_rawget(L, -2);
+      lua_remove(L, -2);
+      if (!lua_isfunction(L, -1)) {
+        const char *n = (lua_pushlstring(L, name, len), lua_tostring(L, -1));
+        dec_error(d, "unknown object type '%s'", n);
+      }
+      enter(d);
+      bin_value(d);
+      d->depth--;
+      lua_call(L, 1, 1);
+      break;
+    }
+    default:
+      d->p--;
+      dec_error(d, "unknown tag %d", (int)tag);
+  }
+}
+
+/* --- entry point --------------------------------------------------------------- */
+
+static int decode_protected(lua_State *L) {
+  dec *d = lua_touserdata(L, 1);
+  if (d->p >= d->end) dec_error(d, "empty input");
+  if (*d->p == LMP_CODEC_MAGIC) {
+    d->p++;
+    need(d, 1);
+    if (*d->p != LMP_CODEC_VERSION)
+      dec_error(d, "unsupported format version %d", (int)*d->p);
+    d->p++;
+    lua_newtable(L);
+    d->refs = lua_gettop(L);
+    bin_value(d);
+  } else {
+    json_value(d);
+    skip_ws(d);
+  }
+  if (d->p != d->end) dec_error(d, "trailing garbage");
+  return 1;
+}
+
+void lmp__codec_decode(lua_State *L, const char *data, size_t len,
+                       const lmp_codec_opts *opts) {
+  dec d;
+  memset(&d, 0, sizeof(d));
+  d.L = L;
+  d.start = d.p = (const unsigned char *)data;
+  d.end = d.start + len;
+  d.opts = opts;
+  d.max_depth = opts->max_depth > 0 ? opts->max_depth : LMP_CODEC_MAX_DEPTH;
+  luaL_checkstack(L, 8, "lmp.codec");
+  /* A C function call gives the decoder a fresh stack frame: intermediate
+   * values never pile up on the caller's stack. */
+  lua_pushcfunction(L, decode_protected);
+  lua_pushlightuserdata(L, &d);
+  lua_call(L, 1, 1);
+}

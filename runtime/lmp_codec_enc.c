@@ -1,0 +1,912 @@
+/*
+ * lmp_codec_enc.c -- encoding: JSON text for plain data, lmp's binary
+ * format for everything else (see lmp_codec.h for the format).
+ *
+ * encode() first writes JSON.  The moment it meets something JSON cannot
+ * carry losslessly (NaN, a hole, a shared table, a function, ...) it starts
+ * over in the binary format, so plain data pays nothing for the extensions
+ * and everything else still round-trips.
+ *
+ * Memory: the maps and scratch buffers live in a context userdata kept in
+ * the registry and reused, so an error raised in the middle of an encoding
+ * (which longjmps) leaks nothing and the next encoding finds warm memory.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmp_codec.h"
+
+#define CTX_KEY "lmp.codec.encoder"
+#define NOT_PLAIN 1  /* json_*: give up on JSON, use the binary format */
+
+/* --- a pointer -> integer map (tables and upvalues seen so far) ------------ */
+
+typedef struct {
+  const void *key;
+  uint32_t value;
+  uint32_t gen;  /* entries of older generations are empty: no clearing */
+} ptrmap_slot;
+
+typedef struct {
+  ptrmap_slot *slots;
+  uint32_t mask, count, gen;
+} ptrmap;
+
+static void ptrmap_reset(ptrmap *m) {
+  m->count = 0;
+  if (++m->gen == 0) {  /* wrapped: really clear once every 2^32 uses */
+    if (m->slots) memset(m->slots, 0, sizeof(*m->slots) * (m->mask + 1));
+    m->gen = 1;
+  }
+}
+
+static uint32_t ptr_hash(const void *p) {
+  uint64_t x = (uint64_t)(uintptr_t)p;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (uint32_t)x;
+}
+
+/* Returns the slot for `key`: filled (gen current) if present, else the
+ * empty slot where it goes. */
+static ptrmap_slot *ptrmap_find(ptrmap *m, const void *key) {
+  uint32_t i = ptr_hash(key) & m->mask;
+  for (;;) {
+    ptrmap_slot *s = &m->slots[i];
+    if (s->gen != m->gen || s->key == key) return s;
+    i = (i + 1) & m->mask;
+  }
+}
+
+static int ptrmap_grow(ptrmap *m) {
+  ptrmap old = *m;
+  uint32_t i, size = m->slots ? (m->mask + 1) * 2 : 64;
+  ptrmap_slot *slots = calloc(size, sizeof(*slots));
+  if (slots == NULL) return LMP_ENOMEM;
+  m->slots = slots;
+  m->mask = size - 1;
+  m->gen = 1;
+  m->count = 0;
+  for (i = 0; old.slots && i <= old.mask; i++) {
+    if (old.slots[i].gen == old.gen) {
+      ptrmap_slot *s = ptrmap_find(m, old.slots[i].key);
+      *s = old.slots[i];
+      s->gen = m->gen;
+      m->count++;
+    }
+  }
+  free(old.slots);
+  return 0;
+}
+
+/* --- the encoder context ---------------------------------------------------- */
+
+enum { PATH_INDEX, PATH_KEY, PATH_UPVALUE, PATH_LABEL };
+
+typedef struct {
+  int kind;
+  int key_idx;        /* PATH_KEY: stack index of the key */
+  lua_Integer index;  /* PATH_INDEX */
+  const char *name;   /* PATH_UPVALUE, PATH_LABEL */
+} path_frame;
+
+typedef struct {
+  ptrmap tables;       /* table or function -> reference id */
+  ptrmap upvalues;     /* upvalue id -> function id << 8 | index */
+  lmp_buf scratch;     /* bytecode of the function being dumped */
+  lmp_buf own_out;     /* the output of lmp.codec.encode() */
+  path_frame *path;
+  int path_cap;
+  int busy;
+} enc_ctx;
+
+typedef struct {
+  lua_State *L;
+  enc_ctx *ctx;
+  lmp_buf *out;
+  const lmp_codec_opts *opts;
+  int max_depth;
+  int depth;
+  uint32_t next_ref;
+  int base;            /* stack index of the first of the helper slots: */
+#define SLOT_NAME_BY_MT(e) ((e)->base)
+#define SLOT_EXT_BY_MT(e) ((e)->base + 1)
+#define SLOT_MODULES(e) ((e)->base + 2)   /* table -> module name, lazily */
+#define SLOT_CFUNCS(e) ((e)->base + 3)    /* C function -> {module, key} */
+} enc;
+
+static int ctx_gc(lua_State *L) {
+  enc_ctx *c = lua_touserdata(L, 1);
+  free(c->tables.slots);
+  free(c->upvalues.slots);
+  free(c->path);
+  lmp__buf_free(&c->scratch);
+  lmp__buf_free(&c->own_out);
+  return 0;
+}
+
+/* Pushes a context that is not in use: the state's shared one, or a fresh
+ * one when encode is re-entered (from an extension's encoder). */
+static enc_ctx *push_ctx(lua_State *L) {
+  enc_ctx *c;
+  lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+  c = lua_touserdata(L, -1);
+  if (c && !c->busy) return c;
+  lua_pop(L, 1);
+  c = lua_newuserdata(L, sizeof(*c));
+  memset(c, 0, sizeof(*c));
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, ctx_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+  if (lua_isnil(L, -1)) {
+    lua_pushvalue(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+  }
+  lua_pop(L, 1);
+  return c;
+}
+
+/* --- errors with paths ------------------------------------------------------- */
+
+static int is_ident_char(char ch, int first) {
+  return ch == '_' || ((ch | 32) >= 'a' && (ch | 32) <= 'z') ||
+         (!first && ch >= '0' && ch <= '9');
+}
+
+static int is_identifier(const char *s, size_t len) {
+  size_t i;
+  if (len == 0) return 0;
+  for (i = 0; i < len; i++)
+    if (!is_ident_char(s[i], i == 0)) return 0;
+  return 1;
+}
+
+/* Pushes the path to the value being encoded, e.g. value.args[2].handler */
+static void push_path(enc *e) {
+  lua_State *L = e->L;
+  luaL_Buffer b;
+  int i;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, e->opts->role ? e->opts->role : "value");
+  for (i = 1; i <= e->depth && i < e->ctx->path_cap; i++) {
+    path_frame *f = &e->ctx->path[i];
+    char num[64];
+    switch (f->kind) {
+      case PATH_INDEX:
+        snprintf(num, sizeof(num), "[%lld]", (long long)f->index);
+        luaL_addstring(&b, num);
+        break;
+      case PATH_KEY: {
+        size_t len;
+        const char *s;
+        int t = lua_type(L, f->key_idx);
+        if (t == LUA_TSTRING) {
+          s = lua_tolstring(L, f->key_idx, &len);
+          if (is_identifier(s, len)) {
+            luaL_addchar(&b, '.');
+            luaL_addlstring(&b, s, len);
+          } else {
+            luaL_addstring(&b, "[\"");
+            luaL_addlstring(&b, s, len > 40 ? 40 : len);
+            luaL_addstring(&b, len > 40 ? "...\"]" : "\"]");
+          }
+        } else if (t == LUA_TNUMBER) {
+          snprintf(num, sizeof(num), "[%.17g]", lua_tonumber(L, f->key_idx));
+          luaL_addstring(&b, num);
+        } else if (t == LUA_TBOOLEAN) {
+          luaL_addstring(&b, lua_toboolean(L, f->key_idx) ? "[true]" : "[false]");
+        } else {
+          luaL_addstring(&b, "[<");
+          luaL_addstring(&b, lua_typename(L, t));
+          luaL_addstring(&b, " key>]");
+        }
+        break;
+      }
+      case PATH_UPVALUE:
+        luaL_addstring(&b, "<upvalue ");
+        luaL_addstring(&b, f->name && f->name[0] ? f->name : "?");
+        luaL_addchar(&b, '>');
+        break;
+      case PATH_LABEL:
+        luaL_addstring(&b, f->name);
+        break;
+    }
+  }
+  luaL_pushresult(&b);
+}
+
+static int enc_error(enc *e, const char *fmt, const char *arg) {
+  push_path(e);
+  return lmp__error_raise(e->L, "CodecError", fmt, lua_tostring(e->L, -1), arg);
+}
+
+static void enc_nomem(enc *e) {
+  enc_error(e, "%s: out of memory%s", "");
+}
+
+static void out_append(enc *e, const void *p, size_t n) {
+  if (lmp__buf_append(e->out, p, n)) enc_nomem(e);
+}
+
+static void out_byte(enc *e, int c) {
+  if (lmp__buf_putc(e->out, c)) enc_nomem(e);
+}
+
+/* Enters one level: checks the depth and records how we got there. */
+static path_frame *enter(enc *e, int kind) {
+  enc_ctx *c = e->ctx;
+  if (e->depth >= e->max_depth)
+    enc_error(e, "%s: nested too deeply (more than %s levels)",
+              lua_pushfstring(e->L, "%d", e->max_depth));
+  e->depth++;
+  if (e->depth >= c->path_cap) {
+    int cap = c->path_cap ? c->path_cap * 2 : 64;
+    path_frame *p = realloc(c->path, sizeof(*p) * (size_t)cap);
+    if (p == NULL) {
+      e->depth--;
+      enc_nomem(e);
+    }
+    c->path = p;
+    c->path_cap = cap;
+  }
+  luaL_checkstack(e->L, 8, "lmp.codec: nested too deeply");
+  c->path[e->depth].kind = kind;
+  return &c->path[e->depth];
+}
+
+#define leave(e) ((e)->depth--)
+
+/* --- JSON --------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 prefix of s (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF). */
+static size_t utf8_valid_prefix(const unsigned char *s, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      if (i + 1 >= len || (s[i + 1] & 0xC0) != 0x80) break;
+      i += 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      unsigned c1;
+      if (i + 2 >= len) break;
+      c1 = s[i + 1];
+      if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) break;
+      if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) break;
+      i += 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      unsigned c1;
+      if (i + 3 >= len) break;
+      c1 = s[i + 1];
+      if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 ||
+          (s[i + 3] & 0xC0) != 0x80)
+        break;
+      if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) break;
+      i += 4;
+    } else {
+      break;
+    }
+  }
+  return i;
+}
+
+/* Escapes needed inside a JSON string: '"', '\\' and control characters. */
+static const char json_escape[256] = {
+  'u','u','u','u','u','u','u','u','b','t','n','u','f','r','u','u',
+  'u','u','u','u','u','u','u','u','u','u','u','u','u','u','u','u',
+  0, 0, '"', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\', 0, 0, 0,
+};
+
+static int json_string(enc *e, const char *s, size_t len) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i, run = 0, ascii = 0;
+  /* Fast check: pure ASCII needs no UTF-8 validation. */
+  while (ascii < len && p[ascii] < 0x80) ascii++;
+  if (ascii < len && utf8_valid_prefix(p + ascii, len - ascii) != len - ascii)
+    return NOT_PLAIN;  /* JSON text must be UTF-8: bytes go binary */
+  if (lmp__buf_reserve(e->out, len + 2)) enc_nomem(e);
+  e->out->data[e->out->len++] = '"';
+  for (i = 0; i < len; i++) {
+    char esc = json_escape[p[i]];
+    if (esc) {
+      out_append(e, s + run, i - run);
+      if (esc == 'u') {
+        char u[7];
+        snprintf(u, sizeof(u), "\\u%04x", p[i]);
+        out_append(e, u, 6);
+      } else {
+        char two[2] = {'\\', esc};
+        out_append(e, two, 2);
+      }
+      run = i + 1;
+    }
+  }
+  out_append(e, s + run, len - run);
+  out_byte(e, '"');
+  return 0;
+}
+
+/* Writes the shortest decimal form that reads back as exactly `d`. */
+static void json_number(enc *e, double d) {
+  char num[32];
+  int n;
+  if (d == 0 && signbit(d)) {
+    out_append(e, "-0", 2);
+    return;
+  }
+  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+    n = snprintf(num, sizeof(num), "%lld", (long long)d);
+  } else {
+    int prec;
+    for (prec = 15; prec < 17; prec++) {
+      n = snprintf(num, sizeof(num), "%.*g", prec, d);
+      if (strtod(num, NULL) == d) break;
+    }
+    if (prec == 17) n = snprintf(num, sizeof(num), "%.17g", d);
+  }
+  out_append(e, num, (size_t)n);
+}
+
+static int json_value(enc *e, int idx);
+
+/* Is the table at idx JSON-shaped?  Returns 0 not plain, 1 object (or
+ * empty), 2 array, and its length in *n. */
+static int json_table_shape(lua_State *L, int idx, size_t *n) {
+  size_t count = 0, strings = 0;
+  double max = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      strings++;
+    } else if (lua_type(L, -1) == LUA_TNUMBER) {
+      double k = lua_tonumber(L, -1);
+      if (k < 1 || k != floor(k) || k > 9007199254740992.0) {
+        lua_pop(L, 1);
+        return 0;
+      }
+      if (k > max) max = k;
+      count++;
+    } else {
+      lua_pop(L, 1);
+      return 0;
+    }
+  }
+  if (count && strings) return 0;
+  if (count == 0) return 1;
+  if ((double)count != max) return 0;  /* holes */
+  *n = count;
+  return 2;
+}
+
+static int json_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  ptrmap_slot *s;
+  size_t i, n = 0;
+  int shape;
+  if (lua_getmetatable(L, idx)) {
+    lua_pop(L, 1);
+    return NOT_PLAIN;
+  }
+  /* A table seen before makes a shared reference or a cycle, which JSON
+   * would silently turn into copies. */
+  s = ptrmap_find(&e->ctx->tables, lua_topointer(L, idx));
+  if (s->gen == e->ctx->tables.gen) return NOT_PLAIN;
+  if (e->ctx->tables.count * 2 >= e->ctx->tables.mask) {
+    if (ptrmap_grow(&e->ctx->tables)) enc_nomem(e);
+    s = ptrmap_find(&e->ctx->tables, lua_topointer(L, idx));
+  }
+  s->key = lua_topointer(L, idx);
+  s->gen = e->ctx->tables.gen;
+  s->value = 0;
+  e->ctx->tables.count++;
+  /* A loaded module travels by reference, which JSON cannot say. */
+  lua_pushvalue(L, idx);
+  lua_rawget(L, SLOT_MODULES(e));
+  if (!lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return NOT_PLAIN;
+  }
+  lua_pop(L, 1);
+  shape = json_table_shape(L, idx, &n);
+  if (shape == 0) return NOT_PLAIN;
+  enter(e, PATH_LABEL);
+  if (shape == 2) {
+    out_byte(e, '[');
+    for (i = 1; i <= n; i++) {
+      if (i > 1) out_byte(e, ',');
+      lua_rawgeti(L, idx, (int)i);
+      if (json_value(e, lua_gettop(L))) return NOT_PLAIN;
+      lua_pop(L, 1);
+    }
+    out_byte(e, ']');
+  } else {
+    int first = 1;
+    out_byte(e, '{');
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      size_t klen;
+      const char *k;
+      if (!first) out_byte(e, ',');
+      first = 0;
+      k = lua_tolstring(L, -2, &klen);
+      if (json_string(e, k, klen)) return NOT_PLAIN;
+      out_byte(e, ':');
+      if (json_value(e, lua_gettop(L))) return NOT_PLAIN;
+      lua_pop(L, 1);
+    }
+    out_byte(e, '}');
+  }
+  leave(e);
+  return 0;
+}
+
+static int json_value(enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TBOOLEAN:
+      if (lua_toboolean(L, idx)) out_append(e, "true", 4);
+      else out_append(e, "false", 5);
+      return 0;
+    case LUA_TNUMBER: {
+      double d = lua_tonumber(L, idx);
+      if (!isfinite(d)) return NOT_PLAIN;
+      json_number(e, d);
+      return 0;
+    }
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      return json_string(e, s, len);
+    }
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) != NULL) return NOT_PLAIN;
+      out_append(e, "null", 4);
+      return 0;
+    case LUA_TTABLE:
+      return json_table(e, idx);
+    default:  /* nil inside JSON does not come back as nil; the rest is code */
+      return NOT_PLAIN;
+  }
+}
+
+/* --- the binary format ------------------------------------------------------- */
+
+static void bin_varint(enc *e, uint64_t v) {
+  unsigned char b[10];
+  int n = 0;
+  do {
+    b[n] = (unsigned char)(v & 0x7f);
+    v >>= 7;
+    if (v) b[n] |= 0x80;
+    n++;
+  } while (v);
+  out_append(e, b, (size_t)n);
+}
+
+static void bin_string(enc *e, const char *s, size_t len) {
+  if (lmp__buf_reserve(e->out, len + 11)) enc_nomem(e);
+  e->out->data[e->out->len++] = LMP_TAG_STRING;
+  bin_varint(e, len);
+  memcpy(e->out->data + e->out->len, s, len);
+  e->out->len += len;
+}
+
+static void bin_number(enc *e, double d) {
+  unsigned char b[9];
+  if (d == floor(d) && d >= -2147483648.0 && d <= 2147483647.0 &&
+      !(d == 0 && signbit(d))) {
+    int32_t i = (int32_t)d;
+    if (i >= -128 && i <= 127) {
+      b[0] = LMP_TAG_INT8;
+      b[1] = (unsigned char)(int8_t)i;
+      out_append(e, b, 2);
+    } else {
+      uint32_t u = (uint32_t)i;
+      b[0] = LMP_TAG_INT32;
+      b[1] = (unsigned char)u;
+      b[2] = (unsigned char)(u >> 8);
+      b[3] = (unsigned char)(u >> 16);
+      b[4] = (unsigned char)(u >> 24);
+      out_append(e, b, 5);
+    }
+  } else {
+    uint64_t u;
+    int i;
+    memcpy(&u, &d, 8);
+    b[0] = LMP_TAG_DOUBLE;
+    for (i = 0; i < 8; i++) b[1 + i] = (unsigned char)(u >> (8 * i));
+    out_append(e, b, 9);
+  }
+}
+
+/* Builds the reverse maps of package.loaded on first need: module tables
+ * -> name, and C functions found in them -> {module, field}. */
+static void build_module_maps(enc *e) {
+  lua_State *L = e->L;
+  if (!lua_isnil(L, SLOT_CFUNCS(e))) return;
+  lua_newtable(L);
+  lua_replace(L, SLOT_CFUNCS(e));
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "loaded");
+  lua_remove(L, -2);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (lua_iscfunction(L, -1) && lua_type(L, -2) == LUA_TSTRING) {
+          lua_pushvalue(L, -1);
+          lua_rawget(L, SLOT_CFUNCS(e));
+          if (lua_isnil(L, -1)) {  /* the first path found is kept */
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_createtable(L, 2, 0);
+            lua_pushvalue(L, -6);
+            lua_rawseti(L, -2, 1);
+            lua_pushvalue(L, -4);
+            lua_rawseti(L, -2, 2);
+            lua_rawset(L, SLOT_CFUNCS(e));
+          } else {
+            lua_pop(L, 1);
+          }
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* Table -> module name, for the tables that package.loaded holds.  Built
+ * at the start of each encoding: modules may be loaded at any time. */
+static void build_loaded_map(enc *e) {
+  lua_State *L = e->L;
+  lua_newtable(L);
+  lua_replace(L, SLOT_MODULES(e));
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "loaded");
+    if (lua_istable(L, -1)) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+          lua_pushvalue(L, -2);
+          lua_rawset(L, SLOT_MODULES(e));
+        } else {
+          lua_pop(L, 1);
+        }
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static void bin_value(enc *e, int idx);
+
+/* Returns 1 (and writes a REF) if the object at idx was seen before;
+ * otherwise gives it the next id and returns 0. */
+static int bin_ref(enc *e, int idx) {
+  ptrmap *m = &e->ctx->tables;
+  const void *p = lua_topointer(e->L, idx);
+  ptrmap_slot *s = ptrmap_find(m, p);
+  if (s->gen == m->gen) {
+    out_byte(e, LMP_TAG_REF);
+    bin_varint(e, s->value);
+    return 1;
+  }
+  if (m->count * 2 >= m->mask) {
+    if (ptrmap_grow(m)) enc_nomem(e);
+    s = ptrmap_find(m, p);
+  }
+  s->key = p;
+  s->gen = m->gen;
+  s->value = e->next_ref++;
+  m->count++;
+  return 0;
+}
+
+static void bin_key_value(enc *e, int key_idx, int value_idx) {
+  path_frame *f = enter(e, PATH_KEY);
+  f->key_idx = key_idx;
+  bin_value(e, key_idx);
+  bin_value(e, value_idx);
+  leave(e);
+}
+
+static void bin_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer n = 0, i;
+  uint64_t nhash = 0;
+  lua_pushvalue(L, idx);
+  lua_rawget(L, SLOT_MODULES(e));
+  if (!lua_isnil(L, -1)) {
+    size_t len;
+    const char *name = lua_tolstring(L, -1, &len);
+    out_byte(e, LMP_TAG_MODULE);
+    bin_string(e, name, len);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  if (bin_ref(e, idx)) return;
+  if (lua_getmetatable(L, idx)) {
+    size_t len;
+    const char *name;
+    lua_rawget(L, SLOT_NAME_BY_MT(e));
+    name = lua_tolstring(L, -1, &len);
+    if (name == NULL)
+      enc_error(e, "%s: cannot encode a table with an unregistered metatable "
+                "(register it with lmp.codec.register(name, mt))%s", "");
+    out_byte(e, LMP_TAG_TABLE_MT);
+    bin_string(e, name, len);
+    lua_pop(L, 1);
+  } else {
+    out_byte(e, LMP_TAG_TABLE);
+  }
+  for (;;) {
+    lua_rawgeti(L, idx, (int)(n + 1));
+    if (lua_isnil(L, -1)) break;
+    lua_pop(L, 1);
+    n++;
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!(lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= 1 &&
+          lua_tonumber(L, -1) <= (double)n &&
+          lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
+      nhash++;
+  }
+  bin_varint(e, (uint64_t)n);
+  bin_varint(e, nhash);
+  for (i = 1; i <= n; i++) {
+    path_frame *f = enter(e, PATH_INDEX);
+    f->index = i;
+    lua_rawgeti(L, idx, (int)i);
+    bin_value(e, lua_gettop(L));
+    lua_pop(L, 1);
+    leave(e);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (!(lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) >= 1 &&
+          lua_tonumber(L, -2) <= (double)n &&
+          lua_tonumber(L, -2) == floor(lua_tonumber(L, -2))))
+      bin_key_value(e, lua_gettop(L) - 1, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  LMP_UNUSED(L);
+  return lmp__buf_append(ud, p, n) ? 1 : 0;
+}
+
+static void bin_function(enc *e, int idx) {
+  lua_State *L = e->L;
+  enc_ctx *c = e->ctx;
+  uint32_t self_id;
+  int nups, i;
+  if (lua_iscfunction(L, idx)) {
+    size_t len;
+    const char *s;
+    build_module_maps(e);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, SLOT_CFUNCS(e));
+    if (lua_isnil(L, -1))
+      enc_error(e, "%s: cannot encode a C function that is not a field of a "
+                "loaded module%s", "");
+    out_byte(e, LMP_TAG_CFUNCTION);
+    lua_rawgeti(L, -1, 1);
+    s = lua_tolstring(L, -1, &len);
+    bin_string(e, s, len);
+    lua_rawgeti(L, -2, 2);
+    s = lua_tolstring(L, -1, &len);
+    bin_string(e, s, len);
+    lua_pop(L, 3);
+    return;
+  }
+  if (bin_ref(e, idx)) return;
+  self_id = e->next_ref - 1;
+  c->scratch.len = 0;
+  lua_pushvalue(L, idx);
+  if (lua_dump(L, dump_writer, &c->scratch) != 0)
+    enc_error(e, "%s: cannot encode this function (lua_dump failed)%s", "");
+  lua_pop(L, 1);
+  out_byte(e, LMP_TAG_FUNCTION);
+  bin_string(e, c->scratch.data, c->scratch.len);
+  for (nups = 0; lua_getupvalue(L, idx, nups + 1) != NULL; nups++)
+    lua_pop(L, 1);
+  bin_varint(e, (uint64_t)nups);
+  for (i = 1; i <= nups; i++) {
+    ptrmap *m = &c->upvalues;
+    void *id = lua_upvalueid(L, idx, i);
+    ptrmap_slot *s = ptrmap_find(m, id);
+    if (s->gen == m->gen) {  /* shared with a function encoded before */
+      out_byte(e, LMP_TAG_UPVAL_JOIN);
+      bin_varint(e, s->value >> 8);
+      bin_varint(e, s->value & 0xff);
+      continue;
+    }
+    if (m->count * 2 >= m->mask) {
+      if (ptrmap_grow(m)) enc_nomem(e);
+      s = ptrmap_find(m, id);
+    }
+    s->key = id;
+    s->gen = m->gen;
+    s->value = self_id << 8 | (uint32_t)i;
+    m->count++;
+    {
+      path_frame *f = enter(e, PATH_UPVALUE);
+      f->name = lua_getupvalue(L, idx, i);
+      bin_value(e, lua_gettop(L));
+      lua_pop(L, 1);
+      leave(e);
+    }
+  }
+}
+
+static void bin_userdata(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t len;
+  const char *name;
+  if (!lua_getmetatable(L, idx))
+    enc_error(e, "%s: cannot encode userdata%s", "");
+  lua_rawget(L, SLOT_EXT_BY_MT(e));
+  if (!lua_istable(L, -1))
+    enc_error(e, "%s: cannot encode userdata%s", "");
+  lua_rawgeti(L, -1, 1);
+  name = lua_tolstring(L, -1, &len);
+  out_byte(e, LMP_TAG_EXTENSION);
+  bin_string(e, name ? name : "", name ? len : 0);
+  lua_pop(L, 1);
+  lua_rawgeti(L, -1, 2);  /* the extension's encoder: obj -> payload */
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+  {
+    path_frame *f = enter(e, PATH_LABEL);
+    f->name = "<payload>";
+    bin_value(e, lua_gettop(L));
+    leave(e);
+  }
+  lua_pop(L, 2);
+}
+
+static void bin_value(enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      out_byte(e, LMP_TAG_NIL);
+      break;
+    case LUA_TBOOLEAN:
+      out_byte(e, lua_toboolean(L, idx) ? LMP_TAG_TRUE : LMP_TAG_FALSE);
+      break;
+    case LUA_TNUMBER:
+      bin_number(e, lua_tonumber(L, idx));
+      break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      bin_string(e, s, len);
+      break;
+    }
+    case LUA_TTABLE:
+      bin_table(e, idx);
+      break;
+    case LUA_TFUNCTION:
+      bin_function(e, idx);
+      break;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) != NULL)
+        enc_error(e, "%s: cannot encode a light userdata%s", "");
+      out_byte(e, LMP_TAG_NULL);
+      break;
+    case LUA_TUSERDATA:
+      bin_userdata(e, idx);
+      break;
+    default:
+      enc_error(e, "%s: cannot encode a %s", luaL_typename(L, idx));
+  }
+}
+
+/* --- entry point --------------------------------------------------------------- */
+
+/* Runs inside lua_pcall: [1] the value, [2] the enc. */
+static int encode_protected(lua_State *L) {
+  enc *e = lua_touserdata(L, 2);
+  size_t start = e->out->len;
+  e->base = 3;
+  lmp__codec_registry(L, LMP_CODEC_NAME_BY_MT);
+  lmp__codec_registry(L, LMP_CODEC_EXT_BY_MT);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  if (e->ctx->tables.slots == NULL &&
+      (ptrmap_grow(&e->ctx->tables) || ptrmap_grow(&e->ctx->upvalues)))
+    enc_nomem(e);
+  ptrmap_reset(&e->ctx->tables);
+  ptrmap_reset(&e->ctx->upvalues);
+  /* Only tables can be modules; scalars skip the scan of package.loaded. */
+  if (lua_type(L, 1) == LUA_TTABLE) build_loaded_map(e);
+  else {
+    lua_newtable(L);
+    lua_replace(L, SLOT_MODULES(e));
+  }
+  if (e->opts->binary || json_value(e, 1) != 0) {
+    e->out->len = start;
+    e->depth = 0;
+    ptrmap_reset(&e->ctx->tables);
+    lua_settop(L, SLOT_CFUNCS(e));
+    out_byte(e, LMP_CODEC_MAGIC);
+    out_byte(e, LMP_CODEC_VERSION);
+    bin_value(e, 1);
+  }
+  return 0;
+}
+
+/* Encodes the value at idx with context c (on the stack) into out.  The
+ * context is busy while in use, so that an extension's encoder that encodes
+ * in turn gets a context of its own; the protected call makes sure the flag
+ * is cleared on every way out. */
+static void run_encode(lua_State *L, int idx, enc_ctx *c, lmp_buf *out,
+                       const lmp_codec_opts *opts) {
+  enc e;
+  int status;
+  memset(&e, 0, sizeof(e));
+  e.L = L;
+  e.out = out;
+  e.opts = opts;
+  e.max_depth = opts->max_depth > 0 ? opts->max_depth : LMP_CODEC_MAX_DEPTH;
+  e.ctx = c;
+  luaL_checkstack(L, 8, "lmp.codec");
+  c->busy = 1;
+  lua_pushcfunction(L, encode_protected);
+  lua_pushvalue(L, idx);
+  lua_pushlightuserdata(L, &e);
+  status = lua_pcall(L, 2, 0, 0);
+  c->busy = 0;
+  if (status) lua_error(L);
+}
+
+void lmp__codec_encode(lua_State *L, int idx, lmp_buf *out,
+                       const lmp_codec_opts *opts) {
+  enc_ctx *c;
+  idx = lmp__absindex(L, idx);
+  c = push_ctx(L);
+  run_encode(L, idx, c, out, opts);
+  lua_pop(L, 1);
+}
+
+void lmp__codec_encode_string(lua_State *L, int idx,
+                              const lmp_codec_opts *opts) {
+  enc_ctx *c;
+  idx = lmp__absindex(L, idx);
+  c = push_ctx(L);
+  c->own_out.len = 0;
+  run_encode(L, idx, c, &c->own_out, opts);
+  lua_pushlstring(L, c->own_out.data ? c->own_out.data : "", c->own_out.len);
+  lua_remove(L, -2);
+  /* Keep a warm buffer, but do not hold on to a huge one for ever. */
+  if (c->own_out.cap > ((size_t)64 << 20)) lmp__buf_free(&c->own_out);
+}
