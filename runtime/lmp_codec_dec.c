@@ -167,41 +167,60 @@ static int is_digit(const unsigned char *p, const unsigned char *end) {
   return p < end && *p >= '0' && *p <= '9';
 }
 
+static const double exact_powers_of_ten[] = {
+  1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12,
+  1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+};
+
 static void json_number(dec *d) {
   const unsigned char *s = d->p, *p = d->p;
-  int simple = 1;
-  if (*p == '-') p++;
+  int negative = 0, digits = 0, exp10 = 0, exp_sign = 1, exp_digits = 0;
+  uint64_t mantissa = 0;
+  if (*p == '-') {
+    negative = 1;
+    p++;
+  }
   if (!is_digit(p, d->end)) dec_error(d, "invalid number");
   if (*p == '0') {
     p++;
     if (is_digit(p, d->end)) dec_error(d, "invalid number (leading zero)");
   } else {
-    while (is_digit(p, d->end)) p++;
+    for (; is_digit(p, d->end); p++, digits++)
+      if (digits < 19) mantissa = mantissa * 10 + (uint64_t)(*p - '0');
   }
+  if (digits > 19) digits = 99;  /* too long for the fast path */
   if (p < d->end && *p == '.') {
-    simple = 0;
     p++;
     if (!is_digit(p, d->end)) {
       d->p = p;
       dec_error(d, "invalid number (no digit after '.')");
     }
-    while (is_digit(p, d->end)) p++;
+    for (; is_digit(p, d->end); p++, exp10--) {
+      if (digits < 19 && (mantissa || *p != '0')) digits++;
+      if (digits < 19) mantissa = mantissa * 10 + (uint64_t)(*p - '0');
+      else digits = 99;
+    }
   }
   if (p < d->end && (*p == 'e' || *p == 'E')) {
-    simple = 0;
+    int e10 = 0;
     p++;
-    if (p < d->end && (*p == '+' || *p == '-')) p++;
+    if (p < d->end && (*p == '+' || *p == '-')) exp_sign = *p++ == '-' ? -1 : 1;
     if (!is_digit(p, d->end)) {
       d->p = p;
       dec_error(d, "invalid number (no digit in exponent)");
     }
-    while (is_digit(p, d->end)) p++;
+    for (; is_digit(p, d->end); p++, exp_digits++)
+      if (e10 < 10000) e10 = e10 * 10 + (*p - '0');
+    exp10 += exp_sign * e10;
   }
-  if (simple && p - s <= 16) {  /* at most 15 digits: exact as a double */
-    const unsigned char *q = s + (*s == '-');
-    int64_t v = 0;
-    while (q < p) v = v * 10 + (*q++ - '0');
-    lua_pushnumber(d->L, *s == '-' ? (v == 0 ? -0.0 : -(double)v) : (double)v);
+  /* Clinger's fast path: a mantissa below 2^53 and a power of ten that is
+   * exact as a double give a correctly rounded result in one operation,
+   * the same value strtod returns. */
+  if (digits <= 15 && mantissa < ((uint64_t)1 << 53) && exp10 >= -22 &&
+      exp10 <= 22) {
+    double v = (double)mantissa;
+    v = exp10 < 0 ? v / exact_powers_of_ten[-exp10] : v * exact_powers_of_ten[exp10];
+    lua_pushnumber(d->L, negative ? -v : v);
   } else {
     /* strtod needs a terminated copy; a Lua string is one. */
     lua_pushlstring(d->L, (const char *)s, (size_t)(p - s));

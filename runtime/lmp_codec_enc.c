@@ -229,12 +229,17 @@ static void enc_nomem(enc *e) {
   enc_error(e, "%s: out of memory%s", "");
 }
 
-static void out_append(enc *e, const void *p, size_t n) {
-  if (lmp__buf_append(e->out, p, n)) enc_nomem(e);
+static inline void out_append(enc *e, const void *p, size_t n) {
+  lmp_buf *b = e->out;
+  if (b->cap - b->len < n && lmp__buf_grow(b, n)) enc_nomem(e);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
 }
 
-static void out_byte(enc *e, int c) {
-  if (lmp__buf_putc(e->out, c)) enc_nomem(e);
+static inline void out_byte(enc *e, int c) {
+  lmp_buf *b = e->out;
+  if (b->cap == b->len && lmp__buf_grow(b, 1)) enc_nomem(e);
+  b->data[b->len++] = (char)c;
 }
 
 /* Enters one level: checks the depth and records how we got there. */
@@ -254,7 +259,6 @@ static path_frame *enter(enc *e, int kind) {
     c->path = p;
     c->path_cap = cap;
   }
-  luaL_checkstack(e->L, 8, "lmp.codec: nested too deeply");
   c->path[e->depth].kind = kind;
   return &c->path[e->depth];
 }
@@ -263,38 +267,29 @@ static path_frame *enter(enc *e, int kind) {
 
 /* --- JSON --------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 prefix of s (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF). */
-static size_t utf8_valid_prefix(const unsigned char *s, size_t len) {
-  size_t i = 0;
-  while (i < len) {
-    unsigned c = s[i];
-    if (c < 0x80) {
-      i++;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-      if (i + 1 >= len || (s[i + 1] & 0xC0) != 0x80) break;
-      i += 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      unsigned c1;
-      if (i + 2 >= len) break;
-      c1 = s[i + 1];
-      if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) break;
-      if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) break;
-      i += 3;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      unsigned c1;
-      if (i + 3 >= len) break;
-      c1 = s[i + 1];
-      if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 ||
-          (s[i + 3] & 0xC0) != 0x80)
-        break;
-      if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) break;
-      i += 4;
-    } else {
-      break;
-    }
+/* Length of the UTF-8 sequence of a non-ASCII character at s, or 0 if it
+ * is not valid UTF-8 (RFC 3629: no overlongs, no surrogates, nothing above
+ * U+10FFFF). */
+static size_t utf8_sequence(const unsigned char *s, size_t avail) {
+  unsigned c = s[0], c1;
+  if (c >= 0xC2 && c <= 0xDF)
+    return avail >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (avail < 3) return 0;
+    c1 = s[1];
+    if ((c1 & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) return 0;
+    return 3;
   }
-  return i;
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (avail < 4) return 0;
+    c1 = s[1];
+    if ((c1 & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+      return 0;
+    if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) return 0;
+    return 4;
+  }
+  return 0;
 }
 
 /* Escapes needed inside a JSON string: '"', '\\' and control characters. */
@@ -309,20 +304,25 @@ static const char json_escape[256] = {
 
 static int json_string(enc *e, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
-  size_t i, run = 0, ascii = 0;
-  /* Fast check: pure ASCII needs no UTF-8 validation. */
-  while (ascii < len && p[ascii] < 0x80) ascii++;
-  if (ascii < len && utf8_valid_prefix(p + ascii, len - ascii) != len - ascii)
-    return NOT_PLAIN;  /* JSON text must be UTF-8: bytes go binary */
-  if (lmp__buf_reserve(e->out, len + 2)) enc_nomem(e);
-  e->out->data[e->out->len++] = '"';
-  for (i = 0; i < len; i++) {
-    char esc = json_escape[p[i]];
-    if (esc) {
+  size_t i = 0, run = 0;
+  lmp_buf *b = e->out;
+  if (b->cap - b->len < len + 2 && lmp__buf_grow(b, len + 2)) enc_nomem(e);
+  b->data[b->len++] = '"';
+  while (i < len) {
+    unsigned c = p[i];
+    if (c >= 0x80) {
+      /* JSON text must be UTF-8: other bytes go in the binary format. */
+      size_t valid = utf8_sequence(p + i, len - i);
+      if (valid == 0) return NOT_PLAIN;
+      i += valid;
+      continue;
+    }
+    if (json_escape[c]) {
+      char esc = json_escape[c];
       out_append(e, s + run, i - run);
       if (esc == 'u') {
-        char u[7];
-        snprintf(u, sizeof(u), "\\u%04x", p[i]);
+        char u[6] = {'\\', 'u', '0', '0', "0123456789abcdef"[c >> 4],
+                     "0123456789abcdef"[c & 15]};
         out_append(e, u, 6);
       } else {
         char two[2] = {'\\', esc};
@@ -330,30 +330,66 @@ static int json_string(enc *e, const char *s, size_t len) {
       }
       run = i + 1;
     }
+    i++;
   }
   out_append(e, s + run, len - run);
   out_byte(e, '"');
   return 0;
 }
 
+/* Writes the decimal digits of v (v < 10^19) at the end of buf; returns
+ * where they start. */
+static char *format_uint(char *end, uint64_t v) {
+  do {
+    *--end = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  return end;
+}
+
+static const double powers_of_ten[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
+                                       1e7, 1e8};
+
 /* Writes the shortest decimal form that reads back as exactly `d`. */
 static void json_number(enc *e, double d) {
-  char num[32];
-  int n;
+  char num[40], *p, *end = num + sizeof(num);
+  int n, k;
   if (d == 0 && signbit(d)) {
     out_append(e, "-0", 2);
     return;
   }
   if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-    n = snprintf(num, sizeof(num), "%lld", (long long)d);
-  } else {
-    int prec;
-    for (prec = 15; prec < 17; prec++) {
-      n = snprintf(num, sizeof(num), "%.*g", prec, d);
-      if (strtod(num, NULL) == d) break;
-    }
-    if (prec == 17) n = snprintf(num, sizeof(num), "%.17g", d);
+    p = format_uint(end, (uint64_t)fabs(d));
+    if (d < 0) *--p = '-';
+    out_append(e, p, (size_t)(end - p));
+    return;
   }
+  /* Most numbers people write have a few decimals: if m = d * 10^k is an
+   * integer and m / 10^k (one correctly rounded division, as strtod of the
+   * decimal m·10^-k is) gives back d, that decimal is exact and, for the
+   * smallest such k, the shortest. */
+  if (fabs(d) < 1e15) {
+    for (k = 1; k <= 8; k++) {
+      double m = d * powers_of_ten[k];
+      if (m == floor(m) && fabs(m) < 9007199254740992.0 &&
+          m / powers_of_ten[k] == d) {
+        uint64_t u = (uint64_t)fabs(m);
+        int i;
+        p = end;
+        for (i = 0; i < k; i++, u /= 10) *--p = (char)('0' + u % 10);
+        *--p = '.';
+        p = format_uint(p, u);
+        if (d < 0) *--p = '-';
+        out_append(e, p, (size_t)(end - p));
+        return;
+      }
+    }
+  }
+  for (k = 15; k < 17; k++) {
+    n = snprintf(num, sizeof(num), "%.*g", k, d);
+    if (strtod(num, NULL) == d) break;
+  }
+  if (k == 17) n = snprintf(num, sizeof(num), "%.17g", d);
   out_append(e, num, (size_t)n);
 }
 
@@ -420,6 +456,7 @@ static int json_table(enc *e, int idx) {
   lua_pop(L, 1);
   shape = json_table_shape(L, idx, &n);
   if (shape == 0) return NOT_PLAIN;
+  luaL_checkstack(L, 8, "lmp.codec: nested too deeply");
   enter(e, PATH_LABEL);
   if (shape == 2) {
     out_byte(e, '[');
@@ -636,8 +673,9 @@ static void bin_key_value(enc *e, int key_idx, int value_idx) {
 
 static void bin_table(enc *e, int idx) {
   lua_State *L = e->L;
-  lua_Integer n = 0, i;
+  lua_Integer n, i;
   uint64_t nhash = 0;
+  size_t slot;
   lua_pushvalue(L, idx);
   lua_rawget(L, SLOT_MODULES(e));
   if (!lua_isnil(L, -1)) {
@@ -650,6 +688,7 @@ static void bin_table(enc *e, int idx) {
   }
   lua_pop(L, 1);
   if (bin_ref(e, idx)) return;
+  luaL_checkstack(L, 8, "lmp.codec: nested too deeply");
   if (lua_getmetatable(L, idx)) {
     size_t len;
     const char *name;
@@ -664,23 +703,14 @@ static void bin_table(enc *e, int idx) {
   } else {
     out_byte(e, LMP_TAG_TABLE);
   }
-  for (;;) {
-    lua_rawgeti(L, idx, (int)(n + 1));
-    if (lua_isnil(L, -1)) break;
-    lua_pop(L, 1);
-    n++;
-  }
-  lua_pop(L, 1);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (!(lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= 1 &&
-          lua_tonumber(L, -1) <= (double)n &&
-          lua_tonumber(L, -1) == floor(lua_tonumber(L, -1))))
-      nhash++;
-  }
+  /* The array part is 1..#t; a hole inside it travels as nil, which the
+   * decoder skips, so holes stay holes.  The count of the other keys is
+   * only known after one pass over them: it gets a one-byte slot that
+   * is widened in the rare case that it is 128 or more. */
+  n = (lua_Integer)lua_objlen(L, idx);
   bin_varint(e, (uint64_t)n);
-  bin_varint(e, nhash);
+  slot = e->out->len;
+  out_byte(e, 0);
   for (i = 1; i <= n; i++) {
     path_frame *f = enter(e, PATH_INDEX);
     f->index = i;
@@ -691,11 +721,34 @@ static void bin_table(enc *e, int idx) {
   }
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    if (!(lua_type(L, -2) == LUA_TNUMBER && lua_tonumber(L, -2) >= 1 &&
-          lua_tonumber(L, -2) <= (double)n &&
-          lua_tonumber(L, -2) == floor(lua_tonumber(L, -2))))
-      bin_key_value(e, lua_gettop(L) - 1, lua_gettop(L));
+    if (lua_type(L, -2) == LUA_TNUMBER) {
+      double k = lua_tonumber(L, -2);
+      if (k >= 1 && k <= (double)n && k == floor(k)) {
+        lua_pop(L, 1);
+        continue;
+      }
+    }
+    bin_key_value(e, lua_gettop(L) - 1, lua_gettop(L));
     lua_pop(L, 1);
+    nhash++;
+  }
+  if (nhash < 128) {
+    e->out->data[slot] = (char)nhash;
+  } else {
+    unsigned char v[10];
+    int len = 0;
+    uint64_t x = nhash;
+    do {
+      v[len] = (unsigned char)(x & 0x7f);
+      x >>= 7;
+      if (x) v[len] |= 0x80;
+      len++;
+    } while (x);
+    if (lmp__buf_reserve(e->out, (size_t)len - 1)) enc_nomem(e);
+    memmove(e->out->data + slot + len, e->out->data + slot + 1,
+            e->out->len - slot - 1);
+    memcpy(e->out->data + slot, v, (size_t)len);
+    e->out->len += (size_t)len - 1;
   }
 }
 
@@ -729,6 +782,7 @@ static void bin_function(enc *e, int idx) {
     return;
   }
   if (bin_ref(e, idx)) return;
+  luaL_checkstack(L, 8, "lmp.codec: nested too deeply");
   self_id = e->next_ref - 1;
   c->scratch.len = 0;
   lua_pushvalue(L, idx);

@@ -83,9 +83,32 @@ local function records()
   return t
 end
 
--- Workloads, keyed by id.  None exist yet: they arrive with the issues that
--- build the parts of lmp they measure.
+-- Workloads, keyed by id.  The others arrive with the issues that build the
+-- parts of lmp they measure.
 local W = {}
+
+-- B10: the codec on 1000 records.  Plain data encodes to JSON text (the
+-- rows against lua-cjson); the binary format, which lmp uses between its
+-- own processes, is measured too.
+function W.B10()
+  local codec, payload = lmp.codec, records()
+  local blob = codec.encode(payload)
+  local back = codec.decode(blob)
+  assert(blob:sub(1, 1) == "[" and #back == RECORDS and back[3].tags[3] == "c")
+  for _, form in ipairs { "", "binary_" } do
+    local opts = form == "binary_" and { binary = true } or nil
+    local data = codec.encode(payload, opts)
+    for _, op in ipairs { "encode", "decode" } do
+      collectgarbage()
+      local rate = calls_per_second(op == "encode"
+        and function() return codec.encode(payload, opts) end
+        or function() return codec.decode(data) end)
+      emit("lmp.B10.codec." .. form .. op, rate * #data / MB, "MB/s")
+      emit("lmp.B10.codec." .. form .. op .. "_records", rate * RECORDS, "records/s")
+    end
+    emit("lmp.B10.codec." .. form .. "size", #data, "bytes")
+  end
+end
 
 local ids = {}
 for i = 1, 10 do
