@@ -21,7 +21,8 @@
 
 #define LMP_CODEC_MAGIC 0xFF
 #define LMP_CODEC_VERSION 1
-#define LMP_CODEC_MAX_DEPTH 4000
+/* At most 3 Lua stack slots per level must fit LuaJIT's 8000 per C call. */
+#define LMP_CODEC_MAX_DEPTH 2000
 
 /* Tags of the binary format: one byte before each value. */
 enum {

@@ -35,7 +35,8 @@ static int dec_error(dec *d, const char *fmt, ...) {
 static void enter(dec *d) {
   if (++d->depth > d->max_depth)
     dec_error(d, "nested too deeply (more than %d levels)", d->max_depth);
-  luaL_checkstack(d->L, 8, "lmp.codec: nested too deeply");
+  /* The Lua stack of one C call is limited (LuaJIT: 8000 slots). */
+  if (!lua_checkstack(d->L, 8)) dec_error(d, "nested too deeply (out of Lua stack)");
 }
 
 /* --- JSON --------------------------------------------------------------------- */

@@ -265,6 +265,13 @@ static path_frame *enter(enc *e, int kind) {
 
 #define leave(e) ((e)->depth--)
 
+/* The Lua stack of one C call is limited (LuaJIT: 8000 slots); running out
+ * of it is one more way of being nested too deeply. */
+static void stack_room(enc *e) {
+  if (!lua_checkstack(e->L, 8))
+    enc_error(e, "%s: nested too deeply (out of Lua stack)%s", "");
+}
+
 /* --- JSON --------------------------------------------------------------------- */
 
 /* Length of the UTF-8 sequence of a non-ASCII character at s, or 0 if it
@@ -456,8 +463,10 @@ static int json_table(enc *e, int idx) {
   lua_pop(L, 1);
   shape = json_table_shape(L, idx, &n);
   if (shape == 0) return NOT_PLAIN;
-  luaL_checkstack(L, 8, "lmp.codec: nested too deeply");
-  enter(e, PATH_LABEL);
+  /* Too deep: the binary pass reports it, with the path. */
+  if (e->depth >= e->max_depth) return NOT_PLAIN;
+  if (!lua_checkstack(L, 8)) return NOT_PLAIN;
+  enter(e, PATH_LABEL)->name = "";
   if (shape == 2) {
     out_byte(e, '[');
     for (i = 1; i <= n; i++) {
@@ -688,7 +697,7 @@ static void bin_table(enc *e, int idx) {
   }
   lua_pop(L, 1);
   if (bin_ref(e, idx)) return;
-  luaL_checkstack(L, 8, "lmp.codec: nested too deeply");
+  stack_room(e);
   if (lua_getmetatable(L, idx)) {
     size_t len;
     const char *name;
@@ -782,7 +791,7 @@ static void bin_function(enc *e, int idx) {
     return;
   }
   if (bin_ref(e, idx)) return;
-  luaL_checkstack(L, 8, "lmp.codec: nested too deeply");
+  stack_room(e);
   self_id = e->next_ref - 1;
   c->scratch.len = 0;
   lua_pushvalue(L, idx);
