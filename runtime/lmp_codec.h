@@ -37,7 +37,8 @@ enum {
   LMP_TAG_TABLE = 0x08,    /* varint narray, varint nhash, values, pairs */
   LMP_TAG_TABLE_MT = 0x09, /* string name, then as TABLE */
   LMP_TAG_REF = 0x0A,      /* varint id of a table/function seen before */
-  LMP_TAG_FUNCTION = 0x0B, /* string bytecode, varint nups, upvalues */
+  LMP_TAG_FUNCTION = 0x0B, /* 8-byte checksum, string bytecode, varint
+                              nups, upvalues */
   LMP_TAG_UPVAL_JOIN = 0x0C, /* varint function id, varint upvalue index */
   LMP_TAG_MODULE = 0x0D,   /* string name: require(name) */
   LMP_TAG_CFUNCTION = 0x0E, /* string module, string field */
@@ -65,6 +66,15 @@ void lmp__codec_encode_string(lua_State *L, int idx,
 /* Decodes `len` bytes and pushes the value, or raises a CodecError. */
 void lmp__codec_decode(lua_State *L, const char *data, size_t len,
                        const lmp_codec_opts *opts);
+
+/* 64-bit FNV-1a of a byte string: the checksum of function bytecode. */
+static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
+  const unsigned char *p = data;
+  uint64_t h = 0xcbf29ce484222325ULL;
+  size_t i;
+  for (i = 0; i < len; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
 
 /* Registry keys of the codec's per-state tables. */
 #define LMP_CODEC_MT_BY_NAME "lmp.codec.mt_by_name"

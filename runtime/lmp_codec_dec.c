@@ -418,10 +418,16 @@ static void bin_function(dec *d) {
   size_t len, nups, i;
   int f, actual;
   const char *code;
+  uint64_t sum = 0;
   refuse_code(d, "function");
+  need(d, 8);
+  for (i = 0; i < 8; i++) sum |= (uint64_t)d->p[i] << (8 * i);
+  d->p += 8;
   code = bin_tagged_string(d, &len);
   if (len < 4 || memcmp(code, "\033LJ", 3) != 0)
     dec_error(d, "function is not LuaJIT bytecode");
+  if (lmp__fnv1a64(code, len) != sum)
+    dec_error(d, "function bytecode is damaged (checksum mismatch)");
   if (luaL_loadbuffer(L, code, len, "=?") != 0)
     dec_error(d, "function bytecode does not load: %s", lua_tostring(L, -1));
   f = lua_gettop(L);

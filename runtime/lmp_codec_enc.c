@@ -799,6 +799,15 @@ static void bin_function(enc *e, int idx) {
     enc_error(e, "%s: cannot encode this function (lua_dump failed)%s", "");
   lua_pop(L, 1);
   out_byte(e, LMP_TAG_FUNCTION);
+  {
+    /* LuaJIT does not verify bytecode: a damaged function must be caught
+     * before it is loaded, so it carries a checksum. */
+    uint64_t sum = lmp__fnv1a64(c->scratch.data, c->scratch.len);
+    unsigned char b[8];
+    int k;
+    for (k = 0; k < 8; k++) b[k] = (unsigned char)(sum >> (8 * k));
+    out_append(e, b, 8);
+  }
   bin_string(e, c->scratch.data, c->scratch.len);
   for (nups = 0; lua_getupvalue(L, idx, nups + 1) != NULL; nups++)
     lua_pop(L, 1);
@@ -910,8 +919,9 @@ static int encode_protected(lua_State *L) {
     enc_nomem(e);
   ptrmap_reset(&e->ctx->tables);
   ptrmap_reset(&e->ctx->upvalues);
-  /* Only tables can be modules; scalars skip the scan of package.loaded. */
-  if (lua_type(L, 1) == LUA_TTABLE) build_loaded_map(e);
+  /* Only containers can hold modules; scalars skip the scan of
+   * package.loaded. */
+  if (lua_type(L, 1) >= LUA_TTABLE) build_loaded_map(e);
   else {
     lua_newtable(L);
     lua_replace(L, SLOT_MODULES(e));

@@ -61,6 +61,12 @@ int lmp__pcall_traceback(lua_State *L, int nargs, int nresults);
  * the stack and pops it. */
 void lmp__report(lua_State *L, const char *prefix);
 
+/* --- processes (lmp_worker.c) ---------------------------------------------- */
+
+/* Replaces os.exit in a state that lmp owns (the host's, a worker's) with
+ * one that closes the state before exiting unless told not to. */
+void lmp__install_closing_exit(lua_State *L);
+
 /* --- platform (lmp_platform.c) --------------------------------------------- */
 
 /* Absolute path of the running executable, or NULL.  Static storage. */

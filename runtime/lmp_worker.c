@@ -60,6 +60,35 @@ static int read_frame(int fd, char **out, size_t *outlen) {
   return 0;
 }
 
+/* os.exit(code [, close]) with `close` true unless given as false: the state
+ * is closed first, so that finalizers run (objects that own processes,
+ * segments or descriptors release them) and nothing is left for a leak
+ * checker to find.  Upvalue 1 is LuaJIT's os.exit. */
+static int closing_exit(lua_State *L) {
+  int n = lua_gettop(L);
+  if (n < 2 || !lua_isboolean(L, 2) || lua_toboolean(L, 2)) {
+    lua_settop(L, 1);
+    lua_pushboolean(L, 1);
+    n = 2;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, 0);
+  return 0;
+}
+
+void lmp__install_closing_exit(lua_State *L) {
+  lua_getglobal(L, "os");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "exit");
+  lua_pushcclosure(L, closing_exit, 1);
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
+}
+
 struct worker_args {
   int fd;
   const char *name;
@@ -73,6 +102,7 @@ struct worker_args {
 static int worker_pmain(lua_State *L) {
   struct worker_args *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
+  lmp__install_closing_exit(L);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_lmp);
