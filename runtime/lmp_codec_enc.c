@@ -166,6 +166,8 @@ static int is_identifier(const char *s, size_t len) {
   return 1;
 }
 
+#define PATH_SHOWN 12
+
 /* Pushes the path to the value being encoded, e.g. value.args[2].handler */
 static void push_path(enc *e) {
   lua_State *L = e->L;
@@ -176,6 +178,13 @@ static void push_path(enc *e) {
   for (i = 1; i <= e->depth && i < e->ctx->path_cap; i++) {
     path_frame *f = &e->ctx->path[i];
     char num[64];
+    /* A path thousands of levels deep says no more than its two ends. */
+    if (e->depth > 2 * PATH_SHOWN && i == PATH_SHOWN + 1) {
+      snprintf(num, sizeof(num), "<%d more levels>", e->depth - 2 * PATH_SHOWN);
+      luaL_addstring(&b, num);
+      i = e->depth - PATH_SHOWN;
+      continue;
+    }
     switch (f->kind) {
       case PATH_INDEX:
         snprintf(num, sizeof(num), "[%lld]", (long long)f->index);

@@ -41,6 +41,20 @@ describe("codec nesting", function()
     assert.matches("nested too deeply", e.message, 1, true)
   end)
 
+  it("keeps the path in a deep error short, showing both ends", function()
+    local e = codec_error(codec.encode, nest(5000, 1))
+    assert.is_true(#e.message < 300, e.message)
+    assert.matches("^value" .. string.rep("%[1%]", 12) .. "<1976 more levels>" ..
+                   string.rep("%[1%]", 12) .. ": nested too deeply", e.message)
+    local f = function() end
+    for _ = 1, 3000 do
+      local inner = f
+      f = function() return inner end
+    end
+    e = codec_error(codec.encode, f)
+    assert.is_true(#e.message < 500, e.message)
+  end)
+
   it("honours max_depth on encode and decode", function()
     codec_error(codec.encode, nest(20, 1), {max_depth = 10})
     local s = codec.encode(nest(20, 1))

@@ -1,0 +1,844 @@
+-- lmp.codec round trips: a seeded property spec over randomly generated Lua
+-- values (deep, cyclic, shared, sparse, binary strings, special numbers,
+-- closures, module and C function references, registered metatables), plus
+-- targeted cases from SPEC section 2.
+--
+-- Reproduce a failure with the seed its message prints:
+--   LMP_SEED=<seed> build/lmp /usr/bin/busted spec/codec_roundtrip_spec.lua
+local H = require "spec.support.helpers"
+local lmp = require "lmp"
+local codec = lmp.codec
+
+local SEED = tonumber(os.getenv("LMP_SEED")) or os.time()
+
+-- A small deterministic PRNG (Park-Miller), independent of math.random,
+-- which busted reseeds.
+local function new_rng(seed)
+  local s = (math.floor(seed) % 2147483646) + 1
+  local r = {}
+  function r.next()
+    s = (s * 48271) % 2147483647
+    return s
+  end
+  function r.int(a, b) return a + r.next() % (b - a + 1) end
+  function r.float() return (r.next() - 1) / 2147483646 end
+  function r.chance(p) return r.float() < p end
+  function r.pick(t) return t[r.int(1, #t)] end
+  return r
+end
+
+local function is_cfunction(f)
+  return type(f) == "function" and debug.getinfo(f, "S").what == "C"
+end
+
+-- Tables that must travel by reference (the value of package.loaded[name]).
+local module_set
+local function is_module(t)
+  if type(t) ~= "table" then return false end
+  if not module_set then
+    module_set = {}
+    for _, m in pairs(package.loaded) do
+      if type(m) == "table" then module_set[m] = true end
+    end
+  end
+  return module_set[t] == true
+end
+
+local function fmtnum(x)
+  if x ~= x then return "nan" end
+  if x == 0 and 1 / x < 0 then return "-0.0" end
+  return string.format("%.17g", x)
+end
+
+local function show(v)
+  if type(v) == "number" then return fmtnum(v) end
+  if type(v) == "string" then
+    local s = v:sub(1, 40):gsub("[^\32-\126]", function(c) return string.format("\\x%02x", c:byte()) end)
+    return '"' .. s .. (#v > 40 and ('..." (' .. #v .. " bytes)") or '"')
+  end
+  return tostring(v)
+end
+
+local function hex(s, n)
+  s = s:sub(1, n or 80)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- Deep equality up to isomorphism: the graph of b must have exactly the
+-- shape of the graph of a (a table referenced twice in a arrives as one
+-- table referenced twice in b, and two distinct tables stay distinct).
+-- NaN equals NaN, -0.0 differs from 0.0.  Module tables and C functions
+-- must be the very same objects.  Lua functions compare by bytecode and
+-- upvalues, and shared upvalues must still be shared.
+local function new_ctx()
+  return {ab = {}, ba = {}, uab = {}, uba = {}}
+end
+
+local function snapshot(ctx)
+  local s = {}
+  for name, m in pairs(ctx) do
+    local c = {}
+    for k, v in pairs(m) do c[k] = v end
+    s[name] = c
+  end
+  return s
+end
+
+local function restore(ctx, s)
+  for name, m in pairs(s) do ctx[name] = m end
+end
+
+local function keystr(k)
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") then return "." .. k end
+  return "[" .. show(k) .. "]"
+end
+
+local eq
+
+local function eq_table(a, b, ctx)
+  if getmetatable(a) ~= getmetatable(b) then
+    return false, ": metatable " .. tostring(getmetatable(a)) .. " vs " .. tostring(getmetatable(b))
+  end
+  local nb, bkeys = 0, {}
+  for k in next, b do
+    nb = nb + 1
+    local kt = type(k)
+    if (kt == "table" and not is_module(k)) or (kt == "function" and not is_cfunction(k)) then
+      bkeys[#bkeys + 1] = k
+    end
+  end
+  local na = 0
+  for k, va in next, a do
+    na = na + 1
+    local kt = type(k)
+    if (kt == "table" and not is_module(k)) or (kt == "function" and not is_cfunction(k)) then
+      local kb = ctx.ab[k]
+      if kb ~= nil then
+        local vb = rawget(b, kb)
+        if vb == nil then return false, "[" .. tostring(k) .. "]: key missing" end
+        local ok, why = eq(va, vb, ctx)
+        if not ok then return false, "[" .. tostring(k) .. "]" .. why end
+      else
+        local found = false
+        for _, cand in ipairs(bkeys) do
+          if ctx.ba[cand] == nil and type(cand) == kt then
+            local snap = snapshot(ctx)
+            if eq(k, cand, ctx) and eq(va, rawget(b, cand), ctx) then
+              found = true
+              break
+            end
+            restore(ctx, snap)
+          end
+        end
+        if not found then return false, "[" .. tostring(k) .. "]: no matching " .. kt .. " key" end
+      end
+    else
+      local vb = rawget(b, k)
+      if vb == nil then return false, keystr(k) .. ": key missing after decode" end
+      local ok, why = eq(va, vb, ctx)
+      if not ok then return false, keystr(k) .. why end
+    end
+  end
+  if na ~= nb then return false, ": " .. na .. " keys before, " .. nb .. " after" end
+  return true
+end
+
+local function eq_function(a, b, ctx)
+  if is_cfunction(b) then return false, ": a Lua function became the C function " .. tostring(b) end
+  local okd, da = pcall(string.dump, a, true)
+  local okb, db = pcall(string.dump, b, true)
+  if not okd then return false, ": the original function cannot be dumped: " .. tostring(da) end
+  if not okb then return false, ": the decoded function cannot be dumped: " .. tostring(db) end
+  if da ~= db then return false, ": bytecode differs" end
+  local ia, ib = debug.getinfo(a, "u"), debug.getinfo(b, "u")
+  if ia.nups ~= ib.nups then return false, ": " .. ia.nups .. " upvalues vs " .. ib.nups end
+  for i = 1, ia.nups do
+    local name, va = debug.getupvalue(a, i)
+    local _, vb = debug.getupvalue(b, i)
+    if debug.upvalueid then
+      local ida, idb = debug.upvalueid(a, i), debug.upvalueid(b, i)
+      local ma, mb = ctx.uab[ida], ctx.uba[idb]
+      if ma == nil and mb == nil then
+        ctx.uab[ida], ctx.uba[idb] = idb, ida
+      elseif ma ~= idb or mb ~= ida then
+        return false, "<upvalue " .. tostring(name) .. ">: upvalue sharing differs"
+      end
+    end
+    local ok, why = eq(va, vb, ctx)
+    if not ok then return false, "<upvalue " .. tostring(name) .. ">" .. why end
+  end
+  return true
+end
+
+eq = function(a, b, ctx)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return false, ": " .. ta .. " " .. show(a) .. " became " .. tb .. " " .. show(b) end
+  if ta == "number" then
+    if a ~= a then
+      if b ~= b then return true end
+    elseif a == b and (a ~= 0 or 1 / a == 1 / b) then
+      return true
+    end
+    return false, ": number " .. fmtnum(a) .. " became " .. fmtnum(b)
+  end
+  if ta == "string" then
+    if a == b then return true end
+    return false, ": string " .. show(a) .. " became " .. show(b)
+  end
+  if (ta ~= "table" and ta ~= "function") or is_module(a) or is_cfunction(a) then
+    if rawequal(a, b) then return true end
+    return false, ": " .. show(a) .. " became " .. show(b) .. " (must be the same object)"
+  end
+  local mapped = ctx.ab[a]
+  if mapped ~= nil then
+    if rawequal(mapped, b) then return true end
+    return false, ": shared reference became a different " .. ta
+  end
+  if ctx.ba[b] ~= nil then return false, ": two distinct " .. ta .. "s became one" end
+  ctx.ab[a], ctx.ba[b] = b, a
+  if ta == "table" then return eq_table(a, b, ctx) end
+  return eq_function(a, b, ctx)
+end
+
+local function deep_equal(a, b)
+  local ok, why = eq(a, b, new_ctx())
+  return ok, ok and nil or ("value" .. (why or ""))
+end
+
+-- Registered metatables and a custom module for the generator.
+local Point = {__index = {norm2 = function(self) return self.x * self.x + self.y * self.y end}}
+codec.register("spec.roundtrip.Point", Point)
+local Tagged = {}
+codec.register("spec.roundtrip.Tagged", Tagged)
+local custom_module = {name = "spec_codec_custom", answer = 42}
+package.loaded["spec_codec_custom"] = custom_module
+
+-- Closure makers.  Each returns closures whose upvalues are only the
+-- locals declared here.
+local makers = {
+  function(_, v)  -- a counter
+    local n = type(v) == "number" and v or 0
+    return function() n = n + 1; return n end
+  end,
+  function(_, v)  -- over a local helper function
+    local function helper(x) return x * 2 end
+    local base = v
+    return function(x) return helper(x or 1), base end
+  end,
+  function(_, v)  -- over an arbitrary value
+    local captured = v
+    return function() return captured end
+  end,
+  function(_, v)  -- two closures sharing one upvalue
+    local shared = v
+    return {get = function() return shared end, set = function(x) shared = x end}
+  end,
+  function()  -- recursive local function
+    local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end
+    return fact
+  end,
+  function()  -- no upvalues, uses globals
+    return function(x) return math.sqrt(x) + #string.format("%d", 7) end
+  end,
+}
+
+local special_numbers = {
+  0 / 0, 1 / 0, -1 / 0, -0.0, 0, 1, -1, 0.1, 0.1 + 0.2, 1 / 3, -2.5,
+  5e-324, 2.225073858507201e-308, 2.2250738585072014e-308, 1.7976931348623157e308,
+  -1.7976931348623157e308, 1e-300, 1e300, 2 ^ 53 - 1, 2 ^ 53, 2 ^ 53 + 2,
+  -(2 ^ 53 - 1), -(2 ^ 53), 2 ^ 63, -2 ^ 63, 2 ^ 64, 2 ^ 31 - 1, -2 ^ 31, 2 ^ 31,
+  2 ^ 32, 127, 128, -128, -129, 255, 256, 65535, 65536, 1e15, 1e16, 1e21, 1e22,
+  123456789012345678, 3.141592653589793, 6.02214076e23, 1.602176634e-19,
+}
+
+local function random_double(r)
+  local k = r.int(1, 4)
+  local m = r.int(0, 2 ^ 26 - 1) * 2 ^ 26 + r.int(0, 2 ^ 26 - 1)
+  local sign = r.chance(0.5) and -1 or 1
+  if k == 1 then return sign * math.ldexp(m, -1074) end            -- denormal
+  if k == 2 then return sign * r.int(0, 2 ^ 30) end                -- integer
+  if k == 3 then return sign * r.int(0, 1000000) / r.pick({10, 100, 1000, 3, 7}) end
+  return sign * math.ldexp(1 + m / 2 ^ 52, r.int(-1022, 1023))     -- any normal
+end
+
+local function random_number(r)
+  if r.chance(0.4) then return r.pick(special_numbers) end
+  return random_double(r)
+end
+
+local function random_string(r)
+  local k = r.int(1, 9)
+  if k == 1 then return "" end
+  if k == 2 then return r.pick({"null", "true", "[1]", "{}", "\xff", "\0", "0", "-0", "1e5", '"', "\\"}) end
+  local n = r.chance(0.05) and r.int(200, 5000) or r.int(1, 24)
+  local b = {}
+  if k <= 5 then      -- printable ASCII and escapes
+    for i = 1, n do b[i] = string.char(r.int(32, 126)) end
+    if r.chance(0.3) then b[r.int(1, n)] = r.pick({"\n", "\t", '"', "\\", "/", "\1", "\31", "\127"}) end
+  elseif k <= 7 then  -- valid UTF-8, multibyte
+    for i = 1, n do
+      b[i] = r.pick({"a", "\0", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xef\xbf\xbf", "\xe4\xb8\xad", "\xf4\x8f\xbf\xbf"})
+    end
+  else                -- arbitrary bytes: NUL, invalid UTF-8
+    for i = 1, n do b[i] = string.char(r.int(0, 255)) end
+    if r.chance(0.5) then
+      b[r.int(1, n)] = r.pick({"\x80", "\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82", "\xfe"})
+    end
+  end
+  return table.concat(b)
+end
+
+local key_id = 0
+
+-- A random value.  `pool` holds the tables and functions made so far in
+-- this value (including enclosing ones still being filled), from which
+-- shared references and cycles are drawn.
+local gen
+
+local function gen_key(r, pool, depth)
+  local k = r.int(1, 12)
+  if k <= 4 then return r.int(1, 12) end
+  if k <= 7 then return random_string(r) end
+  if k == 8 then return r.pick({0, -1, -7, 2 ^ 40, -(2 ^ 53 - 1), 2 ^ 53}) end
+  if k == 9 then return r.pick({1.5, -0.25, 1e300, 1 / 0, -1 / 0, 5e-324, 0.1 + 0.2}) end
+  if k == 10 then return r.chance(0.5) end
+  -- a table key (fresh, or shared from the pool); tagged with a unique
+  -- field so that the equality check can match keys without search.
+  local t
+  if #pool > 0 and r.chance(0.4) then
+    t = r.pick(pool)
+    if type(t) ~= "table" or getmetatable(t) or is_module(t) then t = nil end
+  end
+  if not t then t = gen(r, pool, depth + 1, "table") end
+  if type(t) == "table" and not getmetatable(t) and not is_module(t) then
+    if rawget(t, "\0key") == nil then
+      key_id = key_id + 1
+      rawset(t, "\0key", key_id)
+    end
+    return t
+  end
+  return "fallback"
+end
+
+gen = function(r, pool, depth, want)
+  local k = want == "table" and 20 or r.int(1, 24)
+  pool.nodes = (pool.nodes or 0) + 1
+  pool.max = pool.max or (r.chance(0.05) and r.int(200, 1500) or r.int(1, 60))
+  if (depth > 8 or pool.nodes > pool.max) and k >= 13 then k = r.int(1, 12) end
+  if k <= 1 then return nil end
+  if k <= 2 then return r.chance(0.5) end
+  if k <= 3 then return lmp.null end
+  if k <= 6 then return random_number(r) end
+  if k <= 10 then return random_string(r) end
+  if k <= 11 and #pool > 0 then return r.pick(pool) end             -- shared / cycle
+  if k == 12 then
+    return r.pick({math.sqrt, string.format, print, table.concat, string, math, table, custom_module})
+  end
+  if k <= 14 then                                                   -- a closure
+    local v = gen(r, pool, depth + 1)
+    local f = r.pick(makers)(r, v)
+    pool[#pool + 1] = f
+    return f
+  end
+  -- a table
+  local t = {}
+  if k == 15 then setmetatable(t, Point) elseif k == 16 then setmetatable(t, Tagged) end
+  pool[#pool + 1] = t
+  local shape = r.int(1, 5)
+  local n = r.chance(0.1) and r.int(20, 200) or r.int(0, 6)
+  if shape <= 2 then        -- an array, maybe with holes
+    for i = 1, n do t[i] = gen(r, pool, depth + 1) end
+  elseif shape == 3 then    -- string keys
+    for _ = 1, n do
+      local key = random_string(r)
+      t[key] = gen(r, pool, depth + 1)
+    end
+  else                      -- mixed keys
+    for i = 1, n do
+      if r.chance(0.3) then t[i] = gen(r, pool, depth + 1) end
+      local key = gen_key(r, pool, depth)
+      if key == key then t[key] = gen(r, pool, depth + 1) end
+    end
+  end
+  return t
+end
+
+-- Plain JSON data, per the contract: true (must be JSON text), false (must
+-- be the binary format), nil (either).
+local function utf8_valid(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    if c < 0x80 then
+      i = i + 1
+    else
+      local len, min
+      if c >= 0xC2 and c <= 0xDF then len, min = 2, 0x80
+      elseif c >= 0xE0 and c <= 0xEF then len, min = 3, 0x800
+      elseif c >= 0xF0 and c <= 0xF4 then len, min = 4, 0x10000
+      else return false end
+      if i + len - 1 > n then return false end
+      local cp = c % (2 ^ (7 - len))
+      for j = i + 1, i + len - 1 do
+        local cc = s:byte(j)
+        if cc < 0x80 or cc > 0xBF then return false end
+        cp = cp * 64 + (cc - 0x80)
+      end
+      if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return false end
+      i = i + len
+    end
+  end
+  return true
+end
+
+local function plainness(v)
+  local seen, unknown = {}, false
+  local function p(x)
+    local t = type(x)
+    if t == "boolean" or x == lmp.null then return true end
+    if t == "number" then
+      if x ~= x or x == 1 / 0 or x == -1 / 0 then return false end
+      if x == 0 and 1 / x < 0 then unknown = true end
+      return true
+    end
+    if t == "string" then return utf8_valid(x) end
+    if t ~= "table" then return false end
+    if seen[x] or getmetatable(x) or is_module(x) then return false end
+    seen[x] = true
+    local n, strkeys, count = #x, true, 0
+    for key in next, x do
+      count = count + 1
+      if type(key) ~= "string" then strkeys = false end
+    end
+    local is_array = n > 0 and count == n
+    if n > 0 then
+      for i = 1, n do if rawget(x, i) == nil then is_array = false end end
+    end
+    if not (strkeys or is_array) then return false end
+    for key, val in next, x do
+      if type(key) == "string" and not utf8_valid(key) then return false end
+      if not p(val) then return false end
+    end
+    return true
+  end
+  local r = v ~= nil and p(v)
+  if r and unknown then return nil end
+  return r
+end
+
+-- Runs Lua `code` in a fresh lmp process with arg[1] = a file holding
+-- `data`; returns {status, stdout, stderr}.
+local function run_child(code, data)
+  local dir = H.tmpdir()
+  H.write(dir .. "/data.bin", data)
+  H.write(dir .. "/child.lua", code)
+  return H.lmp_run({dir .. "/child.lua", dir .. "/data.bin"})
+end
+
+local function roundtrip_check(v, opts, what)
+  local ok, enc = pcall(codec.encode, v, opts)
+  if not ok then
+    return false, what .. ": encode raised " .. tostring(enc)
+  end
+  local ok2, dec = pcall(codec.decode, enc)
+  if not ok2 then
+    return false, what .. ": decode raised " .. tostring(dec) .. "; encoding starts " .. hex(enc)
+  end
+  local same, why = deep_equal(v, dec)
+  if not same then
+    return false, what .. ": " .. why .. "; encoding starts " .. hex(enc)
+  end
+  return true, enc
+end
+
+describe("lmp.codec round trips", function()
+  describe("random values (seed " .. SEED .. ")", function()
+    it("decode(encode(v)) is isomorphic to v, in both formats, for thousands of values", function()
+      local r = new_rng(SEED)
+      local cases = 0
+      for i = 1, 2500 do
+        local pool = {}
+        local v = gen(r, pool, 0)
+        for _, opts in ipairs({false, {binary = true}}) do
+          local ok, res = roundtrip_check(v, opts or nil,
+            string.format("seed %d case %d%s", SEED, i, opts and " (binary)" or ""))
+          assert(ok, res)
+          cases = cases + 1
+          if not opts then
+            local plain = plainness(v)
+            if plain == true then
+              assert(res:byte(1) ~= 0xFF, string.format(
+                "seed %d case %d: plain JSON data was encoded in the binary format: %s", SEED, i, hex(res)))
+            elseif plain == false then
+              assert(res:byte(1) == 0xFF, string.format(
+                "seed %d case %d: a value that is not plain JSON data was encoded as text: %s", SEED, i, res:sub(1, 200)))
+            end
+          else
+            assert(res:byte(1) == 0xFF, string.format(
+              "seed %d case %d: {binary = true} did not give the binary format", SEED, i))
+          end
+        end
+      end
+      assert.equal(5000, cases)
+    end)
+
+    it("decoded closures behave like the originals (seed " .. SEED .. ")", function()
+      local r = new_rng(SEED + 1)
+      for i = 1, 300 do
+        local start = r.int(-1000, 1000)
+        local f = makers[1](r, start)
+        for _ = 1, r.int(0, 3) do f() end
+        local g = codec.decode(codec.encode(f))
+        local a, b = f(), g()
+        assert(a == b, string.format("seed %d case %d: counter gave %s, decoded gave %s", SEED, i, tostring(a), tostring(b)))
+        f()
+        assert(g() == b + 1, string.format("seed %d case %d: decoded counter shares state with the original", SEED, i))
+      end
+    end)
+  end)
+
+  describe("numbers", function()
+    it("0.1 + 0.2 round-trips bit-exactly, as JSON text", function()
+      local enc = codec.encode(0.1 + 0.2)
+      assert.equal("0.30000000000000004", enc)
+      assert.equal(0.1 + 0.2, codec.decode(enc))
+      assert.is_true(codec.decode(codec.encode({0.1 + 0.2}))[1] == 0.30000000000000004)
+    end)
+
+    it("prints integers below 2^53 without a fraction", function()
+      for _, n in ipairs({0, 1, -1, 42, 255, 256, -129, 65536, 2 ^ 31 - 1, -2 ^ 31, 2 ^ 32,
+                          1e15, 2 ^ 53 - 1, -(2 ^ 53 - 1), 1234567890123}) do
+        local expect = string.format("%.0f", n)
+        assert.equal(expect, codec.encode(n))
+        assert.equal("[" .. expect .. "]", codec.encode({n}))
+        assert.equal(n, codec.decode(codec.encode(n)))
+      end
+    end)
+
+    it("round-trips special numbers, each alone and in a table", function()
+      for _, n in ipairs(special_numbers) do
+        local ok, why = deep_equal(n, codec.decode(codec.encode(n)))
+        assert(ok, fmtnum(n) .. ": " .. tostring(why))
+        ok, why = deep_equal({n, x = n}, codec.decode(codec.encode({n, x = n})))
+        assert(ok, fmtnum(n) .. ": " .. tostring(why))
+      end
+    end)
+
+    it("keeps NaN, the infinities and -0.0 (binary format)", function()
+      local v = codec.decode(codec.encode({0 / 0, 1 / 0, -1 / 0, -0.0}))
+      assert.is_true(v[1] ~= v[1])
+      assert.equal(1 / 0, v[2])
+      assert.equal(-1 / 0, v[3])
+      assert.equal(-1 / 0, 1 / v[4])
+      assert.equal(0xFF, codec.encode(0 / 0):byte(1))
+      assert.equal(0xFF, codec.encode(1 / 0):byte(1))
+    end)
+
+    it("round-trips every double bit-exactly over a sweep of exponents", function()
+      local r = new_rng(SEED + 2)
+      for i = 1, 3000 do
+        local x = random_double(r)
+        local back = codec.decode(codec.encode(x))
+        assert(back == x and (x ~= 0 or 1 / x == 1 / back),
+          string.format("seed %d case %d: %.17g came back as %.17g", SEED, i, x, back))
+      end
+    end)
+  end)
+
+  describe("tables", function()
+    it("keeps holes and invents no null: {1, nil, 3}", function()
+      local v = codec.decode(codec.encode({1, nil, 3}))
+      assert.equal(1, v[1])
+      assert.is_nil(v[2])
+      assert.equal(3, v[3])
+      local n = 0
+      for _ in pairs(v) do n = n + 1 end
+      assert.equal(2, n)
+      local w = codec.decode(codec.encode({nil, nil, "x", [10] = true}))
+      n = 0
+      for _ in pairs(w) do n = n + 1 end
+      assert.equal(2, n)
+      assert.equal("x", w[3])
+      assert.is_true(w[10])
+    end)
+
+    it("keeps mixed keys: integers, floats, strings, booleans, tables", function()
+      local tk = {"key table"}
+      local v = {1, 2, [0] = "zero", [-5] = "neg", [1.5] = "float", [1 / 0] = "inf",
+                 [true] = "yes", [false] = "no", s = "str", ["1"] = "string one", [tk] = "tbl"}
+      local d = codec.decode(codec.encode(v))
+      local ok, why = deep_equal(v, d)
+      assert(ok, why)
+      assert.equal("string one", d["1"])
+      assert.equal(1, d[1])
+    end)
+
+    it("t.self = t", function()
+      local t = {name = "me"}
+      t.self = t
+      local d = codec.decode(codec.encode(t))
+      assert.equal(d, d.self)
+      assert.equal("me", d.name)
+    end)
+
+    it("keeps shared references shared and distinct tables distinct", function()
+      local shared = {1, 2}
+      local v = {a = shared, b = shared, c = {1, 2}, list = {shared, shared}}
+      local d = codec.decode(codec.encode(v))
+      assert.equal(d.a, d.b)
+      assert.equal(d.a, d.list[1])
+      assert.equal(d.a, d.list[2])
+      assert.are_not.equal(d.a, d.c)
+      assert.are.same({1, 2}, d.c)
+      -- a cycle through keys and values, and a table that is its own key
+      local k = {}
+      k[k] = k
+      local e = codec.decode(codec.encode(k))
+      assert.equal(e, e[e])
+      local ok, why = deep_equal({k, k, {k}}, codec.decode(codec.encode({k, k, {k}})))
+      assert(ok, why)
+    end)
+
+    it("nests 1000 deep, arrays and objects, both ways", function()
+      for _, kind in ipairs({"array", "object", "mixed"}) do
+        local root = {}
+        local t = root
+        for i = 1, 1000 do
+          local child = {}
+          if kind == "array" then t[1] = child
+          elseif kind == "object" then t.next = child
+          else t[1] = child; t.depth = i; t[true] = i end
+          t = child
+        end
+        t.leaf = "bottom"
+        local enc = codec.encode(root)
+        if kind ~= "mixed" then assert(enc:byte(1) ~= 0xFF, kind .. " nesting should be plain JSON") end
+        local d = codec.decode(enc)
+        for _ = 1, 1000 do
+          d = kind == "object" and d.next or d[1]
+          assert.is_table(d)
+        end
+        assert.equal("bottom", d.leaf)
+        local b = codec.decode(codec.encode(root, {binary = true}))
+        for _ = 1, 1000 do b = kind == "object" and b.next or b[1] end
+        assert.equal("bottom", b.leaf)
+      end
+      -- and 1000 deep JSON text written by hand
+      local text = string.rep("[", 1000) .. "7" .. string.rep("]", 1000)
+      local d = codec.decode(text)
+      for _ = 1, 1000 do d = d[1] end
+      assert.equal(7, d)
+      text = string.rep('{"a":', 1000) .. "7" .. string.rep("}", 1000)
+      d = codec.decode(text)
+      for _ = 1, 1000 do d = d.a end
+      assert.equal(7, d)
+    end)
+
+    it("round-trips the top-level scalars and nil", function()
+      for _, v in ipairs({true, false, lmp.null, "", "x", 0, -1.5}) do
+        assert.equal(v, codec.decode(codec.encode(v)))
+      end
+      assert.is_nil(codec.decode(codec.encode(nil)))
+      assert.equal(lmp.null, codec.decode(codec.encode({lmp.null}))[1])
+    end)
+  end)
+
+  describe("strings", function()
+    it("keeps every byte value, NUL and invalid UTF-8", function()
+      local all = {}
+      for i = 0, 255 do all[#all + 1] = string.char(i) end
+      all = table.concat(all)
+      for _, s in ipairs({all, "\0", "a\0b", "\xff\xfe", "\xc0\xaf", "\xed\xa0\x80", "\xe2\x82",
+                          string.rep("\0", 1000), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"}) do
+        assert.equal(s, codec.decode(codec.encode(s)))
+        local t = codec.decode(codec.encode({[s] = s, s}))
+        assert.equal(s, t[s])
+        assert.equal(s, t[1])
+      end
+    end)
+
+    -- One large case: 100 MB of binary bytes (with NUL and invalid UTF-8).
+    it("LARGE: a 100 MB string round-trips", function()
+      local chunk = {}
+      for i = 0, 255 do chunk[#chunk + 1] = string.char((i * 37) % 256) end
+      chunk = table.concat(chunk)
+      local s = string.rep(chunk, 100 * 1024 * 1024 / 256)
+      assert.equal(100 * 1024 * 1024, #s)
+      local enc = codec.encode(s)
+      assert.is_true(#enc >= #s)
+      local back = codec.decode(enc)
+      enc = nil
+      assert.equal(#s, #back)
+      assert.is_true(s == back, "100 MB string came back different")
+      s, back = nil, nil
+      collectgarbage()
+      collectgarbage()
+    end)
+  end)
+
+  describe("functions", function()
+    it("a counter closure keeps working after decode, with its state copied", function()
+      local n = 10
+      local counter = function() n = n + 1; return n end
+      counter()
+      local copy = codec.decode(codec.encode(counter))
+      assert.equal(12, copy())
+      assert.equal(13, copy())
+      assert.equal(12, counter())   -- the original is untouched
+      assert.equal(14, copy())
+      assert.equal(14, select(2, debug.getupvalue(copy, 1)))
+    end)
+
+    it("a closure over a local helper function", function()
+      local function helper(x) return x * 3 end
+      local offset = 1
+      local f = function(x) return helper(x) + offset end
+      local g = codec.decode(codec.encode(f))
+      assert.equal(7, g(2))
+      assert.are_not.equal(f, g)
+    end)
+
+    it("a recursive local function", function()
+      local function fib(n) if n < 2 then return n end return fib(n - 1) + fib(n - 2) end
+      local g = codec.decode(codec.encode(fib))
+      assert.equal(55, g(10))
+      local _, self = debug.getupvalue(g, 1)
+      assert.equal(g, self)
+    end)
+
+    it("two closures sharing an upvalue still share it after decode", function()
+      local value = 0
+      local pair = {get = function() return value end, set = function(x) value = x end}
+      local d = codec.decode(codec.encode(pair))
+      d.set(5)
+      assert.equal(5, d.get())
+      assert.equal(0, pair.get())
+      -- also when the two closures are encoded in different places of a value
+      local function mk()
+        local s = "start"
+        return function() return s end, function(x) s = x end
+      end
+      local get, set = mk()
+      local v = codec.decode(codec.encode({{get}, {deeper = {set}}}))
+      v[2].deeper[1]("changed")
+      assert.equal("changed", v[1][1]())
+      if debug.upvalueid then
+        assert.equal(debug.upvalueid(v[1][1], 1), debug.upvalueid(v[2].deeper[1], 1))
+      end
+    end)
+
+    it("globals resolve in the receiving state", function()
+      local f = function() return SPEC_CODEC_GLOBAL .. "!" end  -- luacheck: ignore
+      local enc = codec.encode(f)
+      rawset(_G, "SPEC_CODEC_GLOBAL", "here")
+      local g = codec.decode(enc)
+      assert.equal("here!", g())
+      rawset(_G, "SPEC_CODEC_GLOBAL", nil)
+      -- and in another process, where the global has another value
+      local r = run_child([[
+        local lmp = require "lmp"
+        local fh = assert(io.open(arg[1], "rb")); local s = fh:read("*a"); fh:close()
+        SPEC_CODEC_GLOBAL = "there"
+        local g = lmp.codec.decode(s)
+        io.write(g())
+      ]], enc)
+      assert.equal("there!", r.stdout, r.stderr)
+      assert.equal(0, r.status)
+    end)
+
+    it("math.sqrt, string.format and print travel by reference", function()
+      for _, f in ipairs({math.sqrt, string.format, print, table.concat, require}) do
+        local enc = codec.encode(f)
+        assert.equal(0xFF, enc:byte(1))
+        assert.equal(f, codec.decode(enc))
+      end
+      local d = codec.decode(codec.encode({fmt = string.format, sq = math.sqrt}))
+      assert.equal(string.format, d.fmt)
+      assert.equal(math.sqrt, d.sq)
+      -- a closure using them
+      local g = codec.decode(codec.encode(function(x) return string.format("%.1f", math.sqrt(x)) end))
+      assert.equal("3.0", g(9))
+    end)
+
+    it("C function references resolve in another process", function()
+      local r = run_child([[
+        local lmp = require "lmp"
+        local fh = assert(io.open(arg[1], "rb")); local s = fh:read("*a"); fh:close()
+        local v = lmp.codec.decode(s)
+        io.write(tostring(v[1] == math.sqrt), tostring(v[2] == string.format),
+                 tostring(v[3] == string), tostring(v[4] == math))
+      ]], codec.encode({math.sqrt, string.format, string, math}))
+      assert.equal("truetruetruetrue", r.stdout, r.stderr)
+    end)
+  end)
+
+  describe("modules", function()
+    it("a module table captured as an upvalue travels by reference", function()
+      local m, io_ = math, io
+      local g = codec.decode(codec.encode(function() return m, io_ end))
+      local a, b = g()
+      assert.equal(math, a)
+      assert.equal(io, b)
+    end)
+
+    it("a table that is package.loaded[name] comes back as the same table", function()
+      for _, m in ipairs({string, math, table, custom_module, lmp}) do
+        assert.equal(m, codec.decode(codec.encode(m)))
+      end
+      local d = codec.decode(codec.encode({s = string, m = custom_module, again = custom_module}))
+      assert.equal(string, d.s)
+      assert.equal(custom_module, d.m)
+      assert.equal(custom_module, d.again)
+    end)
+  end)
+
+  describe("registered metatables", function()
+    it("re-attaches the metatable by name", function()
+      local p = setmetatable({x = 3, y = 4}, Point)
+      local d = codec.decode(codec.encode(p))
+      assert.equal(Point, getmetatable(d))
+      assert.equal(25, d:norm2())
+      local list = codec.decode(codec.encode({p, p, setmetatable({}, Tagged)}))
+      assert.equal(list[1], list[2])
+      assert.equal(Point, getmetatable(list[1]))
+      assert.equal(Tagged, getmetatable(list[3]))
+    end)
+
+    it("a name not registered where it is decoded is a CodecError naming the class", function()
+      local mt = {}
+      codec.register("spec.roundtrip.OnlyHere", mt)
+      local r = run_child([[
+        local lmp = require "lmp"
+        local fh = assert(io.open(arg[1], "rb")); local s = fh:read("*a"); fh:close()
+        local ok, e = pcall(lmp.codec.decode, s)
+        io.write(tostring(ok), "\n", type(e) == "table" and tostring(e.kind) or type(e), "\n", tostring(e))
+      ]], codec.encode({obj = setmetatable({1}, mt)}))
+      local ok, kind, msg = r.stdout:match("^(%a+)\n(%a+)\n(.*)$")
+      assert.equal("false", ok, r.stdout .. r.stderr)
+      assert.equal("CodecError", kind)
+      assert.truthy(msg:find("spec.roundtrip.OnlyHere", 1, true), msg)
+      assert.truthy(msg:find("register"), msg)
+    end)
+
+    it("a table with an unregistered metatable cannot be encoded", function()
+      local ok, e = pcall(codec.encode, {inner = setmetatable({}, {__index = {}})})
+      assert.is_false(ok)
+      assert.equal("table", type(e))
+      assert.equal("CodecError", e.kind)
+      assert.matches("^value%.inner", e.message)
+    end)
+  end)
+
+  describe("the structure of decoded data", function()
+    it("closures inside the random generator's shapes survive a second round trip", function()
+      local r = new_rng(SEED + 3)
+      for i = 1, 300 do
+        local v = gen(r, {}, 0)
+        local once = codec.decode(codec.encode(v))
+        local twice = codec.decode(codec.encode(once))
+        local ok, why = deep_equal(v, twice)
+        assert(ok, string.format("seed %d case %d (second round trip): %s", SEED, i, tostring(why)))
+      end
+    end)
+  end)
+end)
