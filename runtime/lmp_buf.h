@@ -34,11 +34,4 @@ static inline int lmp__buf_append(lmp_buf *b, const void *p, size_t n) {
   return 0;
 }
 
-static inline int lmp__buf_putc(lmp_buf *b, int c) {
-  int err = lmp__buf_reserve(b, 1);
-  if (err) return err;
-  b->data[b->len++] = (char)c;
-  return 0;
-}
-
 #endif /* LMP_BUF_H */

@@ -537,8 +537,8 @@ static int json_value(enc *e, int idx) {
 
 /* --- the binary format ------------------------------------------------------- */
 
-static void bin_varint(enc *e, uint64_t v) {
-  unsigned char b[10];
+/* Writes v as an unsigned LEB128 varint into b[10]; returns its length. */
+static int varint_bytes(unsigned char *b, uint64_t v) {
   int n = 0;
   do {
     b[n] = (unsigned char)(v & 0x7f);
@@ -546,7 +546,12 @@ static void bin_varint(enc *e, uint64_t v) {
     if (v) b[n] |= 0x80;
     n++;
   } while (v);
-  out_append(e, b, (size_t)n);
+  return n;
+}
+
+static void bin_varint(enc *e, uint64_t v) {
+  unsigned char b[10];
+  out_append(e, b, (size_t)varint_bytes(b, v));
 }
 
 static void bin_string(enc *e, const char *s, size_t len) {
@@ -754,14 +759,7 @@ static void bin_table(enc *e, int idx) {
     e->out->data[slot] = (char)nhash;
   } else {
     unsigned char v[10];
-    int len = 0;
-    uint64_t x = nhash;
-    do {
-      v[len] = (unsigned char)(x & 0x7f);
-      x >>= 7;
-      if (x) v[len] |= 0x80;
-      len++;
-    } while (x);
+    int len = varint_bytes(v, nhash);
     if (lmp__buf_reserve(e->out, (size_t)len - 1)) enc_nomem(e);
     memmove(e->out->data + slot + len, e->out->data + slot + 1,
             e->out->len - slot - 1);

@@ -99,6 +99,10 @@ ROWS = [
      "lmp.B10.codec.binary_encode_records", "B10.pickle.encode_records", None, 1),
     ("B10 lmp binary format decode | vs pickle", "records/s", HI,
      "lmp.B10.codec.binary_decode_records", "B10.pickle.decode_records", None, 1),
+    ("B10 lmp binary format encode | vs pickle", "MB/s", HI,
+     "lmp.B10.codec.binary_encode", "B10.pickle.encode", None, 1),
+    ("B10 lmp binary format decode | vs pickle", "MB/s", HI,
+     "lmp.B10.codec.binary_decode", "B10.pickle.decode", None, 1),
     ("B10 payload size, lmp binary format | vs pickle", "bytes", LO,
      "lmp.B10.codec.binary_size", "B10.pickle.size", None, 1),
     # The machine alone: no CPython or lmp counterpart.
