@@ -9,11 +9,10 @@ local H = require "spec.support.helpers"
 local lmp = require "lmp"
 local codec = lmp.codec
 
-local SEED = tonumber(os.getenv("LMP_SEED")) or os.time()
+local V = require "spec.support.values"
+local SEED = V.SEED
+local function hex(s, n) return V.hex(s, n or 120) end
 
-local function hex(s, n)
-  return (s:sub(1, n or 120):gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
 
 local function is_codec_error(e)
   return type(e) == "table" and e.kind == "CodecError" and type(e.message) == "string"

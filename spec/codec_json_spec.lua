@@ -9,39 +9,15 @@ local lmp = require "lmp"
 local cjson = require "cjson"
 local codec = lmp.codec
 
-local SEED = tonumber(os.getenv("LMP_SEED")) or os.time()
+local V = require "spec.support.values"
+local SEED, new_rng, fmtnum, hex = V.SEED, V.new_rng, V.fmtnum, V.hex
+local function show(v) return V.show(v, 60) end
 
 local SPEC_DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local SUITE_DIR = SPEC_DIR .. "/fixtures/JSONTestSuite/test_parsing"
 
-local function new_rng(seed)
-  local s = (math.floor(seed) % 2147483646) + 1
-  local r = {}
-  function r.next()
-    s = (s * 48271) % 2147483647
-    return s
-  end
-  function r.int(a, b) return a + r.next() % (b - a + 1) end
-  function r.float() return (r.next() - 1) / 2147483646 end
-  function r.chance(p) return r.float() < p end
-  function r.pick(t) return t[r.int(1, #t)] end
-  return r
-end
 
-local function fmtnum(x)
-  if x ~= x then return "nan" end
-  if x == 0 and 1 / x < 0 then return "-0.0" end
-  return string.format("%.17g", x)
-end
 
-local function show(v)
-  if type(v) == "number" then return fmtnum(v) end
-  if type(v) == "string" then
-    local s = v:sub(1, 60):gsub("[^\32-\126]", function(c) return string.format("\\x%02x", c:byte()) end)
-    return '"' .. s .. (#v > 60 and ('..." (' .. #v .. " bytes)") or '"')
-  end
-  return tostring(v)
-end
 
 -- Deep equality of acyclic plain data; numbers exactly as doubles (the sign
 -- of zero included).
@@ -59,21 +35,18 @@ local function same(a, b, path)
     return false, path .. ": " .. show(a) .. " vs " .. show(b)
   end
   local n = 0
-  for k, va in pairs(a) do
+  for k, va in V.entries(a) do
     n = n + 1
     local vb = b[k]
     if vb == nil then return false, path .. "[" .. show(k) .. "]: missing" end
     local ok, why = same(va, vb, path .. "[" .. show(k) .. "]")
     if not ok then return false, why end
   end
-  for _ in pairs(b) do n = n - 1 end
+  for _ in V.entries(b) do n = n - 1 end
   if n ~= 0 then return false, path .. ": different number of keys" end
   return true
 end
 
-local function hex(s)
-  return (s:sub(1, 60):gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
 
 local function is_codec_error(e)
   return type(e) == "table" and e.kind == "CodecError" and type(e.message) == "string"

@@ -9,23 +9,10 @@ local H = require "spec.support.helpers"
 local lmp = require "lmp"
 local codec = lmp.codec
 
-local SEED = tonumber(os.getenv("LMP_SEED")) or os.time()
+local V = require "spec.support.values"
+local SEED, new_rng, fmtnum, hex = V.SEED, V.new_rng, V.fmtnum, V.hex
+local function show(v) return V.show(v, 40) end
 
--- A small deterministic PRNG (Park-Miller), independent of math.random,
--- which busted reseeds.
-local function new_rng(seed)
-  local s = (math.floor(seed) % 2147483646) + 1
-  local r = {}
-  function r.next()
-    s = (s * 48271) % 2147483647
-    return s
-  end
-  function r.int(a, b) return a + r.next() % (b - a + 1) end
-  function r.float() return (r.next() - 1) / 2147483646 end
-  function r.chance(p) return r.float() < p end
-  function r.pick(t) return t[r.int(1, #t)] end
-  return r
-end
 
 local function is_cfunction(f)
   return type(f) == "function" and debug.getinfo(f, "S").what == "C"
@@ -44,25 +31,8 @@ local function is_module(t)
   return module_set[t] == true
 end
 
-local function fmtnum(x)
-  if x ~= x then return "nan" end
-  if x == 0 and 1 / x < 0 then return "-0.0" end
-  return string.format("%.17g", x)
-end
 
-local function show(v)
-  if type(v) == "number" then return fmtnum(v) end
-  if type(v) == "string" then
-    local s = v:sub(1, 40):gsub("[^\32-\126]", function(c) return string.format("\\x%02x", c:byte()) end)
-    return '"' .. s .. (#v > 40 and ('..." (' .. #v .. " bytes)") or '"')
-  end
-  return tostring(v)
-end
 
-local function hex(s, n)
-  s = s:sub(1, n or 80)
-  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
 
 -- Deep equality up to isomorphism: the graph of b must have exactly the
 -- shape of the graph of a (a table referenced twice in a arrives as one
@@ -100,7 +70,7 @@ local function eq_table(a, b, ctx)
     return false, ": metatable " .. tostring(getmetatable(a)) .. " vs " .. tostring(getmetatable(b))
   end
   local nb, bkeys = 0, {}
-  for k in next, b do
+  for k in V.entries(b) do
     nb = nb + 1
     local kt = type(k)
     if (kt == "table" and not is_module(k)) or (kt == "function" and not is_cfunction(k)) then
@@ -108,7 +78,7 @@ local function eq_table(a, b, ctx)
     end
   end
   local na = 0
-  for k, va in next, a do
+  for k, va in V.entries(a) do
     na = na + 1
     local kt = type(k)
     if (kt == "table" and not is_module(k)) or (kt == "function" and not is_cfunction(k)) then
@@ -552,11 +522,11 @@ describe("lmp.codec round trips", function()
       assert.is_nil(v[2])
       assert.equal(3, v[3])
       local n = 0
-      for _ in pairs(v) do n = n + 1 end
+      for _ in V.entries(v) do n = n + 1 end
       assert.equal(2, n)
       local w = codec.decode(codec.encode({nil, nil, "x", [10] = true}))
       n = 0
-      for _ in pairs(w) do n = n + 1 end
+      for _ in V.entries(w) do n = n + 1 end
       assert.equal(2, n)
       assert.equal("x", w[3])
       assert.is_true(w[10])
