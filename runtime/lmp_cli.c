@@ -372,6 +372,7 @@ static int pmain(lua_State *L) {
       c->status = dochunk(L, luaL_loadfile(L, NULL));
     }
   }
+  lmp__run_atexit(L);
   return 0;
 }
 

@@ -67,6 +67,10 @@ void lmp__report(lua_State *L, const char *prefix);
  * one that closes the state before exiting unless told not to. */
 void lmp__install_closing_exit(lua_State *L);
 
+/* Runs lmp._atexit() if lmp is loaded: daemon children are terminated, the
+ * others joined.  Errors are reported on stderr. */
+void lmp__run_atexit(lua_State *L);
+
 /* --- platform (lmp_platform.c) --------------------------------------------- */
 
 /* Absolute path of the running executable, or NULL.  Static storage. */

@@ -6,6 +6,7 @@
  * returns the table users see.  Logic that is not hot lives on the Lua side.
  */
 #include "lmp_codec.h"
+#include "lmp_conn.h"
 #include "lmp_internal.h"
 
 static int l_cpu_count(lua_State *L) {
@@ -43,6 +44,8 @@ int luaopen_lmp(lua_State *L) {
   lua_setfield(L, -2, "version");
   lmp__error_open(L);
   lmp__codec_open(L);
+  lmp__conn_open(L);
+  lmp__process_open(L);
   lua_call(L, 1, 1);
   return 1;
 }

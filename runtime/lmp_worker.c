@@ -1,13 +1,16 @@
 /*
  * lmp_worker.c -- the entry point of a worker process.
  *
- * A parent starts a worker as `<executable> --lmp-worker FD [NAME]`, FD being
- * the inherited end of the bootstrap channel.  The worker is a fresh Lua
+ * A parent starts a worker as `<executable> --lmp-worker FD NAME PARENT_PID`,
+ * FD being the inherited end of the bootstrap channel; the worker dies with
+ * its parent (PR_SET_PDEATHSIG).  The worker is a fresh Lua
  * state with the standard libraries and lmp; lua/lmp/worker.lua reads the
  * bootstrap message and runs it.  Any program that links liblmp becomes a
  * possible worker executable by calling lmp_worker_main() first in main().
  */
 #include <errno.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,12 +63,31 @@ static int read_frame(int fd, char **out, size_t *outlen) {
   return 0;
 }
 
+void lmp__run_atexit(lua_State *L) {
+  int top = lua_gettop(L);
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "loaded");
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "lmp");
+      if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "_atexit");
+        if (lua_isfunction(L, -1) && lmp__pcall_traceback(L, 0, 0) != 0)
+          lmp__report(L, "lmp: at exit");
+      }
+    }
+  }
+  lua_settop(L, top);
+}
+
 /* os.exit(code [, close]) with `close` true unless given as false: the state
  * is closed first, so that finalizers run (objects that own processes,
  * segments or descriptors release them) and nothing is left for a leak
  * checker to find.  Upvalue 1 is LuaJIT's os.exit. */
 static int closing_exit(lua_State *L) {
   int n = lua_gettop(L);
+  lmp__run_atexit(L);
+  lua_settop(L, n);
   if (n < 2 || !lua_isboolean(L, 2) || lua_toboolean(L, 2)) {
     lua_settop(L, 1);
     lua_pushboolean(L, 1);
@@ -116,10 +138,9 @@ static int worker_pmain(lua_State *L) {
   lua_pushlstring(L, w->bootstrap, w->bootstrap_len);
   free(w->bootstrap);
   w->bootstrap = NULL;
-  lua_pushinteger(L, w->fd);
-  lua_pushstring(L, w->name);
-  lua_call(L, 3, 1);
+  lua_call(L, 1, 1);
   w->status = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+  lmp__run_atexit(L);
   return 0;
 }
 
@@ -139,6 +160,16 @@ int lmp_worker_main(int argc, char **argv) {
   }
   w.fd = (int)fd;
   w.name = argc > 3 ? argv[3] : "worker";
+  if (argc > 4) {
+    /* Die with the parent instead of living on as an orphan.  The parent
+     * may have died before this line: then we have been re-parented. */
+    long parent = strtol(argv[4], NULL, 10);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != (pid_t)parent) {
+      fprintf(stderr, "%s: the parent process is gone\n", w.name);
+      return 1;
+    }
+  }
   if ((err = read_frame(w.fd, &w.bootstrap, &w.bootstrap_len)) != 0) {
     fprintf(stderr, "%s: cannot read the bootstrap message: %s\n", w.name,
             lmp_strerror(err));

@@ -252,19 +252,44 @@ describe("lmp command line", function()
                          math.floor(n / 256) % 256, n % 256) .. payload
     end
 
-    it("runs the bootstrap chunk from the inherited descriptor", function()
-      local boot = H.write(dir .. "/boot", frame("local fd, name = ...\n" ..
-        "print(fd, name, require('lmp').version)\nreturn 5"))
+    -- A bootstrap record as Process:start writes it.
+    local function record(target, args)
+      local codec = lmp.codec
+      args = args or {n = 0}
+      return codec.encode({name = "w", daemon = false, path = package.path, cpath = package.cpath,
+                           parent_pid = 1, parent_name = "MainProcess",
+                           target = codec.encode(target, {binary = true}),
+                           args = codec.encode(args, {binary = true})}, {binary = true})
+    end
+
+    it("runs the target of the bootstrap record from the inherited descriptor", function()
+      local boot = H.write(dir .. "/boot", frame(record(function(a, b)
+        print(a, b, require("lmp").current_process().name, require("lmp").parent_process().pid)
+      end, {n = 2, "x", 7})))
+      local r = H.lmp_run({"--lmp-worker", "3", "w-1"}, {shell = "3< " .. H.quote(boot)})
+      assert.equal(0, r.status, r.stderr)
+      assert.equal("x\t7\tw\t1\n", r.stdout)
+    end)
+
+    it("exits with the status the target gives os.exit", function()
+      local boot = H.write(dir .. "/boot", frame(record(function() os.exit(5) end)))
       local r = H.lmp_run({"--lmp-worker", "3", "w-1"}, {shell = "3< " .. H.quote(boot)})
       assert.equal(5, r.status, r.stderr)
-      assert.equal("3\tw-1\t" .. lmp.version .. "\n", r.stdout)
     end)
 
     it("prefixes a failure with the process name and exits 1", function()
-      local boot = H.write(dir .. "/boot", frame("error('worker failed')"))
+      local boot = H.write(dir .. "/boot", frame(record(function() error("worker failed") end)))
       local r = H.lmp_run({"--lmp-worker", "3", "w-2"}, {shell = "3< " .. H.quote(boot)})
       assert.equal(1, r.status)
-      assert.matches("^w%-2: w%-2:1: worker failed\nstack traceback:", r.stderr)
+      assert.matches("^w%-2: [^\n]*: worker failed\nstack traceback:", r.stderr)
+    end)
+
+    it("refuses to start when its parent is already gone", function()
+      local boot = H.write(dir .. "/boot", frame(record(function() print("ran") end)))
+      local r = H.lmp_run({"--lmp-worker", "3", "w-4", "1"}, {shell = "3< " .. H.quote(boot)})
+      assert.equal(1, r.status)
+      assert.equal("", r.stdout)
+      assert.matches("w%-4: the parent process is gone", r.stderr)
     end)
 
     it("refuses a truncated bootstrap message or a bad descriptor", function()

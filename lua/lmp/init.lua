@@ -12,9 +12,13 @@ local lmp = {
   is_error = core.is_error,
   codec = core.codec,
   null = core.null,       -- JSON's null; the same value as cjson.null
+  Pipe = core.Pipe,
+  connection = core.connection,
   cpu_count = core.cpu_count,
   get_executable = core.get_executable,
   set_executable = core.set_executable,
 }
+
+require("lmp.process")(core, lmp)
 
 return lmp

@@ -53,16 +53,42 @@ static void test_module(void) {
   lua_close(L);
 }
 
+/* A bootstrap record as Process:start writes it, made with the codec in a
+ * state of our own; the worker exits with status 7. */
+static size_t make_bootstrap(char *buf, size_t cap) {
+  lua_State *L = luaL_newstate();
+  const char *s;
+  size_t n = 0;
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_lmp);
+  lua_setfield(L, -2, "lmp");
+  lua_settop(L, 0);
+  if (luaL_dostring(L,
+      "local codec = require('lmp').codec\n"
+      "local function target(name) assert(require('lmp').current_process().name == name); os.exit(7) end\n"
+      "return codec.encode({name = 'w1', daemon = false, path = package.path,\n"
+      "  cpath = package.cpath, parent_pid = 1, parent_name = 'MainProcess',\n"
+      "  target = codec.encode(target, {binary = true}),\n"
+      "  args = codec.encode({n = 1, 'w1'}, {binary = true})}, {binary = true})\n") == 0) {
+    s = lua_tolstring(L, -1, &n);
+    if (n <= cap) memcpy(buf, s, n);
+    else n = 0;
+  } else {
+    fprintf(stderr, "%s\n", lua_tostring(L, -1));
+  }
+  lua_close(L);
+  return n;
+}
+
 static void test_worker(const char *self) {
-  static const char chunk[] =
-      "local fd, name = ...\n"
-      "assert(name == 'w1')\n"
-      "assert(require('lmp').version)\n"
-      "return 7\n";
+  static char record[65536];
   unsigned char hdr[4];
-  size_t n = sizeof(chunk) - 1;
+  size_t n = make_bootstrap(record, sizeof(record));
   int fds[2], status;
   pid_t pid;
+  CHECK(n > 0);
   CHECK(lmp_set_executable("") == LMP_EINVAL);
   CHECK(lmp_set_executable(self) == 0);
   CHECK(strcmp(lmp_get_executable(), self) == 0);
@@ -72,7 +98,7 @@ static void test_worker(const char *self) {
   hdr[2] = (unsigned char)(n >> 8);
   hdr[3] = (unsigned char)n;
   CHECK(write(fds[1], hdr, 4) == 4);
-  CHECK(write(fds[1], chunk, n) == (ssize_t)n);
+  CHECK(write(fds[1], record, n) == (ssize_t)n);
   close(fds[1]);
   pid = fork();
   if (pid == 0) {

@@ -1,0 +1,223 @@
+-- lmp.process: Process objects, start methods, the current process and its
+-- children (SPEC section 3).  Installed into the lmp table by init.lua.
+--
+-- A child runs the worker executable (runtime/lmp_process.c starts it);
+-- everything it needs travels in one bootstrap record encoded with the
+-- codec: name, package paths, working directory, target, arguments.  The
+-- descriptors of Connections among the arguments are inherited as fds
+-- 4, 5, ... and the arguments refer to them by position.
+return function(core, lmp)
+  local codec = lmp.codec
+  local unpack = unpack or table.unpack
+
+  local function raise(kind, fmt, ...)
+    error(lmp.error(kind, fmt:format(...)), 3)
+  end
+
+  local state = {
+    current = {name = "MainProcess", pid = core.getpid(), daemon = false},
+    parent = nil,
+    children = {},   -- started Process objects not known to have ended
+    count = 0,       -- for default names
+    attaching = nil, -- while a child's arguments are encoded: their fds
+    start_method = "spawn",
+  }
+
+  -- Connections travel to a child as the position of their descriptor.
+  codec.register_extension("lmp.Connection", core.connection_mt,
+    function(conn)
+      local fds = state.attaching
+      if not fds then
+        error(lmp.error("CodecError", "a Connection can only be passed to a " ..
+                        "child process, as an argument of Process"), 0)
+      end
+      local fd, readable, writable = core.conn_info(conn)
+      fds[#fds + 1] = fd
+      return {#fds, readable, writable}
+    end,
+    function(t)
+      return core.conn_from_fd(3 + t[1], t[2], t[3])
+    end)
+
+  local Process = {}
+  local methods = {}
+
+  Process.__index = function(self, k)
+    local h = rawget(self, "_handle")
+    if k == "pid" then return h and h.pid end
+    if k == "exitcode" then return h and h.exitcode end
+    if k == "sentinel" then return h and h.sentinel end
+    return methods[k]
+  end
+
+  Process.__tostring = function(self)
+    local h = rawget(self, "_handle")
+    local status = not h and "initial" or (h.exitcode and ("stopped exitcode=" .. h.exitcode)
+                   or "started")
+    return ("lmp.Process(%s, %s%s)"):format(self.name, status, self.daemon and " daemon" or "")
+  end
+
+  -- lmp.Process{target = fn, args = {...}, name = "w1", daemon = false}
+  -- lmp.Process(fn, a, b, ...)
+  function lmp.Process(opts, ...)
+    if type(opts) ~= "table" then
+      opts = {target = opts, args = {n = select("#", ...), ...}}
+    end
+    local target = opts.target
+    if type(target) == "string" then
+      if not target:match("^[%w_.]+:[%w_]+$") then
+        raise("ValueError", "Process: target %q is not \"module:function\"", target)
+      end
+    elseif type(target) ~= "function" then
+      raise("TypeError", "Process: target must be a function or \"module:function\", not %s",
+            type(target))
+    end
+    local args = opts.args or {}
+    if type(args) ~= "table" then
+      raise("TypeError", "Process: args must be a table, not %s", type(args))
+    end
+    state.count = state.count + 1
+    local self = setmetatable({
+      name = opts.name or ("Process-" .. state.count),
+      daemon = opts.daemon == nil and state.current.daemon or not not opts.daemon,
+      _target = target,
+      _args = {n = args.n or #args, unpack(args, 1, args.n or #args)},
+    }, Process)
+    return self
+  end
+
+  local function handle(self, what)
+    if rawget(self, "_closed") then raise("ValueError", "%s: process object is closed", what) end
+    local h = rawget(self, "_handle")
+    if not h then raise("ProcessError", "%s: process %s has not been started", what, self.name) end
+    return h
+  end
+
+  function methods:start()
+    if rawget(self, "_closed") then raise("ValueError", "start: process object is closed") end
+    if rawget(self, "_handle") then
+      raise("ProcessError", "start: process %s was already started (pid %d)", self.name, self.pid)
+    end
+    if state.current.daemon then
+      raise("ProcessError", "start: a daemon process cannot have children")
+    end
+    local exe = lmp.get_executable()
+    if not exe then
+      raise("ProcessError", "start: no worker executable (see lmp.set_executable)")
+    end
+    local fds = {}
+    state.attaching = fds
+    local ok, target, args = pcall(function()
+      return codec.encode(self._target, {binary = true, role = "target"}),
+             codec.encode(self._args, {binary = true, role = "args"})
+    end)
+    state.attaching = nil
+    if not ok then error(target, 2) end
+    local record = codec.encode({
+      name = self.name, daemon = self.daemon,
+      path = package.path, cpath = package.cpath, cwd = core.getcwd(),
+      parent_pid = state.current.pid, parent_name = state.current.name,
+      target = target, args = args,
+    }, {binary = true})
+    self._handle = core.spawn(exe, self.name, record, fds)
+    state.children[self] = true
+  end
+
+  function methods:join(timeout)
+    local h = handle(self, "join")
+    if timeout ~= nil and type(timeout) ~= "number" then
+      raise("TypeError", "join: timeout must be a number of seconds")
+    end
+    local code = h:wait(timeout)
+    if code then state.children[self] = nil end
+    return code
+  end
+
+  function methods:is_alive()
+    if rawget(self, "_closed") then raise("ValueError", "is_alive: process object is closed") end
+    local h = rawget(self, "_handle")
+    if not h then return false end
+    local alive = h.exitcode == nil
+    if not alive then state.children[self] = nil end
+    return alive
+  end
+
+  function methods:terminate() handle(self, "terminate"):signal(15) end
+  function methods:kill() handle(self, "kill"):signal(9) end
+
+  function methods:close()
+    local h = rawget(self, "_handle")
+    if h then
+      if h.exitcode == nil then
+        raise("ValueError", "close: process %s (pid %d) is still running", self.name, self.pid)
+      end
+      h:close()
+      state.children[self] = nil
+    end
+    self._closed = true
+  end
+
+  function lmp.current_process() return state.current end
+  function lmp.parent_process() return state.parent end
+
+  function lmp.active_children()
+    local list = {}
+    for p in pairs(state.children) do
+      if p:is_alive() then list[#list + 1] = p end
+    end
+    table.sort(list, function(a, b) return a.pid < b.pid end)
+    return list
+  end
+
+  -- Start methods: spawn is the one there is (SPEC section 3).
+  local methods_available = {"spawn"}
+  function lmp.get_all_start_methods() return {unpack(methods_available)} end
+  function lmp.get_start_method() return state.start_method end
+  local function check_method(name)
+    if name ~= "spawn" then
+      raise("ValueError", "unknown or unavailable start method %q (available: spawn)",
+            tostring(name))
+    end
+  end
+  function lmp.set_start_method(name)
+    check_method(name)
+    state.start_method = name
+  end
+  function lmp.get_context(name)
+    name = name or state.start_method
+    check_method(name)
+    return setmetatable({get_start_method = function() return name end},
+                        {__index = lmp})
+  end
+
+  -- At the end of the main script (and at os.exit): daemon children are
+  -- terminated, the others joined, as Python does.
+  function lmp._atexit()
+    for p in pairs(state.children) do
+      if p.daemon and p:is_alive() then p:terminate() end
+    end
+    for p in pairs(state.children) do p:join() end
+  end
+
+  -- Runs in a new worker: the bootstrap record from the parent.
+  function lmp._run_child(bootstrap)
+    local rec = codec.decode(bootstrap)
+    package.path, package.cpath = rec.path, rec.cpath
+    if rec.cwd then core.chdir(rec.cwd) end
+    state.current = {name = rec.name, pid = core.getpid(), daemon = rec.daemon}
+    state.parent = {name = rec.parent_name, pid = rec.parent_pid}
+    local target = codec.decode(rec.target)
+    if type(target) == "string" then
+      local modname, fname = target:match("^(.*):(.*)$")
+      local mod = require(modname)
+      target = type(mod) == "table" and mod[fname]
+      if type(target) ~= "function" then
+        error(lmp.error("ProcessError", ("target %q: module %q has no function %q")
+              :format(rec.target, modname, fname)), 0)
+      end
+    end
+    local args = codec.decode(rec.args)
+    target(unpack(args, 1, args.n))
+    return 0
+  end
+end

@@ -1,0 +1,156 @@
+/*
+ * lmp_loop.c -- the per-state event loop and waiting on it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmp_loop.h"
+
+#define LOOP_KEY "lmp.loop"
+
+double lmp__now(void) {
+  return (double)uv_hrtime() / 1e9;
+}
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+void lmp__close_and_free(uv_handle_t *h) {
+  if (!uv_is_closing(h)) uv_close(h, free_handle);
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  LMP_UNUSED(arg);
+  /* Handles still open at state close belong to objects already collected
+   * or never closed; each was allocated with malloc by its owner. */
+  if (uv_is_closing(h)) return;
+  uv_close(h, h->type == UV_PROCESS ? lmp__process_handle_closed : free_handle);
+}
+
+static int loop_gc(lua_State *L) {
+  lmp_loop *lp = lua_touserdata(L, 1);
+  if (!lp->closed) {
+    uv_walk(&lp->loop, close_walk, NULL);
+    uv_run(&lp->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&lp->loop);
+    lp->closed = 1;
+  }
+  return 0;
+}
+
+lmp_loop *lmp__loop(lua_State *L) {
+  lmp_loop *lp;
+  int err;
+  lua_getfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
+  lp = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (lp) return lp;
+  lp = lua_newuserdata(L, sizeof(*lp));
+  memset(lp, 0, sizeof(*lp));
+  if ((err = uv_loop_init(&lp->loop)) != 0) {
+    lp->closed = 1;
+    lmp__error_raise(L, "OSError", "cannot create an event loop: %s",
+                     uv_strerror(err));
+  }
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, loop_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
+  return lp;
+}
+
+static void on_deadline(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
+                   void *arg) {
+  uv_timer_t *timer = NULL;
+  int expired = 0;
+  if (done(arg)) return 1;
+  if (timeout == 0) {
+    uv_run(&lp->loop, UV_RUN_NOWAIT);
+    return done(arg);
+  }
+  if (timeout > 0) {
+    timer = malloc(sizeof(*timer));
+    if (timer == NULL) return done(arg);
+    uv_timer_init(&lp->loop, timer);
+    timer->data = &expired;
+    uv_timer_start(timer, on_deadline, (uint64_t)(timeout * 1000 + 0.999), 0);
+  }
+  while (!done(arg) && !expired) uv_run(&lp->loop, UV_RUN_ONCE);
+  if (timer) {
+    uv_timer_stop(timer);
+    timer->data = NULL;
+    lmp__close_and_free((uv_handle_t *)timer);
+  }
+  return done(arg);
+}
+
+/* --- waiting on descriptors -------------------------------------------------- */
+
+typedef struct {
+  int *ready;
+  int count;
+} fd_wait;
+
+typedef struct {
+  uv_poll_t poll;
+  fd_wait *wait;
+  int index;
+} fd_watch;
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  fd_watch *w = (fd_watch *)h;
+  if (w->wait == NULL) return;
+  if (w->wait->ready[w->index] == 0) w->wait->count++;
+  /* An error (a closed peer, for instance) makes the descriptor ready: the
+   * read or write that follows reports what happened. */
+  w->wait->ready[w->index] |= status < 0 ? (UV_READABLE | UV_WRITABLE) : events;
+  uv_poll_stop(h);
+}
+
+static int fd_wait_done(void *arg) {
+  return ((fd_wait *)arg)->count > 0;
+}
+
+int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
+                       int *ready, int n, double timeout) {
+  fd_watch **watches;
+  fd_wait w;
+  int i, err = 0;
+  w.ready = ready;
+  w.count = 0;
+  for (i = 0; i < n; i++) ready[i] = 0;
+  watches = calloc((size_t)(n > 0 ? n : 1), sizeof(*watches));
+  if (watches == NULL) return UV_ENOMEM;
+  for (i = 0; i < n && err == 0; i++) {
+    fd_watch *fw = malloc(sizeof(*fw));
+    if (fw == NULL) {
+      err = UV_ENOMEM;
+      break;
+    }
+    fw->wait = &w;
+    fw->index = i;
+    if ((err = uv_poll_init(&lp->loop, &fw->poll, fds[i])) != 0) {
+      free(fw);
+      break;
+    }
+    watches[i] = fw;
+    err = uv_poll_start(&fw->poll, events[i] | UV_DISCONNECT, on_poll);
+  }
+  if (err == 0) lmp__loop_wait(lp, timeout, fd_wait_done, &w);
+  for (i = 0; i < n; i++) {
+    if (watches[i] == NULL) continue;
+    watches[i]->wait = NULL;
+    uv_poll_stop(&watches[i]->poll);
+    lmp__close_and_free((uv_handle_t *)&watches[i]->poll);
+  }
+  free(watches);
+  if (err) return err;
+  for (i = 0, w.count = 0; i < n; i++) w.count += ready[i] != 0;
+  return w.count;
+}

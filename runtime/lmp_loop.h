@@ -1,0 +1,49 @@
+/*
+ * lmp_loop.h -- the event loop lmp waits on.
+ *
+ * Every blocking lmp call (recv, join, wait, ...) waits by running a libuv
+ * loop, so that callbacks of other lmp objects can run while user code
+ * waits.  Each lua_State that opened lmp has one loop, kept in a userdata
+ * in the registry: closing the state closes the loop and its handles.
+ */
+#ifndef LMP_LOOP_H
+#define LMP_LOOP_H
+
+#include <uv.h>
+
+#include "lmp_internal.h"
+
+typedef struct {
+  uv_loop_t loop;
+  int closed;
+} lmp_loop;
+
+/* The loop of the state (created on first use).  Raises on failure. */
+lmp_loop *lmp__loop(lua_State *L);
+
+/* Runs the loop until done(arg) is true or `timeout` seconds have passed
+ * (timeout < 0: no limit; 0: poll once without blocking).  Returns 1 when
+ * done, 0 on timeout.  done() is checked before the first wait, so a
+ * condition already true returns at once. */
+int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
+                   void *arg);
+
+/* Waits until one of the n descriptors fds[i] is ready for events[i]
+ * (UV_READABLE, UV_WRITABLE), running the loop meanwhile.  On return,
+ * ready[i] holds the events seen on fds[i] (a hang-up or error counts as
+ * ready).  Returns the number of ready descriptors: 0 on timeout, or a
+ * negative libuv error. */
+int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
+                       int *ready, int n, double timeout);
+
+/* Closes a handle and frees it (with free()) in its close callback. */
+void lmp__close_and_free(uv_handle_t *h);
+
+/* The close callback of process handles (lmp_process.c): the state they
+ * report into is freed by whichever of it and the Lua object ends last. */
+void lmp__process_handle_closed(uv_handle_t *h);
+
+/* Monotonic time in seconds. */
+double lmp__now(void);
+
+#endif /* LMP_LOOP_H */

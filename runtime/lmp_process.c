@@ -1,0 +1,294 @@
+/*
+ * lmp_process.c -- starting, watching and signalling child processes.
+ *
+ * A child is started with uv_spawn running the worker executable as
+ * `EXE --lmp-worker 3 NAME PARENT_PID`: fd 3 is its end of a socketpair
+ * that carries the bootstrap message, fds 4... are descriptors of lmp
+ * objects passed as arguments, 0-2 are the parent's.  libuv reaps the
+ * child; its exit is recorded by the exit callback.  The sentinel is a
+ * pidfd, readable once the process has ended.
+ *
+ * Memory: the uv_process_t and the state it reports into are malloc'ed and
+ * owned by libuv until the exit callback (or the loop's close) frees them,
+ * so collecting the Lua object of a running process is safe.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lmp_conn.h"
+#include "lmp_loop.h"
+
+#define PROC_MT "lmp.ProcessHandle"
+#define RUNNING INT_MIN
+
+typedef struct {
+  uv_process_t handle;
+  int exitcode;        /* RUNNING until the exit callback */
+  int handle_closed;
+} proc_state;
+
+typedef struct {
+  proc_state *st;      /* NULL once closed */
+  int pid;
+  int pidfd;           /* -1 if none */
+  lmp_loop *lp;
+} proc;
+
+void lmp__process_handle_closed(uv_handle_t *h) {
+  proc_state *st = h->data;
+  /* The Lua object may still look at exitcode: it frees the state then.
+   * If the object is gone (data cleared), free it here. */
+  if (st == NULL) free(h);
+  else st->handle_closed = 1;
+}
+
+static void on_child_exit(uv_process_t *h, int64_t status, int signal) {
+  proc_state *st = h->data;
+  if (st) st->exitcode = signal ? -signal : (int)status;
+  uv_close((uv_handle_t *)h, lmp__process_handle_closed);
+}
+
+static proc *check_proc(lua_State *L, int idx) {
+  proc *p = luaL_checkudata(L, idx, PROC_MT);
+  if (p->st == NULL)
+    lmp__error_raise(L, "ValueError", "process object is closed");
+  return p;
+}
+
+/* Sends all of buf on a blocking socket; a child that died early is not an
+ * error here (its exit code tells). */
+static void send_bootstrap(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t w = send(fd, buf, len, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    buf += w;
+    len -= (size_t)w;
+  }
+}
+
+/* core.spawn(exe, name, bootstrap, fds) -> handle
+ * `fds` lists descriptors the child gets as 4, 5, ...  */
+static int l_spawn(lua_State *L) {
+  const char *exe = luaL_checkstring(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  size_t blen;
+  const char *boot = luaL_checklstring(L, 3, &blen);
+  int nfds = lua_istable(L, 4) ? (int)lua_objlen(L, 4) : 0;
+  lmp_loop *lp = lmp__loop(L);
+  uv_process_options_t opts;
+  uv_stdio_container_t *stdio;
+  char ppid[32], *args[7];
+  unsigned char header[12];
+  size_t hlen;
+  proc *p;
+  proc_state *st;
+  int sv[2], i, err;
+
+  p = lua_newuserdata(L, sizeof(*p));
+  memset(p, 0, sizeof(*p));
+  p->pidfd = -1;
+  p->lp = lp;
+  luaL_getmetatable(L, PROC_MT);
+  lua_setmetatable(L, -2);
+  stdio = lua_newuserdata(L, sizeof(*stdio) * (size_t)(4 + nfds));
+  st = calloc(1, sizeof(*st));
+  if (st == NULL) return lmp__error_raise(L, "OSError", "start: out of memory");
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    free(st);
+    return lmp__error_raise(L, "OSError", "start: %s", strerror(errno));
+  }
+  for (i = 0; i < 3; i++) {
+    stdio[i].flags = UV_INHERIT_FD;
+    stdio[i].data.fd = i;
+  }
+  stdio[3].flags = UV_INHERIT_FD;
+  stdio[3].data.fd = sv[1];
+  for (i = 0; i < nfds; i++) {
+    lua_rawgeti(L, 4, i + 1);
+    stdio[4 + i].flags = UV_INHERIT_FD;
+    stdio[4 + i].data.fd = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
+  args[0] = (char *)exe;
+  args[1] = "--lmp-worker";
+  args[2] = "3";
+  args[3] = (char *)name;
+  args[4] = ppid;
+  args[5] = NULL;
+  memset(&opts, 0, sizeof(opts));
+  opts.file = exe;
+  opts.args = args;
+  opts.exit_cb = on_child_exit;
+  opts.stdio_count = 4 + nfds;
+  opts.stdio = stdio;
+  st->exitcode = RUNNING;
+  st->handle.data = st;
+  err = uv_spawn(&lp->loop, &st->handle, &opts);
+  close(sv[1]);
+  if (err != 0) {
+    close(sv[0]);
+    /* libuv: a failed spawn must still be closed. */
+    st->handle.data = NULL;
+    uv_close((uv_handle_t *)&st->handle, lmp__process_handle_closed);
+    return lmp__error_raise(L, "ProcessError", "cannot start '%s' (%s): %s",
+                            name, exe, uv_strerror(err));
+  }
+  p->st = st;
+  p->pid = st->handle.pid;
+#ifdef SYS_pidfd_open
+  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+#endif
+  /* The bootstrap frame: header as on every connection, then the record. */
+  if (blen < 0x7fffffff) {
+    for (i = 0; i < 4; i++) header[i] = (unsigned char)(blen >> (24 - 8 * i));
+    hlen = 4;
+  } else {
+    memset(header, 0xff, 4);
+    for (i = 0; i < 8; i++) header[4 + i] = (unsigned char)((uint64_t)blen >> (56 - 8 * i));
+    hlen = 12;
+  }
+  send_bootstrap(sv[0], (const char *)header, hlen);
+  send_bootstrap(sv[0], boot, blen);
+  close(sv[0]);
+  lua_pop(L, 1);  /* stdio */
+  return 1;
+}
+
+static int exited(void *arg) {
+  return ((proc_state *)arg)->exitcode != RUNNING;
+}
+
+/* handle:wait([timeout]) -> exitcode | nil */
+static int proc_wait(lua_State *L) {
+  proc *p = check_proc(L, 1);
+  double timeout = lua_isnoneornil(L, 2) ? -1 : luaL_checknumber(L, 2);
+  if (timeout < 0 && !lua_isnoneornil(L, 2)) timeout = 0;
+  if (lmp__loop_wait(p->lp, timeout, exited, p->st)) {
+    lua_pushinteger(L, p->st->exitcode);
+    return 1;
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+/* handle:signal(signum) -> true | nil, message */
+static int proc_signal(lua_State *L) {
+  proc *p = check_proc(L, 1);
+  int sig = (int)luaL_checkinteger(L, 2), err;
+  if (p->st->exitcode != RUNNING || p->st->handle_closed) {
+    lua_pushboolean(L, 1);  /* already gone: nothing to do, as in Python */
+    return 1;
+  }
+  err = uv_process_kill(&p->st->handle, sig);
+  if (err != 0 && err != UV_ESRCH) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(err));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void proc_release(proc *p) {
+  if (p->pidfd >= 0) close(p->pidfd);
+  p->pidfd = -1;
+  if (p->st) {
+    if (p->st->handle_closed) {
+      free(p->st);
+    } else {
+      /* Still running (or closing): libuv owns the state from now on. */
+      p->st->handle.data = NULL;
+    }
+    p->st = NULL;
+  }
+}
+
+static int proc_close(lua_State *L) {
+  proc *p = luaL_checkudata(L, 1, PROC_MT);
+  if (p->st && p->st->exitcode == RUNNING)
+    return lmp__error_raise(L, "ValueError", "cannot close a process that is "
+                            "still running (pid %d)", p->pid);
+  proc_release(p);
+  return 0;
+}
+
+static int proc_gc(lua_State *L) {
+  proc_release(lua_touserdata(L, 1));
+  return 0;
+}
+
+static int proc_index(lua_State *L) {
+  proc *p = luaL_checkudata(L, 1, PROC_MT);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "pid") == 0) lua_pushinteger(L, p->pid);
+  else if (strcmp(k, "sentinel") == 0) {
+    if (p->pidfd >= 0) lua_pushinteger(L, p->pidfd);
+    else lua_pushnil(L);
+  } else if (strcmp(k, "exitcode") == 0) {
+    if (p->st && p->st->exitcode == RUNNING)
+      uv_run(&p->lp->loop, UV_RUN_NOWAIT);  /* collect a pending exit */
+    if (p->st && p->st->exitcode != RUNNING) lua_pushinteger(L, p->st->exitcode);
+    else lua_pushnil(L);
+  } else {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+  }
+  return 1;
+}
+
+static const luaL_Reg proc_methods[] = {
+  {"wait", proc_wait},
+  {"signal", proc_signal},
+  {"close", proc_close},
+  {NULL, NULL}
+};
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int l_getcwd(lua_State *L) {
+  char buf[PATH_MAX];
+  if (getcwd(buf, sizeof(buf)) == NULL) lua_pushnil(L);
+  else lua_pushstring(L, buf);
+  return 1;
+}
+
+static int l_chdir(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  if (chdir(dir) != 0)
+    return lmp__error_raise(L, "OSError", "cannot enter directory '%s': %s",
+                            dir, strerror(errno));
+  return 0;
+}
+
+void lmp__process_open(lua_State *L) {
+  if (luaL_newmetatable(L, PROC_MT)) {
+    lua_newtable(L);
+    luaL_register(L, NULL, proc_methods);
+    lua_pushcclosure(L, proc_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, proc_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_spawn);
+  lua_setfield(L, -2, "spawn");
+  lua_pushcfunction(L, l_getpid);
+  lua_setfield(L, -2, "getpid");
+  lua_pushcfunction(L, l_getcwd);
+  lua_setfield(L, -2, "getcwd");
+  lua_pushcfunction(L, l_chdir);
+  lua_setfield(L, -2, "chdir");
+}
