@@ -1,6 +1,8 @@
 /*
  * lmp_loop.c -- the per-state event loop and waiting on it.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,11 +119,47 @@ static int fd_wait_done(void *arg) {
   return ((fd_wait *)arg)->count > 0;
 }
 
+/* With nothing else on the loop, no callback can become due while we
+ * wait, and poll(2) does the same job in one system call instead of the
+ * nine that a libuv poll handle costs here (each about 1 us). */
+static int wait_fds_directly(const int *fds, const int *events, int *ready,
+                             int n, double timeout) {
+  struct pollfd stack[8], *p = n <= 8 ? stack : calloc((size_t)n, sizeof(*p));
+  double deadline = timeout > 0 ? lmp__now() + timeout : 0;
+  int i, r;
+  if (p == NULL) return UV_ENOMEM;
+  for (i = 0; i < n; i++) {
+    p[i].fd = fds[i];
+    p[i].events = (short)(((events[i] & UV_READABLE) ? POLLIN : 0) |
+                          ((events[i] & UV_WRITABLE) ? POLLOUT : 0));
+    p[i].revents = 0;
+  }
+  for (;;) {
+    int ms = timeout < 0 ? -1 : timeout == 0 ? 0
+             : (int)((deadline - lmp__now()) * 1000 + 0.999);
+    if (timeout > 0 && ms < 0) ms = 0;
+    r = poll(p, (nfds_t)n, ms);
+    if (r >= 0 || errno != EINTR) break;
+  }
+  for (i = 0; i < n; i++) {
+    ready[i] = 0;
+    if (p[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) ready[i] |= UV_READABLE;
+    if (p[i].revents & (POLLOUT | POLLERR | POLLNVAL)) ready[i] |= UV_WRITABLE;
+    ready[i] &= events[i] | ((p[i].revents & (POLLHUP | POLLERR | POLLNVAL)) ? ~0 : 0);
+  }
+  if (p != stack) free(p);
+  if (r < 0) return uv_translate_sys_error(errno);
+  for (i = 0, r = 0; i < n; i++) r += ready[i] != 0;
+  return r;
+}
+
 int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
                        int *ready, int n, double timeout) {
   fd_watch **watches;
   fd_wait w;
   int i, err = 0;
+  if (!uv_loop_alive(&lp->loop))
+    return wait_fds_directly(fds, events, ready, n, timeout);
   w.ready = ready;
   w.count = 0;
   for (i = 0; i < n; i++) ready[i] = 0;

@@ -145,6 +145,10 @@ static int l_spawn(lua_State *L) {
   }
   p->st = st;
   p->pid = st->handle.pid;
+  /* A running child does not keep the loop busy: waits on other things
+   * may then take the fast path (lmp_loop.c).  join() refs it while it
+   * waits for the exit. */
+  uv_unref((uv_handle_t *)&st->handle);
 #ifdef SYS_pidfd_open
   p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
 #endif
@@ -172,12 +176,14 @@ static int exited(void *arg) {
 static int proc_wait(lua_State *L) {
   proc *p = check_proc(L, 1);
   double timeout = lua_isnoneornil(L, 2) ? -1 : luaL_checknumber(L, 2);
+  int done;
   if (timeout < 0 && !lua_isnoneornil(L, 2)) timeout = 0;
-  if (lmp__loop_wait(p->lp, timeout, exited, p->st)) {
-    lua_pushinteger(L, p->st->exitcode);
-    return 1;
-  }
-  lua_pushnil(L);
+  if (!p->st->handle_closed) uv_ref((uv_handle_t *)&p->st->handle);
+  done = lmp__loop_wait(p->lp, timeout, exited, p->st);
+  if (!p->st->handle_closed && !uv_is_closing((uv_handle_t *)&p->st->handle))
+    uv_unref((uv_handle_t *)&p->st->handle);
+  if (done) lua_pushinteger(L, p->st->exitcode);
+  else lua_pushnil(L);
   return 1;
 }
 

@@ -87,6 +87,53 @@ end
 -- parts of lmp they measure.
 local W = {}
 
+-- B6: Pipe round trips with an echoing child: send/recv of an int, then
+-- send_bytes/recv_bytes of one byte.
+function W.B6()
+  local count = n(PING_N)
+  for _, form in ipairs { "send", "bytes" } do
+    local a, b = lmp.Pipe()
+    local raw = form == "bytes"
+    local child = lmp.Process(function(conn, rounds, bytes)
+      for _ = 1, rounds do
+        if bytes then conn:send_bytes(conn:recv_bytes()) else conn:send(conn:recv()) end
+      end
+    end, b, WARM + count, raw)
+    child:start()
+    local function trip(i)
+      if raw then
+        a:send_bytes("x")
+        return a:recv_bytes() == "x"
+      end
+      a:send(i)
+      return a:recv() == i
+    end
+    for i = 1, WARM do trip(i) end
+    local t = now()
+    for i = 1, count do assert(trip(i), "bad echo") end
+    local dt = now() - t
+    assert(child:join(30) == 0)
+    a:close(); b:close()
+    emit("lmp.B6.pipe_pingpong." .. form, dt / count * 1e6, "us")
+  end
+end
+
+-- B7: Process(noop) start + join, one after another (spawn, the only
+-- start method); one warm-up process is left out.
+function W.B7()
+  local count = n(START_N)
+  local function noop() end
+  local function start_join()
+    local p = lmp.Process(noop)
+    p:start()
+    assert(p:join(30) == 0)
+  end
+  start_join()
+  local t = now()
+  for _ = 1, count do start_join() end
+  emit("lmp.B7.process_start.spawn", (now() - t) / count * 1e3, "ms")
+end
+
 -- B10: the codec on 1000 records.  Plain data encodes to JSON text (the
 -- rows against lua-cjson); the binary format, which lmp uses between its
 -- own processes, is measured too.
