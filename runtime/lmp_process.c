@@ -4,7 +4,7 @@
  * A child is started with uv_spawn running the worker executable as
  * `EXE --lmp-worker 3 NAME PARENT_PID`: fd 3 is its end of a socketpair
  * that carries the bootstrap message, fds 4... are descriptors of lmp
- * objects passed as arguments, 0-2 are the parent's.  libuv reaps the
+ * objects passed as arguments, 1 and 2 are the parent's, 0 is /dev/null.  libuv reaps the
  * child; its exit is recorded by the exit callback.  The sentinel is a
  * pidfd, readable once the process has ended.
  *
@@ -106,7 +106,10 @@ static int l_spawn(lua_State *L) {
     free(st);
     return lmp__error_raise(L, "OSError", "start: %s", strerror(errno));
   }
-  for (i = 0; i < 3; i++) {
+  /* stdout and stderr are the parent's; stdin is /dev/null, as in Python,
+   * so that children do not compete with a REPL for the terminal. */
+  stdio[0].flags = UV_IGNORE;
+  for (i = 1; i < 3; i++) {
     stdio[i].flags = UV_INHERIT_FD;
     stdio[i].data.fd = i;
   }
