@@ -327,8 +327,7 @@ static int stdin_is_tty(void) {
   return isatty(STDIN_FILENO);
 }
 
-static int pmain(lua_State *L) {
-  struct cli *c = lua_touserdata(L, 1);
+static int run_command_line(lua_State *L, struct cli *c) {
   if (parse_args(c) != PARSE_OK) {
     if (c->bad_missing_value)
       fprintf(stderr, LMP_PROGNAME ": '%s' needs argument\n", c->bad);
@@ -372,6 +371,14 @@ static int pmain(lua_State *L) {
       c->status = dochunk(L, luaL_loadfile(L, NULL));
     }
   }
+  return 0;
+}
+
+static int pmain(lua_State *L) {
+  struct cli *c = lua_touserdata(L, 1);
+  run_command_line(L, c);
+  /* Also after an error: children are joined (daemons terminated) before
+   * the interpreter goes, as Python does. */
   lmp__run_atexit(L);
   return 0;
 }

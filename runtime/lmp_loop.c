@@ -80,6 +80,9 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
     timer = malloc(sizeof(*timer));
     if (timer == NULL) return done(arg);
     uv_timer_init(&lp->loop, timer);
+    /* The loop's clock is only updated when it runs: it may be stale by
+     * however long the loop sat idle. */
+    uv_update_time(&lp->loop);
     timer->data = &expired;
     uv_timer_start(timer, on_deadline, (uint64_t)(timeout * 1000 + 0.999), 0);
   }
@@ -157,28 +160,38 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
                        int *ready, int n, double timeout) {
   fd_watch **watches;
   fd_wait w;
-  int i, err = 0;
+  int i, err = 0, *events_union;
   if (!uv_loop_alive(&lp->loop))
     return wait_fds_directly(fds, events, ready, n, timeout);
   w.ready = ready;
   w.count = 0;
   for (i = 0; i < n; i++) ready[i] = 0;
-  watches = calloc((size_t)(n > 0 ? n : 1), sizeof(*watches));
+  watches = calloc((size_t)(n > 0 ? n : 1), sizeof(*watches) + sizeof(int));
   if (watches == NULL) return UV_ENOMEM;
+  events_union = (int *)(watches + (n > 0 ? n : 1));
+  for (i = 0; i < n; i++) events_union[i] = events[i];
   for (i = 0; i < n && err == 0; i++) {
-    fd_watch *fw = malloc(sizeof(*fw));
+    fd_watch *fw;
+    int j;
+    /* libuv allows one poll handle per descriptor: a descriptor listed
+     * twice is watched once, for both. */
+    for (j = 0; j < i && fds[j] != fds[i]; j++) {}
+    if (j < i) continue;
+    fw = malloc(sizeof(*fw));
     if (fw == NULL) {
       err = UV_ENOMEM;
       break;
     }
     fw->wait = &w;
     fw->index = i;
+    for (j = i + 1; j < n; j++)
+      if (fds[j] == fds[i]) events_union[i] |= events[j];
     if ((err = uv_poll_init(&lp->loop, &fw->poll, fds[i])) != 0) {
       free(fw);
       break;
     }
     watches[i] = fw;
-    err = uv_poll_start(&fw->poll, events[i] | UV_DISCONNECT, on_poll);
+    err = uv_poll_start(&fw->poll, events_union[i] | UV_DISCONNECT, on_poll);
   }
   if (err == 0) lmp__loop_wait(lp, timeout, fd_wait_done, &w);
   for (i = 0; i < n; i++) {
@@ -189,6 +202,13 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
   }
   free(watches);
   if (err) return err;
+  /* Each entry gets what its own events asked for; repeated descriptors
+   * share the result of their first entry (hence the reverse order). */
+  for (i = n - 1; i >= 0; i--) {
+    int j;
+    for (j = 0; j < i && fds[j] != fds[i]; j++) {}
+    ready[i] = ready[j] & (events[i] | UV_DISCONNECT);
+  }
   for (i = 0, w.count = 0; i < n; i++) w.count += ready[i] != 0;
   return w.count;
 }

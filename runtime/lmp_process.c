@@ -2,7 +2,7 @@
  * lmp_process.c -- starting, watching and signalling child processes.
  *
  * A child is started with uv_spawn running the worker executable as
- * `EXE --lmp-worker 3 NAME PARENT_PID`: fd 3 is its end of a socketpair
+ * `EXE --lmp-worker 3 NAME PARENT_PID NFDS`: fd 3 is its end of a socketpair
  * that carries the bootstrap message, fds 4... are descriptors of lmp
  * objects passed as arguments, 1 and 2 are the parent's, 0 is /dev/null.  libuv reaps the
  * child; its exit is recorded by the exit callback.  The sentinel is a
@@ -86,7 +86,7 @@ static int l_spawn(lua_State *L) {
   lmp_loop *lp = lmp__loop(L);
   uv_process_options_t opts;
   uv_stdio_container_t *stdio;
-  char ppid[32], *args[7];
+  char ppid[32], nfdarg[16], *args[7];
   unsigned char header[12];
   size_t hlen;
   proc *p;
@@ -127,7 +127,9 @@ static int l_spawn(lua_State *L) {
   args[2] = "3";
   args[3] = (char *)name;
   args[4] = ppid;
-  args[5] = NULL;
+  snprintf(nfdarg, sizeof(nfdarg), "%d", nfds);
+  args[5] = nfdarg;
+  args[6] = NULL;
   memset(&opts, 0, sizeof(opts));
   opts.file = exe;
   opts.args = args;
@@ -244,8 +246,14 @@ static int proc_index(lua_State *L) {
     if (p->pidfd >= 0) lua_pushinteger(L, p->pidfd);
     else lua_pushnil(L);
   } else if (strcmp(k, "exitcode") == 0) {
-    if (p->st && p->st->exitcode == RUNNING)
-      uv_run(&p->lp->loop, UV_RUN_NOWAIT);  /* collect a pending exit */
+    if (p->st && p->st->exitcode == RUNNING) {
+      /* Collect a pending exit.  The handle is unref'ed (see l_spawn), and
+       * a loop with nothing ref'ed does not even look for events. */
+      uv_ref((uv_handle_t *)&p->st->handle);
+      uv_run(&p->lp->loop, UV_RUN_NOWAIT);
+      if (!p->st->handle_closed && !uv_is_closing((uv_handle_t *)&p->st->handle))
+        uv_unref((uv_handle_t *)&p->st->handle);
+    }
     if (p->st && p->st->exitcode != RUNNING) lua_pushinteger(L, p->st->exitcode);
     else lua_pushnil(L);
   } else {

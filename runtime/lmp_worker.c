@@ -1,16 +1,20 @@
 /*
  * lmp_worker.c -- the entry point of a worker process.
  *
- * A parent starts a worker as `<executable> --lmp-worker FD NAME PARENT_PID`,
- * FD being the inherited end of the bootstrap channel; the worker dies with
- * its parent (PR_SET_PDEATHSIG).  The worker is a fresh Lua
+ * A parent starts a worker as
+ * `<executable> --lmp-worker FD NAME PARENT_PID NFDS`, FD being the
+ * inherited end of the bootstrap channel and FD+1 ... FD+NFDS descriptors
+ * of lmp objects among the arguments; the worker dies with its parent
+ * (PR_SET_PDEATHSIG) and closes every other descriptor it inherited.  The worker is a fresh Lua
  * state with the standard libraries and lmp; lua/lmp/worker.lua reads the
  * bootstrap message and runs it.  Any program that links liblmp becomes a
  * possible worker executable by calling lmp_worker_main() first in main().
  */
 #include <errno.h>
 #include <signal.h>
+#include <dirent.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +115,25 @@ void lmp__install_closing_exit(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* Closes every descriptor numbered `first` or more. */
+static void close_descriptors_from(int first) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)first, ~0U, 0) == 0) return;
+#endif
+  {
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int dfd;
+    if (d == NULL) return;
+    dfd = dirfd(d);
+    while ((e = readdir(d)) != NULL) {
+      int fd = atoi(e->d_name);
+      if (fd >= first && fd != dfd) close(fd);
+    }
+    closedir(d);
+  }
+}
+
 struct worker_args {
   int fd;
   const char *name;
@@ -175,6 +198,15 @@ int lmp_worker_main(int argc, char **argv) {
             lmp_strerror(err));
     return 1;
   }
+  if (argc > 5) {
+    /* Keep only what the parent meant to give: stdio and the descriptors
+     * of lmp objects among the arguments (fd+1 ...).  Anything else it had
+     * open without close-on-exec is not ours (Python's spawn does the
+     * same).  The bootstrap channel is done with too. */
+    long nfds = strtol(argv[5], NULL, 10);
+    if (nfds >= 0 && nfds < 65536) close_descriptors_from(w.fd + 1 + (int)nfds);
+    close(w.fd);
+  }
   if ((L = luaL_newstate()) == NULL) {
     fprintf(stderr, "%s: cannot create a Lua state: out of memory\n", w.name);
     free(w.bootstrap);
@@ -185,6 +217,7 @@ int lmp_worker_main(int argc, char **argv) {
   if (lmp__pcall_traceback(L, 1, 0) != 0) {
     lmp__report(L, w.name);
     w.status = 1;
+    lmp__run_atexit(L);
   }
   free(w.bootstrap);
   lua_close(L);

@@ -44,6 +44,9 @@ return function(core, lmp)
 
   Process.__index = function(self, k)
     local h = rawget(self, "_handle")
+    if (k == "pid" or k == "exitcode" or k == "sentinel") and rawget(self, "_closed") then
+      error(lmp.error("ValueError", ("%s: process object is closed"):format(k)), 2)
+    end
     if k == "pid" then return h and h.pid end
     if k == "exitcode" then return h and h.exitcode end
     if k == "sentinel" then return h and h.sentinel end
@@ -146,6 +149,7 @@ return function(core, lmp)
   function methods:kill() handle(self, "kill"):signal(9) end
 
   function methods:close()
+    if rawget(self, "_closed") then return end
     local h = rawget(self, "_handle")
     if h then
       if h.exitcode == nil then

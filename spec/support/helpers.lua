@@ -141,4 +141,180 @@ function H.fds()
   return set
 end
 
+-- ---------------------------------------------------------------------------
+-- Processes, descriptors and time, for the process and connection specs.
+
+local ffi = require "ffi"
+for _, decl in ipairs({
+  "int poll(void *fds, unsigned long nfds, int timeout);",
+  "long read(int fd, void *buf, unsigned long n);",
+  "long write(int fd, const void *buf, unsigned long n);",
+  "int dup2(int oldfd, int newfd);",
+  "int close(int fd);",
+  "int fcntl(int fd, int cmd, ...);",
+  "struct lmp_spec_timespec { long tv_sec; long tv_nsec; };",
+  "int clock_gettime(int clk, struct lmp_spec_timespec *ts);",
+}) do
+  pcall(ffi.cdef, decl)
+end
+
+-- Seconds on a monotonic clock.
+function H.now()
+  local ts = ffi.new("struct lmp_spec_timespec")
+  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9
+end
+
+-- Sleeps without running lmp's event loop.
+function H.sleep(seconds)
+  ffi.C.poll(nil, 0, math.floor(seconds * 1000 + 0.5))
+end
+
+-- Calls pred() until it returns a true value or `timeout` seconds passed;
+-- returns that value (or false).  `step` runs between tries (default: a
+-- 20 ms sleep).
+function H.wait_until(pred, timeout, step)
+  local deadline = H.now() + (timeout or 5)
+  while true do
+    local v = pred()
+    if v then return v end
+    if H.now() > deadline then return false end
+    if step then step() else H.sleep(0.02) end
+  end
+end
+
+-- The state letter of process `pid` ("R", "S", "Z", ...), or nil if there
+-- is no such process.
+function H.proc_state(pid)
+  local s = slurp("/proc/" .. pid .. "/stat")
+  return s and s:match("^%d+ %(.*%) (%a)")
+end
+
+-- True if `pid` has ended (gone, or a zombie that someone else must reap).
+function H.dead(pid)
+  local st = H.proc_state(pid)
+  return st == nil or st == "Z" or st == "X"
+end
+
+-- Reads up to n bytes from a raw descriptor (waiting at most `timeout`
+-- seconds for the first); returns the string ("" on timeout or end of file).
+function H.raw_read(fd, n, timeout)
+  local pfd = ffi.new("short[4]")
+  ffi.cast("int *", pfd)[0] = fd
+  pfd[2] = 1  -- POLLIN
+  if ffi.C.poll(pfd, 1, math.floor((timeout or 5) * 1000)) <= 0 then return "" end
+  local buf = ffi.new("char[?]", n)
+  local r = tonumber(ffi.C.read(fd, buf, n))
+  if r <= 0 then return "" end
+  return ffi.string(buf, r)
+end
+
+-- Writes all of s to a raw descriptor (which may be non-blocking).
+function H.raw_write(fd, s)
+  local off = 0
+  while off < #s do
+    local w = tonumber(ffi.C.write(fd, ffi.cast("const char *", s) + off, #s - off))
+    if w > 0 then off = off + w else H.sleep(0.001) end
+  end
+end
+
+-- dup2 (the copy is inherited by programs this process starts) and close.
+function H.dup2(fd, newfd)
+  assert(ffi.C.dup2(fd, newfd) == newfd, "dup2 failed")
+  return newfd
+end
+function H.close_fd(fd) return ffi.C.close(fd) end
+
+-- Is `fd` an open descriptor of this process?  (H.fds() cannot tell for a
+-- just-closed one: the pipe it reads through reuses the lowest free number.)
+function H.fd_open(fd)
+  return ffi.C.fcntl(fd, 1) ~= -1  -- F_GETFD
+end
+
+-- Clears O_NONBLOCK on the open file description behind fd.
+function H.set_blocking(fd)
+  local F_GETFL, F_SETFL, O_NONBLOCK = 3, 4, 2048
+  local fl = ffi.C.fcntl(fd, F_GETFL)
+  assert(fl >= 0 and ffi.C.fcntl(fd, F_SETFL, ffi.new("int", bit.band(fl, bit.bnot(O_NONBLOCK)))) == 0)
+end
+
+-- A readable description of the descriptors in `set` (number -> target).
+function H.describe_fds(set)
+  local out = {}
+  for fd in pairs(set) do
+    local p = io.popen("readlink /proc/" .. own_pid() .. "/fd/" .. fd .. " 2>/dev/null")
+    out[#out + 1] = fd .. "->" .. (p:read("*l") or "?")
+    p:close()
+  end
+  table.sort(out)
+  return table.concat(out, ", ")
+end
+
+-- Installs before_each/after_each in the current describe block that make
+-- a spec fail if it leaves a child process (running or zombie) or an open
+-- descriptor behind.  Leftover lmp children are killed and joined first, so
+-- that one failure does not cascade into the following specs.
+function H.check_leaks()
+  local lmp_ = require "lmp"
+  -- busted's functions live in the calling spec file's environment
+  local env = getfenv(2)
+  local before_each, after_each = env.before_each, env.after_each
+  local before
+  local warmed = false
+  before_each(function()
+    if not warmed then
+      -- The event loop and libuv's signal pipes are created on first use
+      -- and live as long as the state: create them before counting.
+      local p = lmp_.Process(function() end)
+      p:start()
+      p:join(10)
+      p:close()
+      local a, b = lmp_.Pipe()
+      a:poll(0)
+      lmp_.connection.wait({a, b}, 0)
+      a:close(); b:close()
+      warmed = true
+    end
+    collectgarbage(); collectgarbage()
+    before = H.fds()
+  end)
+  after_each(function()
+    local problems = {}
+    for _, p in ipairs(lmp_.active_children()) do
+      problems[#problems + 1] = ("child %s (pid %d, state %s) still listed by active_children")
+        :format(p.name, p.pid, tostring(H.proc_state(p.pid)))
+      p:kill()
+      if p:join(5) == nil then problems[#problems + 1] = "cannot join pid " .. p.pid end
+    end
+    collectgarbage(); collectgarbage()
+    -- Finished children must have been reaped (no zombies) by now, or at
+    -- least as soon as lmp's loop runs.
+    local kids = H.wait_until(function()
+      local k = H.children()
+      return #k == 0 or nil
+    end, 2, function() lmp_.connection.wait({}, 0.02) end)
+    if not kids then
+      for _, pid in ipairs(H.children()) do
+        problems[#problems + 1] = ("child pid %d left behind (state %s)")
+          :format(pid, tostring(H.proc_state(pid)))
+        os.execute("kill -9 " .. pid .. " 2>/dev/null")
+      end
+    end
+    collectgarbage(); collectgarbage()
+    local after = H.fds()
+    local extra, missing = {}, {}
+    for fd in pairs(after) do if not before[fd] then extra[fd] = true end end
+    for fd in pairs(before) do if not after[fd] then missing[fd] = true end end
+    if next(extra) then problems[#problems + 1] = "descriptors leaked: " .. H.describe_fds(extra) end
+    if next(missing) then
+      local l = {}
+      for fd in pairs(missing) do l[#l + 1] = fd end
+      table.sort(l)
+      problems[#problems + 1] = "descriptors closed that the spec did not open: " .. table.concat(l, " ")
+    end
+    H.cleanup()
+    if #problems > 0 then error("leak check: " .. table.concat(problems, "; "), 0) end
+  end)
+end
+
 return H
