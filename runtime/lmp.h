@@ -1,10 +1,8 @@
 /*
  * lmp.h -- the whole embedding API of lmp, Lua multiprocessing for LuaJIT.
  *
- * A host that owns its lua_State registers the module with
- *     lua_getglobal(L, "package"); lua_getfield(L, -1, "preload");
- *     lua_pushcfunction(L, luaopen_lmp); lua_setfield(L, -2, "lmp");
- * after which Lua code does `local lmp = require "lmp"`.
+ * A host that owns its lua_State registers the module with lmp_preload(L)
+ * (after luaL_openlibs), after which Lua code does `local lmp = require "lmp"`.
  *
  * Workers are fresh processes running an executable that calls
  * lmp_worker_main() at the top of its main(): by default the lmp host
@@ -60,6 +58,10 @@ const char *lmp_err_name(int err);
 /* The Lua module: pushes the lmp table.  Usable as a package.preload entry
  * or through lua_call; any number of lua_States in a process may open it. */
 int luaopen_lmp(lua_State *L);
+
+/* Makes `require "lmp"` work in L: puts luaopen_lmp into package.preload
+ * (the package library must be open).  Leaves the stack as it was. */
+void lmp_preload(lua_State *L);
 
 /* The executable that workers run.  It must call lmp_worker_main() first
  * thing in main().  Defaults to the lmp host the module was built with, or

@@ -345,11 +345,7 @@ static int run_command_line(lua_State *L, struct cli *c) {
   luaL_openlibs(L);
   lua_gc(L, LUA_GCRESTART, -1);
   lmp__install_closing_exit(L);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_lmp);
-  lua_setfield(L, -2, "lmp");
-  lua_pop(L, 2);
+  lmp_preload(L);
   create_arg_table(L, c);
   if (c->has_v) print_version();
   if (!c->has_E && (c->status = run_init(L)) != 0) return 0;

@@ -1,5 +1,5 @@
 /*
- * lmp_preload.c -- makes lmp's embedded Lua modules requirable.
+ * lmp_preload.c -- makes lmp and its embedded Lua modules requirable.
  *
  * The sources under lua/ are compiled into the binary (see
  * scripts/embed_lua.cmake), so require "lmp.worker" never depends on the
@@ -50,5 +50,13 @@ void lmp__preload_lua(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  lua_pop(L, 2);
+}
+
+void lmp_preload(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, luaopen_lmp);
+  lua_setfield(L, -2, "lmp");
   lua_pop(L, 2);
 }

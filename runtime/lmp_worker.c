@@ -148,11 +148,7 @@ static int worker_pmain(lua_State *L) {
   struct worker_args *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
   lmp__install_closing_exit(L);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_lmp);
-  lua_setfield(L, -2, "lmp");
-  lua_pop(L, 2);
+  lmp_preload(L);
   lmp__preload_lua(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "lmp.worker");

@@ -35,11 +35,7 @@ static void test_error_codes(void) {
 static void test_module(void) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_lmp);
-  lua_setfield(L, -2, "lmp");
-  lua_settop(L, 0);
+  lmp_preload(L);
   lua_pushstring(L, lmp_version());
   lua_setglobal(L, "expected_version");
   CHECK(luaL_dostring(L,
@@ -60,11 +56,7 @@ static size_t make_bootstrap(char *buf, size_t cap) {
   const char *s;
   size_t n = 0;
   luaL_openlibs(L);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_lmp);
-  lua_setfield(L, -2, "lmp");
-  lua_settop(L, 0);
+  lmp_preload(L);
   if (luaL_dostring(L,
       "local codec = require('lmp').codec\n"
       "local function target(name) assert(require('lmp').current_process().name == name); os.exit(7) end\n"

@@ -53,11 +53,7 @@ static void setup(void) {
   L = luaL_newstate();
   if (!L) abort();
   luaL_openlibs(L);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_lmp);
-  lua_setfield(L, -2, "lmp");
-  lua_pop(L, 2);
+  lmp_preload(L);
   /* A registered metatable (the seed corpus uses it), a module of our
    * own, and the codec functions. */
   if (luaL_dostring(L,
