@@ -435,8 +435,7 @@ static int l_wait(lua_State *L) {
   int *fds, *events, *ready;
   luaL_checktype(L, 1, LUA_TTABLE);
   timeout = lua_isnoneornil(L, 2) ? -1 : luaL_checknumber(L, 2);
-  if (timeout < -1 || timeout == HUGE_VAL) timeout = -1;
-  if (timeout < 0 && !lua_isnoneornil(L, 2) && timeout != -1) timeout = 0;
+  if (!lua_isnoneornil(L, 2) && timeout < 0) timeout = 0;  /* as Python */
   n = (int)lua_objlen(L, 1);
   fds = lua_newuserdata(L, sizeof(int) * 3 * (size_t)(n ? n : 1));
   events = fds + n;

@@ -71,6 +71,7 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
                    void *arg) {
   uv_timer_t *timer = NULL;
   int expired = 0;
+  if (!(timeout < 1e9)) timeout = -1;  /* math.huge, NaN: no limit */
   if (done(arg)) return 1;
   if (timeout == 0) {
     uv_run(&lp->loop, UV_RUN_NOWAIT);
@@ -127,6 +128,7 @@ static int fd_wait_done(void *arg) {
  * nine that a libuv poll handle costs here (each about 1 us). */
 static int wait_fds_directly(const int *fds, const int *events, int *ready,
                              int n, double timeout) {
+  if (!(timeout < 1e9)) timeout = -1;  /* math.huge, NaN: no limit */
   struct pollfd stack[8], *p = n <= 8 ? stack : calloc((size_t)n, sizeof(*p));
   double deadline = timeout > 0 ? lmp__now() + timeout : 0;
   int i, r;
