@@ -36,6 +36,7 @@ struct lmp_conn {
   size_t max_frame;    /* 0: no limit */
   lmp_buf in;          /* received bytes; [in_pos, in.len) not consumed */
   size_t in_pos;
+  int eof_seen;        /* the peer closed its end (seen while sending) */
   lmp_buf out;         /* the frame being sent */
   lmp_loop *lp;
 };
@@ -65,7 +66,12 @@ static ssize_t write_some(lmp_conn *c, const char *p, size_t n) {
   return write(c->fd, p, n);
 }
 
-/* Sends a whole buffer, waiting as needed. */
+static void absorb(lua_State *L, lmp_conn *c);
+
+/* Sends a whole buffer, waiting as needed.  While it waits, whatever the
+ * peer sends is read into the input buffer: two processes that both send
+ * more than a socket buffer holds would otherwise wait for each other for
+ * ever (a pool sending tasks while its worker sends results). */
 static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
   while (n > 0) {
     ssize_t w = write_some(c, p, n);
@@ -73,7 +79,12 @@ static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
       p += w;
       n -= (size_t)w;
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      wait_fd(L, c, UV_WRITABLE, -1);
+      int events = UV_WRITABLE, ready = 0, r;
+      if (c->readable && !c->eof_seen) events |= UV_READABLE;
+      r = lmp__loop_wait_fds(c->lp, &c->fd, &events, &ready, 1, -1);
+      if (r < 0)
+        lmp__error_raise(L, "OSError", "send: waiting: %s", uv_strerror(r));
+      if (ready & UV_READABLE) absorb(L, c);
     } else if (errno != EINTR) {
       lmp__error_raise(L, "OSError", "send: %s", strerror(errno));
     }
@@ -191,6 +202,19 @@ static int fill(lua_State *L, lmp_conn *c, size_t want, double timeout) {
       lmp__error_raise(L, "OSError", "recv: %s", strerror(errno));
     }
   }
+}
+
+/* Reads what the peer has sent into the input buffer, without waiting. */
+static void absorb(lua_State *L, lmp_conn *c) {
+  ssize_t r;
+  if (c->in_pos > 0 && c->in_pos == c->in.len) c->in_pos = c->in.len = 0;
+  if (lmp__buf_reserve(&c->in, READ_CHUNK))
+    lmp__error_raise(L, "OSError", "send: out of memory for incoming data");
+  do {
+    r = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+  } while (r < 0 && errno == EINTR);
+  if (r > 0) c->in.len += (size_t)r;
+  else if (r == 0) c->eof_seen = 1;
 }
 
 /* Makes a whole frame available in the buffer; returns its payload length

@@ -290,7 +290,21 @@ static int l_chdir(lua_State *L) {
   return 0;
 }
 
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, lmp__now());
+  return 1;
+}
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 void lmp__process_open(lua_State *L) {
+  lua_pushcfunction(L, l_now);
+  lua_setfield(L, -2, "now");
+  lua_pushcfunction(L, l_isatty);
+  lua_setfield(L, -2, "isatty");
   if (luaL_newmetatable(L, PROC_MT)) {
     lua_newtable(L);
     luaL_register(L, NULL, proc_methods);

@@ -432,6 +432,32 @@ print("python done", flush=True)
   end)
 end)
 
+describe("two processes sending large messages to each other at once", function()
+  it("do not wait for each other for ever (a send reads what the peer sends meanwhile)", function()
+    -- Both sides send more than a socket buffer holds before either reads.
+    -- Run in a separate lmp with a timeout, since the bug was a hang.
+    local r = H.lmp_run({"-e", [[
+      local lmp = require "lmp"
+      local a, b = lmp.Pipe()
+      local p = lmp.Process(function(conn)
+        conn:send_bytes(string.rep("c", 4 * 1024 * 1024))
+        conn:send({n = 1, big = string.rep("d", 1024 * 1024)})
+        assert(#conn:recv_bytes() == 4 * 1024 * 1024)
+        assert(conn:recv().big == string.rep("q", 1024 * 1024))
+      end, b)
+      p:start()
+      a:send_bytes(string.rep("p", 4 * 1024 * 1024))
+      a:send({big = string.rep("q", 1024 * 1024)})
+      assert(#a:recv_bytes() == 4 * 1024 * 1024)
+      assert(a:recv().big == string.rep("d", 1024 * 1024))
+      assert(p:join(10) == 0)
+      print("ok")
+    ]]}, {timeout = 20})
+    assert.equal(0, r.status, r.stderr)
+    assert.equal("ok\n", r.stdout)
+  end)
+end)
+
 describe("lmp.connection.wait", function()
   H.check_leaks()
 

@@ -20,5 +20,6 @@ local lmp = {
 }
 
 require("lmp.process")(core, lmp)
+require("lmp.pool")(core, lmp)
 
 return lmp

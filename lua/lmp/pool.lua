@@ -1,0 +1,603 @@
+-- lmp.pool: Pool (SPEC section 8), on top of Process and Pipe.
+--
+-- Each worker is a daemon Process running lua/lmp/poolworker.lua, with a
+-- duplex Pipe to the pool.  Work is cut into tasks (chunks of items); each
+-- worker has at most PIPELINE tasks sent to it, so that it never waits for
+-- the pool between two tasks.  A function is sent to a worker once and
+-- cached there.  The pool notices a dead worker through its sentinel: the
+-- task it was running fails with WorkerLost, the tasks queued behind it go
+-- back to the queue, and a new worker takes its place.
+--
+-- Nothing runs behind the user's back: results are collected, callbacks run
+-- and workers replaced while the parent waits in a pool call (get, map,
+-- imap, join, ...) or calls lmp.poll().
+return function(core, lmp)
+  local codec = lmp.codec
+  local unpack = unpack or table.unpack
+  local floor, huge = math.floor, math.huge
+
+  local PIPELINE = 2          -- tasks in flight per worker
+  local BUFFER_PER_WORKER = 4 -- imap: chunks ahead of the caller, per worker
+
+  local function raise(kind, fmt, ...)
+    error(lmp.error(kind, fmt:format(...)), 3)
+  end
+
+  local function now() return core.now() end
+
+  local live = setmetatable({}, {__mode = "k"})  -- pools, for lmp.poll
+
+  -- Runs a user callback; an error in it is reported, never swallowed, and
+  -- does not break the pool.
+  local function run_callback(cb, ...)
+    local ok, err = xpcall(cb, debug.traceback, ...)
+    if not ok then
+      io.stderr:write("lmp.Pool: error in a callback: ", tostring(err), "\n")
+      io.stderr:flush()
+    end
+  end
+
+  ---------------------------------------------------------------------------
+  -- AsyncResult: the outcome of a job (one apply, or all the chunks of a map).
+
+  local AsyncResult = {}
+  AsyncResult.__index = AsyncResult
+
+  local function new_job(pool, nchunks, opts)
+    return setmetatable({pool = pool, pending = nchunks, results = {},
+                         opts = opts or {}, done = false}, AsyncResult)
+  end
+
+  function AsyncResult:_finish(ok, value)
+    if self.done then return end
+    self.done, self.ok, self.value = true, ok, value
+    if ok and self.opts.callback then run_callback(self.opts.callback, value) end
+    if not ok and self.opts.error_callback then run_callback(self.opts.error_callback, value) end
+  end
+
+  -- A chunk of the job finished: `base` is the index of its first item.
+  function AsyncResult:_chunk(base, ok, values)
+    if self.done then return end
+    if not ok then return self:_finish(false, values) end
+    for i = 1, values.n or #values do self.results[base + i - 1] = values[i] end
+    self.pending = self.pending - 1
+    if self.pending == 0 then
+      local r = self.results
+      if self.single then r = r[1] end
+      self:_finish(true, r)
+    end
+  end
+
+  function AsyncResult:ready() return self.done end
+
+  function AsyncResult:successful()
+    if not self.done then raise("ValueError", "successful: the result is not ready") end
+    return self.ok
+  end
+
+  function AsyncResult:wait(timeout)
+    local deadline = timeout and now() + timeout
+    while not self.done do
+      local left = deadline and deadline - now()
+      if left and left <= 0 then break end
+      self.pool:_pump(left)
+    end
+    return self.done
+  end
+
+  function AsyncResult:get(timeout)
+    if not self:wait(timeout) then return nil, "timeout" end
+    if not self.ok then error(self.value, 2) end
+    return self.value
+  end
+
+  ---------------------------------------------------------------------------
+  -- The pool
+
+  local Pool = {}
+  Pool.__index = Pool
+
+  local function check_positive_integer(v, what)
+    if type(v) ~= "number" or v < 1 or v ~= floor(v) then
+      raise("ValueError", "Pool: %s must be a positive integer, not %s", what, tostring(v))
+    end
+  end
+
+  function lmp.Pool(opts)
+    if type(opts) ~= "table" then opts = {processes = opts} end
+    local n = opts.processes
+    if n == nil then n = lmp.cpu_count() end
+    check_positive_integer(n, "processes")
+    if opts.maxtasksperchild ~= nil then
+      check_positive_integer(opts.maxtasksperchild, "maxtasksperchild")
+    end
+    if opts.initializer ~= nil and type(opts.initializer) ~= "function" then
+      raise("TypeError", "Pool: initializer must be a function")
+    end
+    local self = setmetatable({
+      size = n, initializer = opts.initializer, initargs = opts.initargs,
+      maxtasks = opts.maxtasksperchild, task_timeout = opts.task_timeout,
+      workers = {}, queue = {first = 1, last = 0}, tasks = {}, next_id = 0,
+      fn_keys = setmetatable({}, {__mode = "k"}), next_key = 0,
+      state = "running", nworkers_started = 0,
+    }, Pool)
+    -- A pool collected while open takes its workers down with it.
+    local workers = self.workers
+    self._gc = newproxy(true)
+    getmetatable(self._gc).__gc = function()
+      for _, w in ipairs(workers) do pcall(w.proc.terminate, w.proc) end
+    end
+    for _ = 1, n do self:_spawn() end
+    live[self] = true
+    return self
+  end
+
+  function Pool:_spawn()
+    local a, b = lmp.Pipe()
+    self.nworkers_started = self.nworkers_started + 1
+    local p = lmp.Process{
+      target = "lmp.poolworker:main", daemon = true,
+      name = "PoolWorker-" .. self.nworkers_started,
+      args = {n = 4, b, self.initializer, self.initargs, self.maxtasks},
+    }
+    local ok, err = pcall(p.start, p)
+    b:close()
+    if not ok then
+      a:close()
+      error(err, 0)
+    end
+    self.workers[#self.workers + 1] = {proc = p, conn = a, inflight = {}, keys = {}}
+  end
+
+  function Pool:_check_running(what)
+    if self.state ~= "running" then
+      raise("ValueError", "%s: the pool is %s", what, self.state)
+    end
+  end
+
+  -- Queues a task: items[1..n] for fn, results delivered to job at base.
+  function Pool:_submit(fn, star, items, job, base)
+    self.next_id = self.next_id + 1
+    local id = self.next_id
+    local key = self.fn_keys[fn]
+    if not key then
+      self.next_key = self.next_key + 1
+      key = self.next_key
+      self.fn_keys[fn] = key
+    end
+    local task = {id = id, fn = fn, key = key, job = job, base = base,
+                  body = codec.encode({star, items}, {binary = true, role = "args"}),
+                  timeout = job.opts.timeout or self.task_timeout}
+    self.tasks[id] = task
+    local q = self.queue
+    q.last = q.last + 1
+    q[q.last] = task
+    self:_dispatch()
+    return task
+  end
+
+  local function send_task(w, task)
+    local has_fn = not w.keys[task.key]
+    local fnblob
+    if has_fn then fnblob = codec.encode(task.fn, {binary = true, role = "function"}) end
+    w.conn:send_bytes(codec.encode({task.id, task.key, has_fn}, {binary = true}))
+    if has_fn then
+      w.conn:send_bytes(fnblob)
+      w.keys[task.key] = true
+    end
+    w.conn:send_bytes(task.body)
+    task.worker = w
+    w.inflight[#w.inflight + 1] = task
+    if #w.inflight == 1 then task.started = now() end
+  end
+
+  -- The queue is a deque indexed first..last (never `#`: it has holes).
+  function Pool:_dispatch()
+    local q = self.queue
+    for _, w in ipairs(self.workers) do
+      while q.first <= q.last and #w.inflight < PIPELINE do
+        local task = q[q.first]
+        q[q.first] = nil
+        q.first = q.first + 1
+        if not task.cancelled then
+          local ok, err = pcall(send_task, w, task)
+          if not ok then  -- the function could not be encoded, or the pipe broke
+            self.tasks[task.id] = nil
+            task.job:_chunk(task.base, false, err)
+          end
+        end
+      end
+    end
+  end
+
+  -- A reply from a worker.
+  function Pool:_reply(w, msg)
+    local id, ok, value = msg[1], msg[2], msg[3]
+    local task = self.tasks[id]
+    if not task then return end
+    self.tasks[id] = nil
+    for i, t in ipairs(w.inflight) do
+      if t == task then table.remove(w.inflight, i) break end
+    end
+    if w.inflight[1] and not w.inflight[1].started then w.inflight[1].started = now() end
+    if not ok then
+      value = lmp.error("RemoteError", value.message or "?",
+                        {traceback = value.traceback, remote_kind = value.kind,
+                         pid = w.proc.pid})
+    end
+    task.job:_chunk(task.base, ok, value)
+  end
+
+  -- A worker has ended (or must end): the task it was running fails with
+  -- `err` (WorkerLost unless given), the others go back to the queue.
+  function Pool:_bury(w, err)
+    for i, x in ipairs(self.workers) do
+      if x == w then table.remove(self.workers, i) break end
+    end
+    local code = w.proc:join(5)
+    if not err and w.inflight[1] then
+      local how = code == nil and "did not exit"
+                  or code < 0 and ("was killed by signal " .. -code)
+                  or ("exited with code " .. code)
+      err = lmp.error("WorkerLost", ("worker %s (pid %d) %s during a task")
+                      :format(w.proc.name, w.proc.pid, how), {pid = w.proc.pid, exitcode = code})
+    end
+    for i = #w.inflight, 1, -1 do  -- backwards: requeued tasks keep their order
+      local task = w.inflight[i]
+      if i == 1 and err then
+        self.tasks[task.id] = nil
+        task.job:_chunk(task.base, false, err)
+      else
+        task.worker, task.started = nil, nil
+        local q = self.queue                         -- never started: run it
+        q.first = q.first - 1                        -- elsewhere, first
+        q[q.first] = task
+      end
+    end
+    w.conn:close()
+    pcall(w.proc.close, w.proc)
+    if self.state == "running" then self:_spawn() end
+  end
+
+  -- Waits up to `timeout` seconds for something to happen, then handles
+  -- all that did: replies, dead workers, tasks past their deadline.
+  function Pool:_pump(timeout)
+    local list, t = {}, now()
+    local wait = timeout
+    for _, w in ipairs(self.workers) do
+      list[#list + 1] = w.conn
+      list[#list + 1] = w.proc
+      local task = w.inflight[1]
+      if task and task.timeout and task.started then
+        local left = task.started + task.timeout - t
+        if not wait or left < wait then wait = left > 0 and left or 0 end
+      end
+    end
+    if #list == 0 then return end
+    local ready = lmp.connection.wait(list, wait)
+    local ended = {}
+    for _, obj in ipairs(ready) do
+      for _, w in ipairs(self.workers) do
+        if obj == w.conn then
+          while not w.conn.closed and w.conn:poll() do
+            local msg = w.conn:recv()
+            if msg == nil then ended[w] = true break end
+            self:_reply(w, msg)
+          end
+        elseif obj == w.proc then
+          ended[w] = true
+        end
+      end
+    end
+    for w in pairs(ended) do
+      -- replies sent before the end are still in the pipe
+      while w.conn:poll() do
+        local msg = w.conn:recv()
+        if msg == nil then break end
+        self:_reply(w, msg)
+      end
+      self:_bury(w)
+    end
+    t = now()
+    for _, w in ipairs(self.workers) do
+      local task = w.inflight[1]
+      if task and task.timeout and task.started and t - task.started >= task.timeout then
+        w.proc:kill()
+        self:_bury(w, lmp.error("TimeoutError",
+          ("task timed out after %g s; worker %s (pid %d) was killed and replaced")
+          :format(task.timeout, w.proc.name, w.proc.pid)))
+      end
+    end
+    self:_dispatch()
+  end
+
+  ---------------------------------------------------------------------------
+  -- The API
+
+  local function last_options(n, ...)
+    if n == 0 then return nil end
+    local opts = select(n, ...)
+    if type(opts) == "table" and select("#", ...) == n then return opts end
+    return nil
+  end
+
+  local function default_chunksize(self, len)
+    local size, extra = floor(len / (self.size * 4)), len % (self.size * 4)
+    if extra > 0 then size = size + 1 end
+    return size > 0 and size or 1
+  end
+
+  local function check_fn(fn, what)
+    if type(fn) ~= "function" then
+      raise("TypeError", "%s: fn must be a function, not %s", what, type(fn))
+    end
+  end
+
+  function Pool:apply_async(fn, args, callback, error_callback, opts)
+    self:_check_running("apply_async")
+    check_fn(fn, "apply_async")
+    args = args or {}
+    local job = new_job(self, 1, {callback = callback, error_callback = error_callback,
+                                  timeout = opts and opts.timeout})
+    job.single = true
+    self:_submit(fn, true, {n = 1, {n = args.n or #args, unpack(args, 1, args.n or #args)}}, job, 1)
+    return job
+  end
+
+  function Pool:apply(fn, args, opts)
+    local r = self:apply_async(fn, args, nil, nil, opts)
+    return r:get()
+  end
+
+  local function map_job(self, what, fn, list, star, chunksize, callback, error_callback, opts)
+    self:_check_running(what)
+    check_fn(fn, what)
+    if type(list) ~= "table" then
+      raise("TypeError", "%s: expected an array table, not %s", what, type(list))
+    end
+    local len = #list
+    chunksize = chunksize or default_chunksize(self, len)
+    check_positive_integer(chunksize, "chunksize")
+    local nchunks = math.ceil(len / chunksize)
+    local job = new_job(self, nchunks, {callback = callback, error_callback = error_callback,
+                                        timeout = opts and opts.timeout})
+    if nchunks == 0 then job:_finish(true, {}) end
+    for c = 0, nchunks - 1 do
+      local base = c * chunksize + 1
+      local n = math.min(chunksize, len - base + 1)
+      local items = {n = n}
+      for i = 1, n do items[i] = list[base + i - 1] end
+      self:_submit(fn, star, items, job, base)
+    end
+    job.progress = opts and opts.progress and len
+    return job
+  end
+
+  function Pool:map_async(fn, list, chunksize, callback, error_callback)
+    return map_job(self, "map_async", fn, list, false, chunksize, callback, error_callback)
+  end
+
+  function Pool:starmap_async(fn, list, chunksize, callback, error_callback)
+    return map_job(self, "starmap_async", fn, list, true, chunksize, callback, error_callback)
+  end
+
+  local progress_bar  -- defined below
+
+  local function map_sync(self, what, star, fn, list, ...)
+    local opts = last_options(select("#", ...), ...)
+    local chunksize = select(1, ...)
+    if type(chunksize) ~= "number" then chunksize = nil end
+    local job = map_job(self, what, fn, list, star, chunksize, nil, nil, opts)
+    if opts and opts.progress then
+      local bar = progress_bar(#list)
+      while not job.done do
+        self:_pump(0.1)
+        local n = 0
+        for _ in pairs(job.results) do n = n + 1 end
+        bar(n)
+      end
+      bar(#list, true)
+    end
+    return job:get()
+  end
+
+  function Pool:map(fn, list, ...) return map_sync(self, "map", false, fn, list, ...) end
+  function Pool:starmap(fn, list, ...) return map_sync(self, "starmap", true, fn, list, ...) end
+
+  -- imap / imap_unordered: lazily, with a bounded number of chunks ahead.
+  local function imap(self, what, ordered, fn, iterable, ...)
+    self:_check_running(what)
+    check_fn(fn, what)
+    local opts = last_options(select("#", ...), ...) or {}
+    local chunksize = select(1, ...)
+    if type(chunksize) ~= "number" then chunksize = 1 end
+    check_positive_integer(chunksize, "chunksize")
+    local limit = opts.buffersize or BUFFER_PER_WORKER * self.size
+    check_positive_integer(limit, "buffersize")
+    local source
+    if type(iterable) == "table" then
+      local i, n = 0, #iterable
+      source = function()
+        if i >= n then return nil end
+        i = i + 1
+        return iterable[i]
+      end
+    elseif type(iterable) == "function" then
+      source = iterable
+    else
+      raise("TypeError", "%s: expected an array table or an iterator function, not %s",
+            what, type(iterable))
+    end
+    local exhausted, submitted, outstanding = false, 0, 0
+    local done = {}        -- index -> {ok, value}
+    local order = {first = 1, last = 0}  -- imap_unordered: completion order
+    local next_index, total = 1, nil
+    local bar = opts.progress and progress_bar(nil)
+    local sink = setmetatable({opts = {timeout = opts.timeout}}, {__index = {
+      _chunk = function(_, base, ok, values)
+        local n = ok and (values.n or #values) or 1
+        for i = 1, n do
+          done[base + i - 1] = {ok, ok and values[i] or values}
+          order.last = order.last + 1
+          order[order.last] = base + i - 1
+        end
+        if not ok then
+          -- the rest of a failed chunk has no results: mark them consumed
+          local chunk_len = chunksize
+          for i = 2, chunk_len do
+            if base + i - 1 <= submitted then done[base + i - 1] = {true, nil, skip = true} end
+          end
+        end
+      end}})
+    local function fill()
+      while not exhausted and outstanding < limit do
+        local items = {}
+        for i = 1, chunksize do
+          local v = source()
+          if v == nil then exhausted = true break end
+          items[i] = v
+        end
+        local n = #items
+        if n > 0 then
+          items.n = n
+          self:_submit(fn, false, items, sink, submitted + 1)
+          submitted = submitted + n
+          outstanding = outstanding + 1
+        end
+        if exhausted then total = submitted end
+      end
+    end
+    local consumed_in_chunk = 0
+    local function consumed()
+      consumed_in_chunk = consumed_in_chunk + 1
+      if consumed_in_chunk >= chunksize then
+        consumed_in_chunk = 0
+        outstanding = outstanding - 1
+      end
+      if bar then bar(next_index - 1) end
+    end
+    return function()
+      fill()
+      while true do
+        if ordered then
+          if total and next_index > total then
+            if bar then bar(total, true) end
+            return nil
+          end
+          local r = done[next_index]
+          if r then
+            done[next_index] = nil
+            local i = next_index
+            next_index = next_index + 1
+            consumed()
+            if not r[1] then error(r[2], 2) end
+            return i, r[2]
+          end
+        else
+          while order.first <= order.last and done[order[order.first]].skip do
+            done[order[order.first]] = nil
+            order[order.first] = nil
+            order.first = order.first + 1
+          end
+          if order.first <= order.last then
+            local i = order[order.first]
+            order[order.first] = nil
+            order.first = order.first + 1
+            local r = done[i]
+            done[i] = nil
+            next_index = next_index + 1
+            consumed()
+            if not r[1] then error(r[2], 2) end
+            return i, r[2]
+          end
+          if total and next_index > total then
+            if bar then bar(total, true) end
+            return nil
+          end
+        end
+        self:_pump(nil)
+        fill()
+      end
+    end
+  end
+
+  function Pool:imap(fn, iterable, ...) return imap(self, "imap", true, fn, iterable, ...) end
+  function Pool:imap_unordered(fn, iterable, ...)
+    return imap(self, "imap_unordered", false, fn, iterable, ...)
+  end
+
+  function Pool:close()
+    if self.state == "running" then self.state = "closed" end
+  end
+
+  function Pool:terminate()
+    if self.state == "terminated" then return end
+    self.state = "terminated"
+    for _, w in ipairs(self.workers) do pcall(w.proc.terminate, w.proc) end
+    local err = lmp.error("ProcessError", "the pool was terminated")
+    for _, w in ipairs(self.workers) do
+      w.proc:join(5)
+      w.conn:close()
+      pcall(w.proc.close, w.proc)
+    end
+    self.workers = {}
+    for id, task in pairs(self.tasks) do
+      self.tasks[id] = nil
+      task.job:_chunk(task.base, false, err)
+    end
+    self.queue = {first = 1, last = 0}
+    live[self] = nil
+  end
+
+  function Pool:join()
+    if self.state == "running" then
+      raise("ValueError", "join: close() or terminate() the pool first")
+    end
+    while next(self.tasks) do self:_pump(nil) end
+    for _, w in ipairs(self.workers) do
+      w.conn:close()                    -- end of file: the worker returns
+      w.proc:join()
+      pcall(w.proc.close, w.proc)
+    end
+    self.workers = {}
+    live[self] = nil
+  end
+
+  -- Runs due callbacks of every pool, waiting up to `timeout` seconds
+  -- (no timeout: do not wait).
+  function lmp.poll(timeout)
+    local pools = {}
+    for p in pairs(live) do
+      if p.state ~= "terminated" then pools[#pools + 1] = p end
+    end
+    for i, p in ipairs(pools) do
+      p:_pump(i == #pools and (timeout or 0) or 0)
+    end
+  end
+
+  -- A progress bar on stderr, only if stderr is a terminal.
+  progress_bar = function(total)
+    if not core.isatty(2) then return function() end end
+    local t0, last = now(), 0
+    return function(n, final)
+      local t = now()
+      if not final and t - last < 0.1 then return end
+      last = t
+      local rate = n / math.max(t - t0, 1e-9)
+      local line
+      if total and total > 0 then
+        local width = 30
+        local filled = floor(width * n / total)
+        local eta = rate > 0 and (total - n) / rate or 0
+        line = ("\r[%s%s] %d/%d  %.1f/s  ETA %ds "):format(("#"):rep(filled),
+          ("."):rep(width - filled), n, total, rate, floor(eta + 0.5))
+      else
+        line = ("\r%d done  %.1f/s "):format(n, rate)
+      end
+      io.stderr:write(line, final and "\n" or "")
+      io.stderr:flush()
+    end
+  end
+
+  lmp.AsyncResult = AsyncResult
+end
