@@ -87,6 +87,85 @@ end
 -- parts of lmp they measure.
 local W = {}
 
+-- B1: Pool(2).map of a trivial function, default chunksize and chunksize
+-- 1; then a pool's start+close+join alone.
+function W.B1()
+  local function square(x) return x * x end
+  local pool = lmp.Pool(2)
+  pool:map(square, (function() local t = {} for i = 1, WARM do t[i] = i end return t end)())
+  for _, case in ipairs { {"pool_map_small", n(MAP_N)}, {"pool_map_chunksize1", n(MAP1_N), 1} } do
+    local xs = {}
+    for i = 1, case[2] do xs[i] = i - 1 end
+    local t = now()
+    local res = pool:map(square, xs, case[3])
+    local dt = now() - t
+    assert(res[case[2]] == (case[2] - 1) ^ 2)
+    emit("lmp.B1." .. case[1], case[2] / dt, "items/s")
+  end
+  pool:close(); pool:join()
+  local t = now()
+  pool = lmp.Pool(2)
+  pool:close(); pool:join()
+  emit("lmp.B1.pool_lifecycle.spawn", (now() - t) * 1e3, "ms")
+end
+
+-- B2: a CPU-bound map on Pool(2) against the same loop run serially.  The
+-- loop is longer than Python's so that a task also takes about 50 ms here.
+function W.B2()
+  local N = 33000000
+  local function cpu_task(x)
+    local s = 0
+    for i = x, x + N - 1 do s = s + i * i % 7 end
+    return s
+  end
+  local inputs = {}
+  for i = 1, n(CPU_INPUTS) do inputs[i] = i - 1 end
+  local t = now()
+  local serial = {}
+  for i, x in ipairs(inputs) do serial[i] = cpu_task(x) end
+  local t_serial = now() - t
+  local pool = lmp.Pool(2)
+  pool:map(function(x) return x end, {1, 2, 3})
+  t = now()
+  local parallel = pool:map(cpu_task, inputs, 1)
+  local t_pool = now() - t
+  pool:close(); pool:join()
+  for i = 1, #inputs do assert(parallel[i] == serial[i]) end
+  emit("lmp.B2.task_time", t_serial / #inputs * 1e3, "ms")
+  emit("lmp.B2.speedup", t_serial / t_pool, "x")
+  emit("lmp.B2.efficiency", t_serial / t_pool / 2 * 100, "%")
+end
+
+-- B3: sequential pool:apply(identity, {i}) round trips.
+function W.B3()
+  local function identity(x) return x end
+  local pool, count = lmp.Pool(2), n(APPLY_N)
+  for i = 1, WARM do pool:apply(identity, {i}) end
+  local t = now()
+  for i = 1, count do assert(pool:apply(identity, {i}) == i) end
+  emit("lmp.B3.apply_latency", (now() - t) / count * 1e6, "us")
+  pool:close(); pool:join()
+end
+
+-- B9: memory of an idle Pool worker (mean of the two).
+function W.B9()
+  local pool = lmp.Pool(2)
+  pool:map(function(x) return x end, (function() local t = {} for i = 1, WARM do t[i] = i end return t end)(), 1)
+  local t = now()
+  while now() - t < 0.3 do lmp.poll(0.05) end  -- settle in the idle loop
+  for _, field in ipairs { {"VmRSS", "worker_rss"}, {"RssAnon", "worker_rss_anon"} } do
+    local sum = 0
+    for _, w in ipairs(pool.workers) do
+      local f = assert(io.open("/proc/" .. w.proc.pid .. "/status"))
+      local kib = tonumber(f:read("*a"):match(field[1] .. ":%s*(%d+)"))
+      f:close()
+      sum = sum + kib
+    end
+    emit("lmp.B9." .. field[2], sum / #pool.workers / 1024, "MiB")
+  end
+  pool:close(); pool:join()
+end
+
 -- B6: Pipe round trips with an echoing child: send/recv of an int, then
 -- send_bytes/recv_bytes of one byte.
 function W.B6()
