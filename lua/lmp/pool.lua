@@ -146,7 +146,7 @@ return function(core, lmp)
       a:close()
       error(err, 0)
     end
-    self.workers[#self.workers + 1] = {proc = p, conn = a, inflight = {}, keys = {}}
+    self.workers[#self.workers + 1] = {proc = p, conn = a, inflight = {}, keys = {}, sent = 0}
   end
 
   function Pool:_check_running(what)
@@ -180,6 +180,7 @@ return function(core, lmp)
     local has_fn = not w.keys[task.key]
     local fnblob
     if has_fn then fnblob = codec.encode(task.fn, {binary = true, role = "function"}) end
+    w.sent = w.sent + 1
     w.conn:send_bytes(codec.encode({task.id, task.key, has_fn}, {binary = true}))
     if has_fn then
       w.conn:send_bytes(fnblob)
@@ -195,15 +196,26 @@ return function(core, lmp)
   function Pool:_dispatch()
     local q = self.queue
     for _, w in ipairs(self.workers) do
-      while q.first <= q.last and #w.inflight < PIPELINE do
+      -- A worker near its maxtasksperchild gets no more than it will run:
+      -- a task sent to a worker that then retires would be lost with it.
+      while q.first <= q.last and #w.inflight < PIPELINE and not w.broken and
+            not (self.maxtasks and w.sent >= self.maxtasks) do
         local task = q[q.first]
         q[q.first] = nil
         q.first = q.first + 1
-        if not task.cancelled then
-          local ok, err = pcall(send_task, w, task)
-          if not ok then  -- the function could not be encoded, or the pipe broke
+        local ok, err = pcall(send_task, w, task)
+        if not ok then
+          if lmp.is_error(err, "CodecError") then  -- the function cannot travel
             self.tasks[task.id] = nil
             task.job:_chunk(task.base, false, err)
+          else
+            -- The worker is gone (broken pipe): the task runs elsewhere,
+            -- and the worker is buried at the next pump.
+            w.broken = true
+            if w.inflight[#w.inflight] == task then w.inflight[#w.inflight] = nil end
+            task.worker, task.started = nil, nil
+            q.first = q.first - 1
+            q[q.first] = task
           end
         end
       end
@@ -259,46 +271,57 @@ return function(core, lmp)
     if self.state == "running" then self:_spawn() end
   end
 
-  -- Waits up to `timeout` seconds for something to happen, then handles
-  -- all that did: replies, dead workers, tasks past their deadline.
-  function Pool:_pump(timeout)
-    local list, t = {}, now()
-    local wait = timeout
+  -- What this pool waits on, appended to `list`; returns the time left to
+  -- the nearest task deadline (or nil).
+  function Pool:_watch(list, t)
+    local nearest
     for _, w in ipairs(self.workers) do
       list[#list + 1] = w.conn
       list[#list + 1] = w.proc
       local task = w.inflight[1]
       if task and task.timeout and task.started then
         local left = task.started + task.timeout - t
-        if not wait or left < wait then wait = left > 0 and left or 0 end
+        if not nearest or left < nearest then nearest = left > 0 and left or 0 end
       end
     end
-    if #list == 0 then return end
-    local ready = lmp.connection.wait(list, wait)
+    return nearest
+  end
+
+  -- Reads every reply that has arrived from a worker; returns true if the
+  -- worker has ended (end of file, or its socket was reset by its death).
+  function Pool:_drain(w)
+    while not w.conn.closed do
+      local ok, ready = pcall(w.conn.poll, w.conn)
+      if not ok then return true end
+      if not ready then return false end
+      local okr, msg = pcall(w.conn.recv, w.conn)
+      if not okr or msg == nil then return true end
+      self:_reply(w, msg)
+    end
+    return true
+  end
+
+  -- Handles what `ready` (from connection.wait) says about this pool:
+  -- replies, ended workers, tasks past their deadline; then dispatches.
+  function Pool:_handle(ready)
     local ended = {}
     for _, obj in ipairs(ready) do
       for _, w in ipairs(self.workers) do
         if obj == w.conn then
-          while not w.conn.closed and w.conn:poll() do
-            local msg = w.conn:recv()
-            if msg == nil then ended[w] = true break end
-            self:_reply(w, msg)
-          end
+          if self:_drain(w) then ended[w] = true end
         elseif obj == w.proc then
           ended[w] = true
         end
       end
     end
+    for _, w in ipairs(self.workers) do
+      if w.broken then ended[w] = true end
+    end
     for w in pairs(ended) do
-      -- replies sent before the end are still in the pipe
-      while w.conn:poll() do
-        local msg = w.conn:recv()
-        if msg == nil then break end
-        self:_reply(w, msg)
-      end
+      self:_drain(w)  -- replies sent before the end are still in the pipe
       self:_bury(w)
     end
-    t = now()
+    local t = now()
     for _, w in ipairs(self.workers) do
       local task = w.inflight[1]
       if task and task.timeout and task.started and t - task.started >= task.timeout then
@@ -309,6 +332,27 @@ return function(core, lmp)
       end
     end
     self:_dispatch()
+  end
+
+  -- Waits up to `timeout` seconds (nil: until something happens) for any
+  -- pool: a pool that waits also serves the others, so that every pool's
+  -- callbacks run while the program waits on one of them.
+  local function pump_all(timeout)
+    local list, t, pools = {}, now(), {}
+    for p in pairs(live) do
+      if p.state ~= "terminated" then
+        pools[#pools + 1] = p
+        local nearest = p:_watch(list, t)
+        if nearest and (not timeout or nearest < timeout) then timeout = nearest end
+      end
+    end
+    local ready = lmp.connection.wait(list, timeout)
+    for _, p in ipairs(pools) do p:_handle(ready) end
+  end
+
+  function Pool:_pump(timeout)
+    live[self] = true
+    pump_all(timeout)
   end
 
   ---------------------------------------------------------------------------
@@ -437,7 +481,8 @@ return function(core, lmp)
       _chunk = function(_, base, ok, values)
         local n = ok and (values.n or #values) or 1
         for i = 1, n do
-          done[base + i - 1] = {ok, ok and values[i] or values}
+          if ok then done[base + i - 1] = {true, values[i]}
+          else done[base + i - 1] = {false, values} end
           order.last = order.last + 1
           order[order.last] = base + i - 1
         end
@@ -467,7 +512,7 @@ return function(core, lmp)
         if exhausted then total = submitted end
       end
     end
-    local consumed_in_chunk = 0
+    local consumed_in_chunk, since_compact = 0, 0
     local function consumed()
       consumed_in_chunk = consumed_in_chunk + 1
       if consumed_in_chunk >= chunksize then
@@ -475,6 +520,19 @@ return function(core, lmp)
         outstanding = outstanding - 1
       end
       if bar then bar(next_index - 1) end
+      -- `done` and `order` are keyed by ever larger numbers; LuaJIT keeps
+      -- the room of keys long gone, so they are copied now and then to
+      -- keep memory constant over an endless input.
+      since_compact = since_compact + 1
+      if since_compact >= 4096 then
+        since_compact = 0
+        local d = {}
+        for k, v in pairs(done) do d[k] = v end
+        done = d
+        local o = {first = order.first, last = order.last}
+        for k = order.first, order.last do o[k] = order[k] end
+        order = o
+      end
     end
     return function()
       fill()
@@ -566,13 +624,7 @@ return function(core, lmp)
   -- Runs due callbacks of every pool, waiting up to `timeout` seconds
   -- (no timeout: do not wait).
   function lmp.poll(timeout)
-    local pools = {}
-    for p in pairs(live) do
-      if p.state ~= "terminated" then pools[#pools + 1] = p end
-    end
-    for i, p in ipairs(pools) do
-      p:_pump(i == #pools and (timeout or 0) or 0)
-    end
+    pump_all(timeout or 0)
   end
 
   -- A progress bar on stderr, only if stderr is a terminal.
