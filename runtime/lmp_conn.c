@@ -52,7 +52,7 @@ static lmp_conn *check_conn(lua_State *L, int idx) {
 
 /* Waits for the descriptor; returns 1 when ready, 0 on timeout. */
 static int wait_fd(lua_State *L, lmp_conn *c, int events, double timeout) {
-  int ready, n = lmp__loop_wait_fds(c->lp, &c->fd, &events, &ready, 1, timeout);
+  int ready, n = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, timeout);
   if (n < 0)
     lmp__error_raise(L, "OSError", "waiting on the connection: %s",
                      uv_strerror(n));
@@ -81,7 +81,7 @@ static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       int events = UV_WRITABLE, ready = 0, r;
       if (c->readable && !c->eof_seen) events |= UV_READABLE;
-      r = lmp__loop_wait_fds(c->lp, &c->fd, &events, &ready, 1, -1);
+      r = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, -1);
       if (r < 0)
         lmp__error_raise(L, "OSError", "send: waiting: %s", uv_strerror(r));
       if (ready & UV_READABLE) absorb(L, c);
@@ -499,7 +499,7 @@ static int l_wait(lua_State *L) {
     lua_pop(L, 1);
   }
   if (nready > 0) timeout = 0;
-  count = lmp__loop_wait_fds(lmp__loop(L), fds, events, ready, n, timeout);
+  count = lmp__wait_fds_bg(L, lmp__loop(L), fds, events, ready, n, timeout);
   if (count < 0)
     return lmp__error_raise(L, "OSError", "wait: %s", uv_strerror(count));
   for (i = 0; i < n; i++) {
@@ -535,6 +535,8 @@ static int l_conn_from_fd(lua_State *L) {
 }
 
 void lmp__conn_open(lua_State *L) {
+  lua_pushcfunction(L, lmp__set_background);
+  lua_setfield(L, -2, "set_background");
   push_conn_mt(L);
   lua_setfield(L, -2, "connection_mt");
   lua_pushcfunction(L, l_conn_info);

@@ -214,3 +214,91 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
   for (i = 0, w.count = 0; i < n; i++) w.count += ready[i] != 0;
   return w.count;
 }
+
+/* --- background work while user code waits ------------------------------------ */
+
+#define BACKGROUND_KEY "lmp.background"
+
+/* Pushes nothing; returns the background descriptors in a malloc'ed array
+ * (or NULL, *count = 0). */
+static int *background_fds(lua_State *L, lmp_loop *lp, int *count) {
+  int *fds = NULL, i, n;
+  *count = 0;
+  if (lp->in_background) return NULL;
+  lua_getfield(L, LUA_REGISTRYINDEX, BACKGROUND_KEY);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (lua_pcall(L, 0, 1, 0) != 0 || !lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  n = (int)lua_objlen(L, -1);
+  if (n > 0 && (fds = malloc(sizeof(int) * (size_t)n)) != NULL) {
+    for (i = 0; i < n; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      fds[i] = (int)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+    *count = n;
+  }
+  lua_pop(L, 1);
+  return fds;
+}
+
+static void run_background(lua_State *L, lmp_loop *lp) {
+  lua_getfield(L, LUA_REGISTRYINDEX, BACKGROUND_KEY);
+  lua_pushboolean(L, 1);
+  lp->in_background = 1;
+  if (lmp__pcall_traceback(L, 1, 0) != 0) lmp__report(L, "lmp: background");
+  lp->in_background = 0;
+}
+
+int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
+                     const int *events, int *ready, int n, double timeout) {
+  double deadline = timeout > 0 && timeout < 1e9 ? lmp__now() + timeout : 0;
+  for (;;) {
+    int nbg, i, r, primary = 0, background = 0;
+    int *bg = background_fds(L, lp, &nbg), *all, *allev, *allready;
+    if (nbg == 0) {
+      free(bg);
+      return lmp__loop_wait_fds(lp, fds, events, ready, n, timeout);
+    }
+    all = malloc(sizeof(int) * 3 * (size_t)(n + nbg));
+    if (all == NULL) {
+      free(bg);
+      return lmp__loop_wait_fds(lp, fds, events, ready, n, timeout);
+    }
+    allev = all + n + nbg;
+    allready = allev + n + nbg;
+    for (i = 0; i < n; i++) {
+      all[i] = fds[i];
+      allev[i] = events[i];
+    }
+    for (i = 0; i < nbg; i++) {
+      all[n + i] = bg[i];
+      allev[n + i] = UV_READABLE;
+    }
+    free(bg);
+    r = lmp__loop_wait_fds(lp, all, allev, allready, n + nbg, timeout);
+    for (i = 0; i < n; i++) primary += (ready[i] = allready[i]) != 0;
+    for (i = 0; i < nbg; i++) background += allready[n + i] != 0;
+    free(all);
+    if (r < 0) return r;
+    if (background) run_background(L, lp);
+    if (primary) return primary;
+    if (timeout == 0) return 0;
+    if (deadline) {
+      timeout = deadline - lmp__now();
+      if (timeout <= 0) return 0;
+    }
+  }
+}
+
+/* core.set_background(fn | nil) */
+int lmp__set_background(lua_State *L) {
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, BACKGROUND_KEY);
+  return 0;
+}

@@ -16,6 +16,7 @@
 typedef struct {
   uv_loop_t loop;
   int closed;
+  int in_background;  /* running the background function: do not nest */
 } lmp_loop;
 
 /* The loop of the state (created on first use).  Raises on failure. */
@@ -35,6 +36,17 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
  * negative libuv error. */
 int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
                        int *ready, int n, double timeout);
+
+/* As lmp__loop_wait_fds, for a blocking call of user code: while it waits,
+ * the state's background work (lmp.Pool collecting results and running
+ * callbacks) is served too.  The background function, set in the registry
+ * by lmp__set_background, returns the descriptors it waits on when called
+ * with no argument and does its work when called with true. */
+int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
+                     const int *events, int *ready, int n, double timeout);
+
+/* core.set_background(fn | nil): the background function of the state. */
+int lmp__set_background(lua_State *L);
 
 /* Closes a handle and frees it (with free()) in its close callback. */
 void lmp__close_and_free(uv_handle_t *h);

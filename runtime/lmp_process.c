@@ -37,6 +37,7 @@ typedef struct {
 
 typedef struct {
   proc_state *st;      /* NULL once closed */
+  int exitcode;        /* kept when st goes */
   int pid;
   int pidfd;           /* -1 if none */
   lmp_loop *lp;
@@ -184,7 +185,31 @@ static int proc_wait(lua_State *L) {
   int done;
   if (timeout < 0 && !lua_isnoneornil(L, 2)) timeout = 0;
   if (!p->st->handle_closed) uv_ref((uv_handle_t *)&p->st->handle);
-  done = lmp__loop_wait(p->lp, timeout, exited, p->st);
+  if (p->pidfd >= 0 && p->st->exitcode == RUNNING) {
+    /* Wait on the pidfd, serving background work meanwhile, then let
+     * libuv collect the exit (its SIGCHLD may come a moment later). */
+    double deadline = timeout > 0 && timeout < 1e9 ? lmp__now() + timeout : 0;
+    int ev = UV_READABLE, ready;
+    for (;;) {
+      double left = timeout < 0 || timeout >= 1e9 ? -1 : timeout == 0 ? 0
+                    : deadline - lmp__now();
+      if (left != -1 && left < 0) left = 0;
+      int fd = p->pidfd, r = lmp__wait_fds_bg(L, p->lp, &fd, &ev, &ready, 1, left);
+      /* Background work (a pool burying its worker) may have closed this
+       * very process while we waited. */
+      if (p->st == NULL) {
+        if (p->exitcode == RUNNING) lua_pushnil(L);
+        else lua_pushinteger(L, p->exitcode);
+        return 1;
+      }
+      if (r <= 0) break;
+      lmp__loop_wait(p->lp, 1.0, exited, p->st);
+      if (p->st->exitcode != RUNNING || left == 0) break;
+    }
+    done = p->st->exitcode != RUNNING;
+  } else {
+    done = lmp__loop_wait(p->lp, timeout, exited, p->st);
+  }
   if (!p->st->handle_closed && !uv_is_closing((uv_handle_t *)&p->st->handle))
     uv_unref((uv_handle_t *)&p->st->handle);
   if (done) lua_pushinteger(L, p->st->exitcode);
@@ -214,6 +239,7 @@ static void proc_release(proc *p) {
   if (p->pidfd >= 0) close(p->pidfd);
   p->pidfd = -1;
   if (p->st) {
+    p->exitcode = p->st->exitcode;
     if (p->st->handle_closed) {
       free(p->st);
     } else {

@@ -26,6 +26,7 @@ return function(core, lmp)
   local function now() return core.now() end
 
   local live = setmetatable({}, {__mode = "k"})  -- pools, for lmp.poll
+  local background  -- defined with the pump, below
 
   -- Runs a user callback; an error in it is reported, never swallowed, and
   -- does not break the pool.
@@ -129,6 +130,7 @@ return function(core, lmp)
     end
     for _ = 1, n do self:_spawn() end
     live[self] = true
+    core.set_background(background)
     return self
   end
 
@@ -220,6 +222,9 @@ return function(core, lmp)
         end
       end
     end
+    -- A deque keyed by ever larger numbers keeps the room of old keys in
+    -- LuaJIT: start a fresh one when it is empty, so memory stays flat.
+    if q.first > q.last and q.first > 1024 then self.queue = {first = 1, last = 0} end
   end
 
   -- A reply from a worker.
@@ -276,7 +281,7 @@ return function(core, lmp)
   function Pool:_watch(list, t)
     local nearest
     for _, w in ipairs(self.workers) do
-      list[#list + 1] = w.conn
+      if not w.conn.closed then list[#list + 1] = w.conn end
       list[#list + 1] = w.proc
       local task = w.inflight[1]
       if task and task.timeout and task.started then
@@ -337,8 +342,31 @@ return function(core, lmp)
   -- Waits up to `timeout` seconds (nil: until something happens) for any
   -- pool: a pool that waits also serves the others, so that every pool's
   -- callbacks run while the program waits on one of them.
+  local pumping = false
+
+  -- What the pools wait on, for lmp's other blocking calls: while user code
+  -- waits in Connection:recv, join, wait..., results are still collected
+  -- and callbacks run (runtime/lmp_loop.c, lmp__wait_fds_bg).
+  background = function(run)
+    if pumping then return nil end
+    if run then return lmp.poll(0) end
+    local fds, t = {}, now()
+    for p in pairs(live) do
+      if p.state ~= "terminated" then
+        for _, w in ipairs(p.workers) do
+          if not w.conn.closed then fds[#fds + 1] = w.conn:fileno() end
+          fds[#fds + 1] = w.proc.sentinel
+        end
+      end
+    end
+    return fds
+  end
+
   local function pump_all(timeout)
-    local list, t, pools = {}, now(), {}
+    if pumping then return end  -- a callback that waits: no nested pump
+    pumping = true
+    local ok, err = pcall(function()
+      local list, t, pools = {}, now(), {}
     for p in pairs(live) do
       if p.state ~= "terminated" then
         pools[#pools + 1] = p
@@ -346,8 +374,11 @@ return function(core, lmp)
         if nearest and (not timeout or nearest < timeout) then timeout = nearest end
       end
     end
-    local ready = lmp.connection.wait(list, timeout)
-    for _, p in ipairs(pools) do p:_handle(ready) end
+      local ready = lmp.connection.wait(list, timeout)
+      for _, p in ipairs(pools) do p:_handle(ready) end
+    end)
+    pumping = false
+    if not ok then error(err, 0) end
   end
 
   function Pool:_pump(timeout)
@@ -483,8 +514,10 @@ return function(core, lmp)
         for i = 1, n do
           if ok then done[base + i - 1] = {true, values[i]}
           else done[base + i - 1] = {false, values} end
-          order.last = order.last + 1
-          order[order.last] = base + i - 1
+          if not ordered then
+            order.last = order.last + 1
+            order[order.last] = base + i - 1
+          end
         end
         if not ok then
           -- the rest of a failed chunk has no results: mark them consumed
@@ -612,13 +645,13 @@ return function(core, lmp)
       raise("ValueError", "join: close() or terminate() the pool first")
     end
     while next(self.tasks) do self:_pump(nil) end
+    live[self] = nil  -- no background work on a pool that is going away
     for _, w in ipairs(self.workers) do
       w.conn:close()                    -- end of file: the worker returns
       w.proc:join()
       pcall(w.proc.close, w.proc)
     end
     self.workers = {}
-    live[self] = nil
   end
 
   -- Runs due callbacks of every pool, waiting up to `timeout` seconds
@@ -652,4 +685,11 @@ return function(core, lmp)
   end
 
   lmp.AsyncResult = AsyncResult
+
+  -- At exit, open pools are terminated before lmp joins the children, so
+  -- that no worker is replaced while the program ends.
+  lmp._atexit_hooks[#lmp._atexit_hooks + 1] = function()
+    core.set_background(nil)
+    for p in pairs(live) do pcall(p.terminate, p) end
+  end
 end

@@ -196,7 +196,11 @@ return function(core, lmp)
 
   -- At the end of the main script (and at os.exit): daemon children are
   -- terminated, the others joined, as Python does.
+  -- Other parts of lmp (the Pool) stop their work first.
+  lmp._atexit_hooks = {}
+
   function lmp._atexit()
+    for _, hook in ipairs(lmp._atexit_hooks) do pcall(hook) end
     for p in pairs(state.children) do
       if p.daemon and p:is_alive() then p:terminate() end
     end
