@@ -63,6 +63,14 @@ lmp_loop *lmp__loop(lua_State *L) {
   return lp;
 }
 
+/* Handles being closed keep the loop "alive" until a loop iteration runs
+ * their close callbacks; a live loop sends every later wait down the slow
+ * path (lmp__loop_wait_fds), which closes handles of its own.  So the close
+ * callbacks are run right away. */
+static void finish_closing(lmp_loop *lp) {
+  uv_run(&lp->loop, UV_RUN_NOWAIT);
+}
+
 static void on_deadline(uv_timer_t *t) {
   *(int *)t->data = 1;
 }
@@ -92,6 +100,7 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
     uv_timer_stop(timer);
     timer->data = NULL;
     lmp__close_and_free((uv_handle_t *)timer);
+    finish_closing(lp);
   }
   return done(arg);
 }
@@ -203,6 +212,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
     lmp__close_and_free((uv_handle_t *)&watches[i]->poll);
   }
   free(watches);
+  finish_closing(lp);
   if (err) return err;
   /* Each entry gets what its own events asked for; repeated descriptors
    * share the result of their first entry (hence the reverse order). */

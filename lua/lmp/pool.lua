@@ -16,7 +16,7 @@ return function(core, lmp)
   local unpack = unpack or table.unpack
   local floor, huge = math.floor, math.huge
 
-  local PIPELINE = 2          -- tasks in flight per worker
+  local PIPELINE = 4          -- tasks in flight per worker
   local BUFFER_PER_WORKER = 4 -- imap: chunks ahead of the caller, per worker
 
   local function raise(kind, fmt, ...)
@@ -168,7 +168,7 @@ return function(core, lmp)
       self.fn_keys[fn] = key
     end
     local task = {id = id, fn = fn, key = key, job = job, base = base,
-                  body = codec.encode({star, items}, {binary = true, role = "args"}),
+                  body = codec.encode({id, key, star, items}, {binary = true, role = "args"}),
                   timeout = job.opts.timeout or self.task_timeout}
     self.tasks[id] = task
     local q = self.queue
@@ -178,16 +178,15 @@ return function(core, lmp)
     return task
   end
 
+  -- A task is one frame, {id, key, star, items}, preceded the first time a
+  -- worker meets the function by a frame {key, fn} (see lmp.poolworker).
   local function send_task(w, task)
-    local has_fn = not w.keys[task.key]
-    local fnblob
-    if has_fn then fnblob = codec.encode(task.fn, {binary = true, role = "function"}) end
-    w.sent = w.sent + 1
-    w.conn:send_bytes(codec.encode({task.id, task.key, has_fn}, {binary = true}))
-    if has_fn then
+    if not w.keys[task.key] then
+      local fnblob = codec.encode({task.key, task.fn}, {binary = true, role = "function"})
       w.conn:send_bytes(fnblob)
       w.keys[task.key] = true
     end
+    w.sent = w.sent + 1
     w.conn:send_bytes(task.body)
     task.worker = w
     w.inflight[#w.inflight + 1] = task

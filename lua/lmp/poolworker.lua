@@ -2,10 +2,10 @@
 -- starts it as the target "lmp.poolworker:main").
 --
 -- Messages from the pool, each a frame on `conn`:
---   {id, key, has_fn}      a task; if has_fn, the next frame is the
---                          function, which the worker keeps under `key`
---                          (a function is sent to a worker once);
---   then {star, items}     the chunk: fn(item) or fn(unpack(item)) for each.
+--   {key, fn}                   a function, kept under `key` (a function is
+--                               sent to a worker once);
+--   {id, key, star, items}      a task: fn(item), or fn(unpack(item)) when
+--                               star, for each item.
 -- Reply, one frame per task: {id, true, results} or {id, false, err}.
 -- End of file on conn means the pool is done with this worker.
 local lmp = require "lmp"
@@ -40,19 +40,15 @@ function M.main(conn, initializer, initargs, maxtasks)
   end
   local cache, done = {}, 0
   while true do
-    local head = conn:recv()
-    if head == nil then return end
-    local id, key, has_fn = head[1], head[2], head[3]
-    local fn
-    if has_fn then
-      fn = conn:recv()
-      cache[key] = fn
-    else
-      fn = cache[key]
+    local msg = conn:recv()
+    if msg == nil then return end
+    if msg[4] == nil then  -- {key, fn}
+      cache[msg[1]] = msg[2]
+      msg = conn:recv()
+      if msg == nil then return end
     end
-    local body = conn:recv()
-    if body == nil then return end
-    local ok, value = xpcall(run_chunk, failure, fn, body[1], body[2])
+    local id = msg[1]
+    local ok, value = xpcall(run_chunk, failure, cache[msg[2]], msg[3], msg[4])
     local okenc, frame = pcall(codec.encode, {id, ok, value}, {binary = true, role = "result"})
     if not okenc then
       frame = codec.encode({id, false, {message = tostring(frame), kind = "CodecError"}},
