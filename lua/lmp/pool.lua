@@ -16,7 +16,10 @@ return function(core, lmp)
   local unpack = unpack or table.unpack
   local floor, huge = math.floor, math.huge
 
-  local PIPELINE = 4          -- tasks in flight per worker
+  -- Tasks in flight per worker: enough that a worker never waits for the
+  -- pool between two tasks, few enough that work stays spread out.  Short
+  -- tasks (under FAST seconds) get a deeper pipeline.
+  local PIPELINE, PIPELINE_FAST, FAST = 2, 4, 0.002
   local BUFFER_PER_WORKER = 4 -- imap: chunks ahead of the caller, per worker
 
   local function raise(kind, fmt, ...)
@@ -194,30 +197,36 @@ return function(core, lmp)
   end
 
   -- The queue is a deque indexed first..last (never `#`: it has holes).
+  -- Each task goes to the least busy worker that can take one.
   function Pool:_dispatch()
     local q = self.queue
-    for _, w in ipairs(self.workers) do
-      -- A worker near its maxtasksperchild gets no more than it will run:
-      -- a task sent to a worker that then retires would be lost with it.
-      while q.first <= q.last and #w.inflight < PIPELINE and not w.broken and
-            not (self.maxtasks and w.sent >= self.maxtasks) do
-        local task = q[q.first]
-        q[q.first] = nil
-        q.first = q.first + 1
-        local ok, err = pcall(send_task, w, task)
-        if not ok then
-          if lmp.is_error(err, "CodecError") then  -- the function cannot travel
-            self.tasks[task.id] = nil
-            task.job:_chunk(task.base, false, err)
-          else
-            -- The worker is gone (broken pipe): the task runs elsewhere,
-            -- and the worker is buried at the next pump.
-            w.broken = true
-            if w.inflight[#w.inflight] == task then w.inflight[#w.inflight] = nil end
-            task.worker, task.started = nil, nil
-            q.first = q.first - 1
-            q[q.first] = task
-          end
+    while q.first <= q.last do
+      local best
+      for _, w in ipairs(self.workers) do
+        -- A worker near its maxtasksperchild gets no more than it will run:
+        -- a task sent to a worker that then retires would be lost with it.
+        if not w.broken and #w.inflight < (w.fast and PIPELINE_FAST or PIPELINE)
+           and not (self.maxtasks and w.sent >= self.maxtasks)
+           and (not best or #w.inflight < #best.inflight) then
+          best = w
+        end
+      end
+      if not best then break end
+      local task = q[q.first]
+      q[q.first] = nil
+      q.first = q.first + 1
+      local ok, err = pcall(send_task, best, task)
+      if not ok then
+        if lmp.is_error(err, "CodecError") then  -- the function cannot travel
+          self.tasks[task.id] = nil
+          task.job:_chunk(task.base, false, err)
+        else
+          -- The worker is gone (broken pipe): the task runs elsewhere, and
+          -- the worker is buried at the next pump.
+          best.broken = true
+          task.worker, task.started = nil, nil
+          q.first = q.first - 1
+          q[q.first] = task
         end
       end
     end
@@ -235,6 +244,7 @@ return function(core, lmp)
     for i, t in ipairs(w.inflight) do
       if t == task then table.remove(w.inflight, i) break end
     end
+    if task.started then w.fast = now() - task.started < FAST end
     if w.inflight[1] and not w.inflight[1].started then w.inflight[1].started = now() end
     if not ok then
       value = lmp.error("RemoteError", value.message or "?",
