@@ -6,20 +6,8 @@
 local H = require "spec.support.helpers"
 local lmp = require "lmp"
 
-local function raises(kind, f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an lmp." .. kind .. " error")
-  assert.is_true(lmp.is_error(e), "not an lmp error: " .. tostring(e))
-  if kind then assert.equal(kind, e.kind, tostring(e)) end
-  return e
-end
-
-local function raises_lmp(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an lmp error")
-  assert.is_true(lmp.is_error(e), "not an lmp error: " .. tostring(e))
-  return e
-end
+local raises = H.raises
+local function raises_lmp(f, ...) return H.raises(nil, f, ...) end
 
 -- 4-byte big-endian length, as CPython writes it.
 local function be32(n)

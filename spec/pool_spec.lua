@@ -10,15 +10,7 @@
 local H = require "spec.support.helpers"
 local lmp = require "lmp"
 
--- Asserts that f() raises an lmp error of the given kind; returns it.
-local function raises(kind, f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an lmp." .. kind .. " error")
-  assert.is_true(lmp.is_error(e), "not an lmp error: " .. tostring(e))
-  assert.equal(kind, e.kind, tostring(e))
-  assert.equal("lmp." .. kind .. ": ", tostring(e):sub(1, #kind + 6))
-  return e
-end
+local raises = H.raises
 
 -- Sleeps `s` seconds inside a worker (there is no sleep in the standard
 -- library).  Used as an upvalue by tasks.
@@ -450,6 +442,31 @@ describe("lmp.Pool", function()
       assert.is_false(ok)
       assert.equal("RemoteError", e.kind, tostring(e))
       assert.same({10, 20}, p:map(function(x) return x * 10 end, {1, 2}))
+      p:close(); p:join()
+    end)
+    it("imap goes on after a failed chunk with the next chunk, inventing no results", function()
+      local p = new_pool(2)
+      -- chunks {1,2,3} {4,5,6} {7,8}; the second fails at 5
+      local f = function(x) if x == 5 then error("bad item " .. x) end; return x * 10 end
+      for _, ordered in ipairs({true, false}) do
+        local it = ordered and p:imap(f, {1, 2, 3, 4, 5, 6, 7, 8}, 3)
+                           or p:imap_unordered(f, {1, 2, 3, 4, 5, 6, 7, 8}, 3)
+        local got, errors = {}, 0
+        for _ = 1, 20 do
+          local ok, i, r = pcall(it)
+          if not ok then
+            errors = errors + 1
+            assert.equal("RemoteError", i.kind, tostring(i))
+          elseif i == nil then
+            break
+          else
+            got[#got + 1] = i .. "=" .. tostring(r)
+          end
+        end
+        table.sort(got)
+        assert.equal(1, errors)
+        assert.same({"1=10", "2=20", "3=30", "7=70", "8=80"}, got)
+      end
       p:close(); p:join()
     end)
   end)

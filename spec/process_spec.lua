@@ -5,15 +5,7 @@
 local H = require "spec.support.helpers"
 local lmp = require "lmp"
 
--- Asserts that f() raises an lmp error of the given kind; returns it.
-local function raises(kind, f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an lmp." .. kind .. " error")
-  assert.is_true(lmp.is_error(e), "not an lmp error: " .. tostring(e))
-  assert.equal(kind, e.kind, tostring(e))
-  assert.equal("lmp." .. kind .. ": ", tostring(e):sub(1, #kind + 6))
-  return e
-end
+local raises = H.raises
 
 -- Starts a process and joins it (bounded); returns the exit code.
 local function run(p)

@@ -517,22 +517,19 @@ return function(core, lmp)
     local order = {first = 1, last = 0}  -- imap_unordered: completion order
     local next_index, total = 1, nil
     local bar = opts.progress and progress_bar(nil)
+    local sizes = {}  -- first index of a chunk in flight -> its item count
     local sink = setmetatable({opts = {timeout = opts.timeout}}, {__index = {
+      -- A chunk that failed gives one entry, its error, at its first index;
+      -- the rest of its items have no results.
       _chunk = function(_, base, ok, values)
         local n = ok and (values.n or #values) or 1
+        if ok then sizes[base] = nil end
         for i = 1, n do
           if ok then done[base + i - 1] = {true, values[i]}
           else done[base + i - 1] = {false, values} end
           if not ordered then
             order.last = order.last + 1
             order[order.last] = base + i - 1
-          end
-        end
-        if not ok then
-          -- the rest of a failed chunk has no results: mark them consumed
-          local chunk_len = chunksize
-          for i = 2, chunk_len do
-            if base + i - 1 <= submitted then done[base + i - 1] = {true, nil, skip = true} end
           end
         end
       end}})
@@ -547,6 +544,7 @@ return function(core, lmp)
         local n = #items
         if n > 0 then
           items.n = n
+          sizes[submitted + 1] = n
           self:_submit(fn, false, items, sink, submitted + 1)
           submitted = submitted + n
           outstanding = outstanding + 1
@@ -555,65 +553,52 @@ return function(core, lmp)
       end
     end
     local consumed_in_chunk, since_compact = 0, 0
-    local function consumed()
-      consumed_in_chunk = consumed_in_chunk + 1
-      if consumed_in_chunk >= chunksize then
-        consumed_in_chunk = 0
-        outstanding = outstanding - 1
+    -- Hands entry i to the caller: `span` items are done with (a failed
+    -- chunk counts for all its items).
+    local function take(i, r)
+      done[i] = nil
+      local span = 1
+      if not r[1] then
+        span = sizes[i] or 1
+        sizes[i] = nil
       end
+      next_index = ordered and i + span or next_index + span
+      consumed_in_chunk = consumed_in_chunk + span
+      outstanding = outstanding - floor(consumed_in_chunk / chunksize)
+      consumed_in_chunk = consumed_in_chunk % chunksize
       if bar then bar(next_index - 1) end
-      -- `done` and `order` are keyed by ever larger numbers; LuaJIT keeps
-      -- the room of keys long gone, so they are copied now and then to
-      -- keep memory constant over an endless input.
-      since_compact = since_compact + 1
+      -- `done`, `order` and `sizes` are keyed by ever larger numbers;
+      -- LuaJIT keeps the room of keys long gone, so they are copied now and
+      -- then to keep memory constant over an endless input.
+      since_compact = since_compact + span
       if since_compact >= 4096 then
         since_compact = 0
-        local d = {}
+        local d, z = {}, {}
         for k, v in pairs(done) do d[k] = v end
-        done = d
+        for k, v in pairs(sizes) do z[k] = v end
+        done, sizes = d, z
         local o = {first = order.first, last = order.last}
         for k = order.first, order.last do o[k] = order[k] end
         order = o
       end
+      if not r[1] then error(r[2], 0) end
+      return i, r[2]
     end
     return function()
       fill()
       while true do
+        if total and next_index > total then
+          if bar then bar(total, true) end
+          return nil
+        end
         if ordered then
-          if total and next_index > total then
-            if bar then bar(total, true) end
-            return nil
-          end
           local r = done[next_index]
-          if r then
-            done[next_index] = nil
-            local i = next_index
-            next_index = next_index + 1
-            consumed()
-            if not r[1] then error(r[2], 2) end
-            return i, r[2]
-          end
-        else
-          while order.first <= order.last and done[order[order.first]].skip do
-            done[order[order.first]] = nil
-            order[order.first] = nil
-            order.first = order.first + 1
-          end
-          if order.first <= order.last then
-            local i = order[order.first]
-            order[order.first] = nil
-            order.first = order.first + 1
-            local r = done[i]
-            done[i] = nil
-            next_index = next_index + 1
-            consumed()
-            if not r[1] then error(r[2], 2) end
-            return i, r[2]
-          end
-          if total and next_index > total then
-            if bar then bar(total, true) end
-            return nil
-          end
+          if r then return take(next_index, r) end
+        elseif order.first <= order.last then
+          local i = order[order.first]
+          order[order.first] = nil
+          order.first = order.first + 1
+          return take(i, done[i])
         end
         self:_pump(nil)
         fill()

@@ -112,6 +112,20 @@ function H.foreign_host_env()
   return {LD_PRELOAD = table.concat(preload, " "), ASAN_OPTIONS = "detect_leaks=0"}
 end
 
+-- Asserts that f(...) raises an lmp error, of the given kind if one is
+-- given (tostring then reads "lmp.<kind>: ..."); returns the error.
+function H.raises(kind, f, ...)
+  local assert = require "luassert"
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok, "expected an lmp." .. tostring(kind or "") .. " error")
+  assert.is_true(lmp.is_error(e), "not an lmp error: " .. tostring(e))
+  if kind then
+    assert.equal(kind, e.kind, tostring(e))
+    assert.equal("lmp." .. kind .. ": ", tostring(e):sub(1, #kind + 6))
+  end
+  return e
+end
+
 local function own_pid()
   return tonumber(slurp("/proc/self/stat"):match("^(%d+)"))
 end
