@@ -81,6 +81,10 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 #define LMP_CODEC_NAME_BY_MT "lmp.codec.name_by_mt"
 #define LMP_CODEC_EXT_BY_MT "lmp.codec.ext_by_mt"     /* mt -> {name, encode} */
 #define LMP_CODEC_EXT_BY_NAME "lmp.codec.ext_by_name" /* name -> decode */
+#define LMP_CODEC_CDATA_HOOK "lmp.codec.cdata_hook"   /* cdata -> name, payload */
+
+/* lua_type() of an FFI cdata in LuaJIT (lua.h has no name for it). */
+#define LMP_TCDATA 10
 
 /* Pushes the registry table `key`, creating it if needed. */
 void lmp__codec_registry(lua_State *L, const char *key);

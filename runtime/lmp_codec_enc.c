@@ -663,6 +663,7 @@ static void build_loaded_map(enc *e) {
 }
 
 static void bin_value(enc *e, int idx);
+static int bin_ext_by_mt(enc *e, int idx);
 
 /* Returns 1 (and writes a REF) if the object at idx was seen before;
  * otherwise gives it the next id and returns 0. */
@@ -710,6 +711,7 @@ static void bin_table(enc *e, int idx) {
     return;
   }
   lua_pop(L, 1);
+  if (bin_ext_by_mt(e, idx)) return;
   if (bin_ref(e, idx)) return;
   stack_room(e);
   if (lua_getmetatable(L, idx)) {
@@ -847,30 +849,62 @@ static void bin_function(enc *e, int idx) {
   }
 }
 
-static void bin_userdata(enc *e, int idx) {
+/* Writes an extension: its name, then its payload.  The payload (an
+ * encodable value) is at the top of the stack and is popped. */
+static void bin_extension(enc *e, const char *name, size_t len) {
   lua_State *L = e->L;
-  size_t len;
-  const char *name;
-  if (!lua_getmetatable(L, idx))
-    enc_error(e, "%s: cannot encode userdata%s", "");
-  lua_rawget(L, SLOT_EXT_BY_MT(e));
-  if (!lua_istable(L, -1))
-    enc_error(e, "%s: cannot encode userdata%s", "");
-  lua_rawgeti(L, -1, 1);
-  name = lua_tolstring(L, -1, &len);
   out_byte(e, LMP_TAG_EXTENSION);
-  bin_string(e, name ? name : "", name ? len : 0);
-  lua_pop(L, 1);
-  lua_rawgeti(L, -1, 2);  /* the extension's encoder: obj -> payload */
-  lua_pushvalue(L, idx);
-  lua_call(L, 1, 1);
+  bin_string(e, name, len);
   {
     path_frame *f = enter(e, PATH_LABEL);
     f->name = "<payload>";
     bin_value(e, lua_gettop(L));
     leave(e);
   }
+  lua_pop(L, 1);
+}
+
+/* A table or userdata whose metatable is an extension's: pushes nothing and
+ * returns 0 when it is not one. */
+static int bin_ext_by_mt(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t len;
+  const char *name;
+  if (!lua_getmetatable(L, idx)) return 0;
+  lua_rawget(L, SLOT_EXT_BY_MT(e));
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -2, 2);  /* the extension's encoder: obj -> payload */
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+  name = lua_tolstring(L, -2, &len);
+  bin_extension(e, name ? name : "", name ? len : 0);
   lua_pop(L, 2);
+  return 1;
+}
+
+static void bin_userdata(enc *e, int idx) {
+  if (!bin_ext_by_mt(e, idx))
+    enc_error(e, "%s: cannot encode userdata%s", "");
+}
+
+/* FFI cdata travel when lmp's cdata hook claims them (shared Values and
+ * Arrays): hook(v) -> name, payload, or nothing. */
+static void bin_cdata(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t len;
+  const char *name;
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
+  if (lua_isnil(L, -1)) enc_error(e, "%s: cannot encode a cdata%s", "");
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 2);
+  name = lua_tolstring(L, -2, &len);
+  if (name == NULL) enc_error(e, "%s: cannot encode a cdata%s", "");
+  bin_extension(e, name, len);
+  lua_pop(L, 1);
 }
 
 static void bin_value(enc *e, int idx) {
@@ -904,6 +938,9 @@ static void bin_value(enc *e, int idx) {
       break;
     case LUA_TUSERDATA:
       bin_userdata(e, idx);
+      break;
+    case LMP_TCDATA:
+      bin_cdata(e, idx);
       break;
     default:
       enc_error(e, "%s: cannot encode a %s", luaL_typename(L, idx));

@@ -86,8 +86,8 @@ static int l_register(lua_State *L) {
   return 0;
 }
 
-/* lmp.codec.register_extension(name, mt, to_wire, from_wire): userdata with
- * metatable mt travel as name plus to_wire(obj), an encodable value, and
+/* lmp.codec.register_extension(name, mt, to_wire, from_wire): tables and
+ * userdata with metatable mt travel as name plus to_wire(obj), an encodable value, and
  * come back as from_wire(value).  Used by lmp's own objects; refused in
  * safe mode. */
 static int l_register_extension(lua_State *L) {
@@ -110,6 +110,15 @@ static int l_register_extension(lua_State *L) {
   return 0;
 }
 
+/* core.codec_cdata_hook(fn): fn(cdata) -> extension name, payload (or
+ * nothing) decides which cdata travel; lmp's shared Values and Arrays. */
+static int l_cdata_hook(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
+  return 0;
+}
+
 static const luaL_Reg codec_functions[] = {
   {"encode", l_encode},
   {"decode", l_decode},
@@ -124,6 +133,8 @@ void lmp__codec_open(lua_State *L) {
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   lua_setfield(L, -2, "codec");
+  lua_pushcfunction(L, l_cdata_hook);
+  lua_setfield(L, -2, "codec_cdata_hook");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   /* lmp's errors travel (a worker's error reaches the parent). */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lmp_loop.h"
+#include "lmp_sync.h"
 
 #define LOOP_KEY "lmp.loop"
 
@@ -263,6 +264,12 @@ static void run_background(lua_State *L, lmp_loop *lp) {
   lp->in_background = 1;
   if (lmp__pcall_traceback(L, 1, 0) != 0) lmp__report(L, "lmp: background");
   lp->in_background = 0;
+}
+
+int lmp__background_active(lua_State *L) {
+  int n;
+  free(background_fds(L, lmp__loop(L), &n));
+  return n > 0;
 }
 
 int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,

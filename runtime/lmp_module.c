@@ -8,6 +8,7 @@
 #include "lmp_codec.h"
 #include "lmp_conn.h"
 #include "lmp_internal.h"
+#include "lmp_sync.h"
 
 static int l_cpu_count(lua_State *L) {
   lua_pushinteger(L, lmp_cpu_count());
@@ -46,6 +47,8 @@ int luaopen_lmp(lua_State *L) {
   lmp__codec_open(L);
   lmp__conn_open(L);
   lmp__process_open(L);
+  lmp__shm_open(L);
+  lmp__sync_open(L);
   lua_call(L, 1, 1);
   return 1;
 }

@@ -23,20 +23,34 @@ return function(core, lmp)
     start_method = "spawn",
   }
 
-  -- Connections travel to a child as the position of their descriptor.
+  -- lmp objects that own descriptors travel to a child as the position of
+  -- the descriptor among those it inherits (fds 4, 5, ...).  A shared one
+  -- (a memory segment that holds several objects) is inherited once.
+  function lmp._attach_fd(fd, what, shared)
+    local fds = state.attaching
+    if not fds then
+      error(lmp.error("CodecError", what .. " can only be passed to a child " ..
+                      "process when it starts (in the args of a Process or the " ..
+                      "initargs of a Pool)"), 0)
+    end
+    local i = shared and fds.shared[fd]
+    if not i then
+      i = #fds + 1
+      fds[i] = fd
+      if shared then fds.shared[fd] = i end
+    end
+    return i
+  end
+
+  function lmp._inherited_fd(i) return 3 + i end
+
   codec.register_extension("lmp.Connection", core.connection_mt,
     function(conn)
-      local fds = state.attaching
-      if not fds then
-        error(lmp.error("CodecError", "a Connection can only be passed to a " ..
-                        "child process, as an argument of Process"), 0)
-      end
       local fd, readable, writable = core.conn_info(conn)
-      fds[#fds + 1] = fd
-      return {#fds, readable, writable}
+      return {lmp._attach_fd(fd, "a Connection"), readable, writable}
     end,
     function(t)
-      return core.conn_from_fd(3 + t[1], t[2], t[3])
+      return core.conn_from_fd(lmp._inherited_fd(t[1]), t[2], t[3])
     end)
 
   local Process = {}
@@ -108,7 +122,7 @@ return function(core, lmp)
     if not exe then
       raise("ProcessError", "start: no worker executable (see lmp.set_executable)")
     end
-    local fds = {}
+    local fds = {shared = {}}
     state.attaching = fds
     local ok, target, args = pcall(function()
       return codec.encode(self._target, {binary = true, role = "target"}),

@@ -1,0 +1,382 @@
+-- lmp.shared: Value, Array, RawValue, RawArray and SharedMemory (SPEC
+-- section 7).  Installed by init.lua.
+--
+-- A Value or Array is an FFI cdata {ptr, _n, _id} whose `ptr` points into
+-- shared memory, so `a.ptr[i]` in a loop compiles to a plain load or store.
+-- `v.value` and `a[i]` go through metamethods that check the index and the
+-- value.  What a cdata cannot hold (its segment, its lock) is kept in
+-- `owners`, by _id, until the object is closed or collected.
+return function(core, lmp, shm, sync)
+  local ffi = require "ffi"
+  local raise, codec = shm.raise, lmp.codec
+
+  -- typecode -> C type, range of integer types
+  local TYPES = {
+    b = {"int8_t", -128, 127}, B = {"uint8_t", 0, 255},
+    h = {"int16_t", -32768, 32767}, H = {"uint16_t", 0, 65535},
+    i = {"int32_t", -2^31, 2^31 - 1}, I = {"uint32_t", 0, 2^32 - 1},
+    l = {"int64_t", -2^63, 2^63 - 1}, L = {"uint64_t", 0, 2^64 - 1},
+    q = {"int64_t", -2^63, 2^63 - 1}, Q = {"uint64_t", 0, 2^64 - 1},
+    f = {"float"}, d = {"double"},
+  }
+  local TYPECODES = "b B h H i I l L q Q f d"
+
+  local owners = {}   -- _id -> {seg =, off =, lock =, typecode =}
+  local next_id = 0
+  local kinds = {}    -- {ctype, "Value" | "Array"} for the codec hook
+
+  local function owner(obj, what)
+    local o = owners[obj._id]
+    if obj._n < 0 or not o then raise("ValueError", "%s: object is closed", what) end
+    return o
+  end
+
+  local function forget(obj)
+    local o = owners[obj._id]
+    if o then
+      owners[obj._id] = nil
+      shm.release(o.seg)
+    end
+  end
+
+  local function close(obj)
+    if obj._n < 0 then return end
+    forget(obj)
+    obj._n = -1
+    ffi.gc(obj, nil)
+  end
+
+  -- The checked conversion of a Lua value for an element of type tc.
+  local function converter(tc, what)
+    local ctype, lo, hi = unpack(TYPES[tc])
+    local wide = ctype:match("64") ~= nil
+    if not lo then
+      return function(v)
+        if type(v) ~= "number" then
+          raise("TypeError", "%s: expected a number, got %s", what, type(v))
+        end
+        return v
+      end
+    end
+    return function(v)
+      if type(v) ~= "number" then
+        if wide and type(v) == "cdata" and
+           (ffi.istype("int64_t", v) or ffi.istype("uint64_t", v)) then return v end
+        raise("TypeError", "%s: expected an integer, got %s", what, type(v))
+      end
+      if v % 1 ~= 0 then
+        raise("TypeError", "%s: expected an integer, got %s", what, tostring(v))
+      end
+      if v < lo or v > hi then
+        raise("ValueError", "%s: %s is out of range for typecode '%s' (%s..%s)",
+              what, tostring(v), tc, ("%.0f"):format(lo), ("%.0f"):format(hi))
+      end
+      return v
+    end
+  end
+
+  local function check_typecode(tc, what)
+    if type(tc) ~= "string" or not TYPES[tc] then
+      raise("ValueError", "%s: typecode must be one of %s, not %s", what, TYPECODES,
+            type(tc) == "string" and ("'" .. tc .. "'") or type(tc))
+    end
+  end
+
+  -- lock option: true (a new RLock), false, or an lmp.Lock/RLock.
+  local function lock_option(opts, what)
+    local lock = true
+    if opts ~= nil then
+      if type(opts) ~= "table" then raise("TypeError", "%s: options must be a table", what) end
+      if opts.lock ~= nil then lock = opts.lock end
+    end
+    if lock == true then return lmp.RLock() end
+    if lock == false then return nil end
+    if not sync.is_lock(lock) then
+      raise("TypeError", "%s: lock must be true, false, or an lmp.Lock or lmp.RLock", what)
+    end
+    return lock
+  end
+
+  local function get_lock(obj)
+    local o = owner(obj, "get_lock")
+    if not o.lock then
+      raise("ValueError", "get_lock: this %s has no lock (made with lock = false)",
+            o.kind)
+    end
+    return o.lock
+  end
+
+  local function make(ct, seg, off, n, info)
+    shm.retain(seg)
+    next_id = next_id + 1
+    info.seg, info.off = seg, off
+    owners[next_id] = info
+    local ptr = ffi.cast(TYPES[info.typecode][1] .. " *", shm.base(seg) + off)
+    return ffi.gc(ct(ptr, n, next_id), forget)
+  end
+
+  ------------------------------------------------------------------- Array
+
+  local array_ct, value_ct = {}, {}
+
+  for tc, t in pairs(TYPES) do
+    local ctype = t[1]
+    local name = tc:lower() == tc and tc or (tc:lower() .. "u")
+    ffi.cdef(("typedef struct { %s * const ptr; int32_t _n; const int32_t _id; } " ..
+              "lmp_array_%s;"):format(ctype, name))
+    ffi.cdef(("typedef struct { %s * const ptr; int32_t _n; const int32_t _id; } " ..
+              "lmp_value_%s;"):format(ctype, name))
+    local set_element = converter(tc, "Array")
+    local set_value = converter(tc, "Value")
+
+    local methods = {
+      typecode = tc,
+      totable = function(a)
+        owner(a, "totable")
+        local out, p = {}, a.ptr
+        for i = 1, a._n do out[i] = tonumber(p[i - 1]) end
+        return out
+      end,
+      get_lock = get_lock,
+      close = close,
+    }
+    local function bad_index(a, i)
+      owner(a, "index")
+      raise("IndexError", "Array index %s is out of range (1..%d)", tostring(i), a._n)
+    end
+    array_ct[tc] = ffi.metatype("lmp_array_" .. name, {
+      __index = function(a, i)
+        if type(i) == "number" then
+          if i >= 1 and i <= a._n and i % 1 == 0 then return tonumber(a.ptr[i - 1]) end
+          return bad_index(a, i)
+        end
+        return methods[i]
+      end,
+      __newindex = function(a, i, v)
+        if type(i) == "number" and i >= 1 and i <= a._n and i % 1 == 0 then
+          a.ptr[i - 1] = set_element(v)
+          return
+        end
+        if type(i) == "number" then return bad_index(a, i) end
+        raise("ValueError", "Array: cannot set field %s", tostring(i))
+      end,
+      __len = function(a) return a._n < 0 and 0 or a._n end,
+      __tostring = function(a)
+        if a._n < 0 then return "lmp.Array(closed)" end
+        return ("lmp.Array('%s', %d)"):format(tc, a._n)
+      end,
+    })
+
+    local value_methods = {typecode = tc, get_lock = get_lock, close = close}
+    value_ct[tc] = ffi.metatype("lmp_value_" .. name, {
+      __index = function(v, k)
+        if k == "value" then
+          if v._n < 0 then owner(v, "value") end
+          return tonumber(v.ptr[0])
+        end
+        return value_methods[k]
+      end,
+      __newindex = function(v, k, x)
+        if k == "value" then
+          if v._n < 0 then owner(v, "value") end
+          v.ptr[0] = set_value(x)
+          return
+        end
+        raise("ValueError", "Value: cannot set field %s (only value)", tostring(k))
+      end,
+      __tostring = function(v)
+        if v._n < 0 then return "lmp.Value(closed)" end
+        return ("lmp.Value('%s', %s)"):format(tc, tostring(tonumber(v.ptr[0])))
+      end,
+    })
+    kinds[#kinds + 1] = {array_ct[tc], "Array"}
+    kinds[#kinds + 1] = {value_ct[tc], "Value"}
+  end
+
+  local function new_array(what, tc, init, lock)
+    check_typecode(tc, what)
+    local n
+    if type(init) == "number" then
+      n = init
+      if n % 1 ~= 0 or n < 0 or n > 2^31 - 1 then
+        raise("ValueError", "%s: size must be an integer >= 0, not %s", what, tostring(n))
+      end
+    elseif type(init) == "table" then
+      n = #init
+    else
+      raise("TypeError", "%s: expected a size or a table of initial values", what)
+    end
+    local size = n * ffi.sizeof(TYPES[tc][1])
+    local seg, off = shm.alloc(size)
+    local a = make(array_ct[tc], seg, off, n,
+                   {kind = "Array", typecode = tc, lock = lock})
+    if type(init) == "table" then
+      for i = 1, n do a[i] = init[i] end
+    end
+    return a
+  end
+
+  function lmp.Array(tc, init, opts)
+    return new_array("Array", tc, init, lock_option(opts, "Array"))
+  end
+  function lmp.RawArray(tc, init) return new_array("RawArray", tc, init, nil) end
+
+  local function new_value(what, tc, init, lock)
+    check_typecode(tc, what)
+    local seg, off = shm.alloc(ffi.sizeof(TYPES[tc][1]))
+    local v = make(value_ct[tc], seg, off, 1, {kind = "Value", typecode = tc, lock = lock})
+    if init ~= nil then v.value = init end
+    return v
+  end
+
+  function lmp.Value(tc, init, opts)
+    return new_value("Value", tc, init, lock_option(opts, "Value"))
+  end
+  function lmp.RawValue(tc, init) return new_value("RawValue", tc, init, nil) end
+
+  -- Values and Arrays travel to a child when it starts, with their lock.
+  codec.register_extension("lmp.Array", {}, function() end, function(t)
+    local seg = shm.from_wire(t[1])
+    local a = shm.lookup(seg, t[2], "Array")
+    if not a then
+      a = make(array_ct[t[3]], seg, t[2], t[4],
+               {kind = "Array", typecode = t[3], lock = t.lock})
+      shm.remember(seg, t[2], "Array", a)
+    end
+    return a
+  end)
+  codec.register_extension("lmp.Value", {}, function() end, function(t)
+    local seg = shm.from_wire(t[1])
+    local v = shm.lookup(seg, t[2], "Value")
+    if not v then
+      v = make(value_ct[t[3]], seg, t[2], 1,
+               {kind = "Value", typecode = t[3], lock = t.lock})
+      shm.remember(seg, t[2], "Value", v)
+    end
+    return v
+  end)
+  core.codec_cdata_hook(function(obj)
+    for i = 1, #kinds do
+      local k = kinds[i]
+      if ffi.istype(k[1], obj) then
+        local o = owner(obj, "pass")
+        return "lmp." .. k[2], {shm.to_wire(o.seg, "a " .. k[2]), o.off, o.typecode,
+                                obj._n, lock = o.lock}
+      end
+    end
+  end)
+
+  ------------------------------------------------------------ SharedMemory
+
+  -- Segments in /dev/shm that outlive their processes until unlink(), as in
+  -- Python.  One made without a name gets a fresh one, and is unlinked
+  -- when the process that made it ends (no one else could know it).
+  local SharedMemory = {}
+  SharedMemory.__index = SharedMemory
+  SharedMemory.__tostring = function(self)
+    return ("lmp.SharedMemory(%q, size=%d%s)"):format(self.name, self.size,
+                                                        self._seg and "" or ", closed")
+  end
+  local made_here = {}  -- name -> true: unnamed segments to unlink at exit
+  local serial = 0
+
+  local function fresh_name()
+    serial = serial + 1
+    return ("lmp_%d_%d_%06x"):format(core.getpid(), serial,
+                                     math.random(0, 0xffffff))
+  end
+
+  function lmp.SharedMemory(opts, create, size)
+    if type(opts) ~= "table" then opts = {name = opts, create = create, size = size} end
+    local name = opts.name
+    if name ~= nil and (type(name) ~= "string" or name == "" or name:find("/", 1, true)) then
+      raise("ValueError", "SharedMemory: name must be a non-empty string without '/'")
+    end
+    local creating = opts.create
+    if creating == nil then creating = name == nil end
+    local seg
+    if creating then
+      if type(opts.size) ~= "number" or opts.size < 1 or opts.size % 1 ~= 0 then
+        raise("ValueError", "SharedMemory: size must be a positive integer number of bytes")
+      end
+      if name == nil then
+        for _ = 1, 100 do
+          name = fresh_name()
+          local ok, s = pcall(core.segment_open, name, true, opts.size)
+          if ok then seg = s break end
+        end
+        made_here[name] = true
+      end
+    elseif name == nil then
+      raise("ValueError", "SharedMemory: name is needed to attach (create = false)")
+    end
+    seg = seg or core.segment_open(name, creating, opts.size)
+    return setmetatable({name = name, size = seg:size(), _seg = seg}, SharedMemory)
+  end
+
+  local function segment(self, what)
+    local seg = self._seg
+    if not seg then raise("ValueError", "%s: SharedMemory %q is closed", what, self.name) end
+    return seg
+  end
+
+  -- buf() -> uint8_t *: valid while this object is open and referenced.
+  function SharedMemory:buf()
+    return ffi.cast("uint8_t *", shm.base(segment(self, "buf")))
+  end
+
+  local function range(self, what, offset, len)
+    if type(offset) ~= "number" or offset % 1 ~= 0 then
+      raise("TypeError", "%s: offset must be an integer", what)
+    end
+    if offset < 0 or offset + len > self.size then
+      raise("IndexError", "%s: bytes %d..%d are outside SharedMemory %q (%d bytes)",
+            what, offset, offset + len - 1, self.name, self.size)
+    end
+  end
+
+  function SharedMemory:read(offset, len)
+    local seg = segment(self, "read")
+    if type(len) ~= "number" or len % 1 ~= 0 or len < 0 then
+      raise("TypeError", "read: len must be an integer >= 0")
+    end
+    range(self, "read", offset, len)
+    return seg:read(offset, len)
+  end
+
+  function SharedMemory:write(offset, s)
+    local seg = segment(self, "write")
+    if type(s) ~= "string" then raise("TypeError", "write: expected a string") end
+    range(self, "write", offset, #s)
+    seg:write(offset, s)
+  end
+
+  function SharedMemory:close()
+    local seg = self._seg
+    if seg then
+      self._seg = nil
+      seg:close()
+    end
+  end
+
+  function SharedMemory:unlink()
+    made_here[self.name] = nil
+    local ok, err = core.shm_unlink(self.name)
+    if not ok then raise("OSError", "unlink: SharedMemory %q: %s", self.name, err) end
+  end
+
+  codec.register_extension("lmp.SharedMemory", SharedMemory,
+    function(self)
+      local seg = segment(self, "pass")
+      return {lmp._attach_fd(seg:fd(), "a SharedMemory", true), self.name}
+    end,
+    function(t)
+      local seg = shm.from_wire(t[1])
+      return setmetatable({name = t[2], size = seg:size(), _seg = seg}, SharedMemory)
+    end)
+
+  lmp._atexit_hooks[#lmp._atexit_hooks + 1] = function()
+    for name in pairs(made_here) do core.shm_unlink(name) end
+    made_here = {}
+  end
+end

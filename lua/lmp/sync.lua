@@ -1,0 +1,516 @@
+-- lmp.sync: Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event,
+-- Barrier across processes (SPEC section 6).  Installed by init.lua.
+--
+-- Each object is a table over a small struct in shared memory (lmp.shm):
+-- the calls that do not block go straight to C through the FFI
+-- (runtime/lmp_sync.c), the waits go through core.sync_*, which let a
+-- Pool's callbacks run meanwhile.
+return function(core, lmp, shm)
+  local ffi = require "ffi"
+  local api, raise, timeout_arg = shm.api, shm.raise, shm.timeout
+  local codec = lmp.codec
+  local unpack = unpack or table.unpack
+
+  -- errno values from the lock functions (Linux)
+  local EPERM, EBUSY, EDEADLK, ETIMEDOUT, EOWNERDEAD = 1, 16, 35, 110, 130
+  local MAX_PERMITS = 0x7fffffff
+  local TID = api.self_tid()
+
+  local lock_ct = ffi.typeof("lmp_lock *")
+  local sem_ct = ffi.typeof("lmp_sem *")
+  local event_ct = ffi.typeof("lmp_event *")
+  local barrier_ct = ffi.typeof("lmp_barrier *")
+  local u32p = ffi.typeof("uint32_t *")
+
+  -- Objects are tables {_p = cdata pointer, _seg, _off}; _p is nil once
+  -- closed.  Each kind has a class (metatable) and is registered with the
+  -- codec so that it can be passed to a child when it starts.
+  local function class(name)
+    local cls = {_name = name}
+    cls.__index = cls
+    cls.__tostring = function(self)
+      return ("lmp.%s(%s)"):format(name, self._p and self:_describe() or "closed")
+    end
+    cls._describe = function() return "" end
+    return cls
+  end
+
+  local function check(self, what)
+    local p = self._p
+    if p == nil then raise("ValueError", "%s: %s is closed", what, self._name) end
+    return p
+  end
+
+  local function new(cls, ct, size, fields)
+    local seg, off = shm.alloc(size)
+    shm.retain(seg)
+    local self = fields or {}
+    self._seg, self._off = seg, off
+    self._p = ffi.cast(ct, shm.base(seg) + off)
+    setmetatable(self, cls)
+    shm.remember(seg, off, cls._name, self)
+    return self
+  end
+
+  local function attach(cls, ct, index, off, fields)
+    local seg = shm.from_wire(index)
+    local self = shm.lookup(seg, off, cls._name)
+    if self then return self end
+    shm.retain(seg)
+    self = fields or {}
+    self._seg, self._off = seg, off
+    self._p = ffi.cast(ct, shm.base(seg) + off)
+    setmetatable(self, cls)
+    shm.remember(seg, off, cls._name, self)
+    return self
+  end
+
+  local function close(self)
+    if self._p == nil then return end
+    self._p = nil
+    shm.release(self._seg)
+  end
+
+  local function extension(cls, ct, payload, restore)
+    codec.register_extension("lmp." .. cls._name, cls,
+      function(self)
+        check(self, "pass")
+        local t = payload and payload(self) or {}
+        t[1], t[2] = shm.to_wire(self._seg, "a " .. cls._name), self._off
+        return t
+      end,
+      function(t)
+        local self = attach(cls, ct, t[1], t[2])
+        if restore then restore(self, t) end
+        return self
+      end)
+  end
+
+  ------------------------------------------------------------------ locks
+
+  local function lock_result(r, what)
+    if r == 0 then return true end
+    if r == EOWNERDEAD then return true, "owner-died" end
+    if r == EBUSY or r == ETIMEDOUT then return false end
+    if r == EDEADLK then
+      raise("ValueError", "%s: this process already holds the lock, so waiting " ..
+            "would never end (an RLock can be re-entered)", what)
+    end
+    raise("OSError", "%s: the lock is unusable (errno %d)", what, r)
+  end
+
+  local function release_error(p, what)
+    if p.owner == 0 then raise("ValueError", "%s: the lock is not held", what) end
+    raise("ValueError", "%s: the lock is held by another process (%d)", what, p.owner)
+  end
+
+  local function finish(self, ok, ...)
+    self:release()
+    if not ok then error((...), 0) end
+    return ...
+  end
+
+  local Lock = class("Lock")
+
+  function lmp.Lock()
+    local self = new(Lock, lock_ct, ffi.sizeof("lmp_lock"))
+    local r = api.lock_init(self._p)
+    if r ~= 0 then raise("OSError", "Lock: cannot initialise (errno %d)", r) end
+    return self
+  end
+
+  function Lock:acquire(timeout)
+    local p = self._p
+    if p == nil then check(self, "acquire") end
+    if timeout == nil then return lock_result(api.lock_acquire(p, -1), "acquire") end
+    return lock_result(api.lock_acquire(p, timeout_arg(timeout, "acquire")), "acquire")
+  end
+
+  function Lock:release()
+    local p = self._p
+    if p == nil then check(self, "release") end
+    if api.lock_release(p) ~= 0 then release_error(p, "release") end
+  end
+
+  -- with(fn, ...): fn's results, the lock held while fn runs.
+  function Lock:with(fn, ...)
+    self:acquire()
+    return finish(self, pcall(fn, ...))
+  end
+
+  -- A lock this process holds is released before its memory goes.
+  function Lock:close()
+    local p = self._p
+    if p ~= nil and p.owner == TID then api.lock_release(p) end
+    close(self)
+  end
+
+  function Lock:_describe()
+    local owner = self._p.owner
+    return owner == 0 and "unlocked" or ("locked by %d"):format(owner)
+  end
+
+  extension(Lock, lock_ct)
+
+  local RLock = class("RLock")
+  RLock.with, RLock.close, RLock._describe = Lock.with, Lock.close, Lock._describe
+
+  function lmp.RLock()
+    local self = new(RLock, lock_ct, ffi.sizeof("lmp_lock"))
+    local r = api.lock_init(self._p)
+    if r ~= 0 then raise("OSError", "RLock: cannot initialise (errno %d)", r) end
+    return self
+  end
+
+  function RLock:acquire(timeout)
+    local p = self._p
+    if p == nil then check(self, "acquire") end
+    if p.owner == TID then
+      p.count = p.count + 1
+      return true
+    end
+    if timeout == nil then return lock_result(api.lock_acquire(p, -1), "acquire") end
+    return lock_result(api.lock_acquire(p, timeout_arg(timeout, "acquire")), "acquire")
+  end
+
+  function RLock:release()
+    local p = self._p
+    if p == nil then check(self, "release") end
+    if p.owner ~= TID then release_error(p, "release") end
+    if p.count > 1 then
+      p.count = p.count - 1
+    else
+      api.lock_release(p)
+    end
+  end
+
+  extension(RLock, lock_ct)
+
+  -------------------------------------------------------------- semaphores
+
+  local Semaphore = class("Semaphore")
+  local BoundedSemaphore = class("BoundedSemaphore")
+
+  local function semaphore(cls, what, value)
+    if type(value) == "table" then value = value.value end
+    if value == nil then value = 1 end
+    if type(value) ~= "number" or value % 1 ~= 0 then
+      raise("TypeError", "%s: value must be an integer", what)
+    end
+    if value < 0 or value > MAX_PERMITS then
+      raise("ValueError", "%s: value must be between 0 and %d, not %d", what,
+            MAX_PERMITS, value)
+    end
+    local self = new(cls, sem_ct, ffi.sizeof("lmp_sem"))
+    self._p.value = value
+    self._p.max = cls == BoundedSemaphore and value or MAX_PERMITS
+    return self
+  end
+
+  function lmp.Semaphore(value) return semaphore(Semaphore, "Semaphore", value) end
+  function lmp.BoundedSemaphore(value)
+    return semaphore(BoundedSemaphore, "BoundedSemaphore", value)
+  end
+
+  for _, cls in ipairs({Semaphore, BoundedSemaphore}) do
+    function cls:acquire(timeout)
+      local p = self._p
+      if p == nil then check(self, "acquire") end
+      if api.permit_take(p) == 1 then return true end
+      if timeout == nil then return core.sync_sem_acquire(self._seg, self._off) end
+      timeout = timeout_arg(timeout, "acquire")
+      if timeout == 0 then return false end
+      return core.sync_sem_acquire(self._seg, self._off, timeout)
+    end
+
+    function cls:release()
+      local p = self._p
+      if p == nil then check(self, "release") end
+      if api.permit_give(p, 1) ~= 0 then
+        if cls == BoundedSemaphore then
+          raise("ValueError", "release: BoundedSemaphore released more times than " ..
+                "acquired (its initial value is %d)", p.max)
+        end
+        raise("ValueError", "release: Semaphore value would exceed %d", MAX_PERMITS)
+      end
+    end
+
+    function cls:get_value()
+      return check(self, "get_value").value
+    end
+
+    cls.with, cls.close = Lock.with, close
+    cls._describe = function(self) return "value=" .. self._p.value end
+    extension(cls, sem_ct)
+  end
+
+  --------------------------------------------------------------- Condition
+
+  -- The waiters of a Condition take wake-up tokens: notify(n) hands out at
+  -- most n, one per waiter that has not been notified yet.  `sleepers` and
+  -- the hand-out change only under the condition's lock.
+  local Condition = class("Condition")
+
+  local function is_lock(v)
+    local mt = getmetatable(v)
+    return mt == Lock or mt == RLock
+  end
+
+  function lmp.Condition(lock)
+    if type(lock) == "table" and not is_lock(lock) then lock = lock.lock end
+    if lock == nil then
+      lock = lmp.RLock()
+    elseif not is_lock(lock) then
+      raise("TypeError", "Condition: lock must be an lmp.Lock or lmp.RLock")
+    end
+    check(lock, "Condition")
+    local self = new(Condition, sem_ct, ffi.sizeof("lmp_sem"), {_lock = lock})
+    self._p.max = 0xffffffff
+    return self
+  end
+
+  function Condition:acquire(timeout) return self._lock:acquire(timeout) end
+  function Condition:release() return self._lock:release() end
+  Condition.with = Lock.with
+  Condition.close = close
+  function Condition:_describe() return tostring(self._lock) end
+
+  local function held_lock(self, what)
+    local p = check(self, what)
+    local lp = check(self._lock, what)
+    if lp.owner ~= TID then
+      raise("ValueError", "%s: the condition's lock is not held by this process", what)
+    end
+    return p, lp
+  end
+
+  -- wait([timeout]) -> boolean: false when the timeout passed first.  The
+  -- lock (an RLock at any depth) is released while waiting and held again
+  -- on return; a second result "owner-died" tells that it came back from
+  -- a process that died holding it.
+  function Condition:wait(timeout)
+    local p, lp = held_lock(self, "wait")
+    timeout = timeout_arg(timeout, "wait")
+    p.sleepers = p.sleepers + 1
+    local depth = lp.count
+    api.lock_release(lp)
+    local got = api.permit_take(p) == 1
+    if not got and timeout ~= 0 then
+      got = core.sync_sem_acquire(self._seg, self._off, timeout)
+    end
+    local r = api.lock_acquire(lp, -1)
+    lp.count = depth
+    if not got then
+      -- Timed out, unless a notify counted on us meanwhile.
+      if api.permit_take(p) == 1 then got = true else p.sleepers = p.sleepers - 1 end
+    end
+    if r == EOWNERDEAD then return got, "owner-died" end
+    if r ~= 0 then lock_result(r, "wait") end
+    return got
+  end
+
+  -- wait_for(predicate [, timeout]) -> the predicate's last result.
+  function Condition:wait_for(predicate, timeout)
+    timeout = timeout_arg(timeout, "wait_for")
+    local result = predicate()
+    local deadline = timeout and core.now() + timeout
+    while not result do
+      local left
+      if deadline then
+        left = deadline - core.now()
+        if left <= 0 then break end
+      end
+      self:wait(left)
+      result = predicate()
+    end
+    return result
+  end
+
+  function Condition:notify(n)
+    local p = held_lock(self, "notify")
+    if n == nil then n = 1 end
+    if type(n) ~= "number" or n < 0 then
+      raise("ValueError", "notify: n must be a number >= 0")
+    end
+    local k = math.min(n, p.sleepers)
+    if k > 0 then
+      p.sleepers = p.sleepers - k
+      api.permit_give(p, k)
+    end
+  end
+
+  function Condition:notify_all()
+    local p = held_lock(self, "notify_all")
+    self:notify(p.sleepers)
+  end
+
+  extension(Condition, sem_ct, function(self) return {lock = self._lock} end,
+            function(self, t) self._lock = t.lock end)
+
+  ------------------------------------------------------------------- Event
+
+  local Event = class("Event")
+
+  function lmp.Event() return new(Event, event_ct, ffi.sizeof("lmp_event")) end
+
+  function Event:is_set() return check(self, "is_set").flag ~= 0 end
+  function Event:set() api.event_set(check(self, "set")) end
+  function Event:clear() check(self, "clear").flag = 0 end
+
+  function Event:wait(timeout)
+    local p = check(self, "wait")
+    if p.flag ~= 0 then return true end
+    if timeout == nil then return core.sync_event_wait(self._seg, self._off) end
+    timeout = timeout_arg(timeout, "wait")
+    if timeout == 0 then return false end
+    return core.sync_event_wait(self._seg, self._off, timeout)
+  end
+
+  Event.close = close
+  function Event:_describe() return self._p.flag ~= 0 and "set" or "unset" end
+  extension(Event, event_ct)
+
+  ----------------------------------------------------------------- Barrier
+
+  -- Generations: the last party to arrive runs the action, then bumps `gen`,
+  -- which wakes the others.  A generation that ends broken (a timeout,
+  -- abort, reset, or an error in the action) is marked in broken[gen % 64],
+  -- so a waiter that wakes late still learns how its own generation ended.
+  local FILLING, ACTION, BROKEN = 0, 1, 2
+  local GEN_OFFSET = ffi.offsetof("lmp_barrier", "gen")
+  local Barrier = {_name = "Barrier"}
+  local barrier_methods = {_name = "Barrier"}
+
+  Barrier.__index = function(self, k)
+    if k == "parties" then return check(self, "parties").parties end
+    if k == "n_waiting" then
+      local p = check(self, "n_waiting")
+      return p.state == FILLING and p.count or 0
+    end
+    if k == "broken" then return check(self, "broken").state == BROKEN end
+    return barrier_methods[k]
+  end
+  Barrier.__tostring = function(self)
+    if rawget(self, "_p") == nil then return "lmp.Barrier(closed)" end
+    return ("lmp.Barrier(parties=%d, n_waiting=%d%s)"):format(
+      self.parties, self.n_waiting, self.broken and ", broken" or "")
+  end
+
+  function lmp.Barrier(parties, action, timeout)
+    if type(parties) == "table" then
+      parties, action, timeout = parties.parties, parties.action, parties.timeout
+    end
+    if type(parties) ~= "number" or parties % 1 ~= 0 then
+      raise("TypeError", "Barrier: parties must be an integer")
+    end
+    if parties < 1 or parties > MAX_PERMITS then
+      raise("ValueError", "Barrier: parties must be at least 1, not %d", parties)
+    end
+    if action ~= nil and type(action) ~= "function" then
+      raise("TypeError", "Barrier: action must be a function")
+    end
+    local self = new(Barrier, barrier_ct, ffi.sizeof("lmp_barrier"),
+                     {_action = action, _timeout = timeout_arg(timeout, "Barrier")})
+    local p = rawget(self, "_p")
+    local r = api.lock_init(p.lock)
+    if r ~= 0 then raise("OSError", "Barrier: cannot initialise (errno %d)", r) end
+    p.parties = parties
+    return self
+  end
+
+  local function enter(p)
+    local r = api.lock_acquire(p.lock, -1)
+    if r ~= 0 and r ~= EOWNERDEAD then lock_result(r, "Barrier") end
+  end
+  local function leave(p) api.lock_release(p.lock) end
+
+  local function end_generation(p, broken)
+    p.broken[p.gen % 64] = broken and 1 or 0
+    p.count = 0
+    p.gen = p.gen + 1
+    api.wake(ffi.cast(u32p, ffi.cast("char *", p) + GEN_OFFSET), MAX_PERMITS)
+  end
+
+  local function break_barrier(p)
+    if p.state ~= BROKEN then
+      p.state = BROKEN
+      end_generation(p, true)
+    end
+  end
+
+  -- wait([timeout]) -> index (0 .. parties-1) | nil, "broken"
+  function barrier_methods:wait(timeout)
+    local p = check(self, "wait")
+    if timeout == nil then timeout = self._timeout else timeout = timeout_arg(timeout, "wait") end
+    local deadline = timeout and core.now() + timeout
+    local seg, genoff = self._seg, self._off + GEN_OFFSET
+    enter(p)
+    while p.state == ACTION do  -- the previous generation's action runs
+      local g = p.gen
+      leave(p)
+      core.sync_wait_change(seg, genoff, g)
+      enter(p)
+    end
+    if p.state == BROKEN then
+      leave(p)
+      return nil, "broken"
+    end
+    local index = p.count
+    p.count = index + 1
+    if index + 1 == p.parties then
+      if self._action then
+        p.state = ACTION
+        leave(p)
+        local ok, err = pcall(self._action)
+        enter(p)
+        if not ok then
+          break_barrier(p)
+          leave(p)
+          error(err, 0)
+        end
+        p.state = FILLING
+      end
+      end_generation(p, false)
+      leave(p)
+      return index
+    end
+    local g = p.gen
+    leave(p)
+    local left = deadline and math.max(deadline - core.now(), 0)
+    core.sync_wait_change(seg, genoff, g, left)
+    enter(p)
+    if p.gen == g then  -- timed out: that breaks the barrier for everyone
+      break_barrier(p)
+      leave(p)
+      return nil, "broken"
+    end
+    local broken = p.broken[g % 64] ~= 0
+    leave(p)
+    if broken then return nil, "broken" end
+    return index
+  end
+
+  -- Waiters of the current generation get "broken"; the barrier is then
+  -- as new.
+  function barrier_methods:reset()
+    local p = check(self, "reset")
+    enter(p)
+    if p.state ~= BROKEN and p.count > 0 then end_generation(p, true) end
+    p.state, p.count = FILLING, 0
+    leave(p)
+  end
+
+  function barrier_methods:abort()
+    local p = check(self, "abort")
+    enter(p)
+    break_barrier(p)
+    leave(p)
+  end
+
+  barrier_methods.close = close
+  extension(Barrier, barrier_ct,
+            function(self) return {action = self._action, timeout = self._timeout} end,
+            function(self, t) self._action, self._timeout = t.action, t.timeout end)
+
+  return {Lock = Lock, RLock = RLock, is_lock = is_lock, TID = TID}
+end

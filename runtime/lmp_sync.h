@@ -1,0 +1,92 @@
+/*
+ * lmp_sync.h -- the cross-process primitives as they lie in shared memory.
+ *
+ * Every object of SPEC sections 6 and 7 lives in a shared segment
+ * (lmp_shm.c) that each process holding it has mapped.  The layouts below
+ * are read and written by C and, through the LuaJIT FFI, by
+ * lua/lmp/sync.lua, whose cdef must match them.
+ *
+ * Waiting is done on futex words: the kernel puts a waiter to sleep only if
+ * the word still holds the value it saw, so a wake-up is never lost, and
+ * nothing spins or sleeps in a loop.  Locks are robust process-shared
+ * pthread mutexes: when a holder dies, the kernel marks the mutex and the
+ * next acquirer gets it with EOWNERDEAD.
+ */
+#ifndef LMP_SYNC_H
+#define LMP_SYNC_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "lmp_internal.h"
+
+/* Lock and RLock.  `owner` and `count` are written by the holder only. */
+typedef struct {
+  pthread_mutex_t mutex;  /* robust, process-shared, error-checking */
+  int32_t owner;          /* thread id of the holder, 0 when free */
+  int32_t count;          /* re-entry depth (RLock) */
+} lmp_lock;
+
+/* Semaphore, BoundedSemaphore, and the wake-up tokens of a Condition. */
+typedef struct {
+  uint32_t value;    /* futex word: permits available */
+  uint32_t waiters;  /* processes in a wait (a hint: wake only if > 0) */
+  uint32_t max;      /* release past this raises (BoundedSemaphore) */
+  uint32_t sleepers; /* Condition: waiters not yet notified */
+} lmp_sem;
+
+/* Event. */
+typedef struct {
+  uint32_t flag;     /* futex word: 1 when set */
+  uint32_t waiters;
+} lmp_event;
+
+/* Barrier.  The fields after `lock` change under it. */
+typedef struct {
+  lmp_lock lock;
+  uint32_t gen;          /* futex word: bumped when a generation ends */
+  int32_t parties;
+  int32_t count;         /* arrived in this generation */
+  int32_t state;         /* 0 filling, 1 running the action, 2 broken */
+  uint8_t broken[64];    /* [g % 64]: generation g ended broken */
+} lmp_barrier;
+
+/* The functions lua/lmp/sync.lua calls through the FFI (no lua_State):
+ * the fast paths that do not block, or block without serving callbacks. */
+typedef struct {
+  int (*lock_init)(lmp_lock *l);
+  /* 0 or EOWNERDEAD (held now, either way); EBUSY, ETIMEDOUT, EDEADLK
+   * (this thread holds it and timeout < 0), or another errno value. */
+  int (*lock_acquire)(lmp_lock *l, double timeout);
+  int (*lock_release)(lmp_lock *l);  /* 0, or EPERM if not the holder */
+  int (*permit_take)(lmp_sem *s);        /* 1 if a permit was taken */
+  int (*permit_give)(lmp_sem *s, uint32_t n);  /* 0, or EOVERFLOW past max */
+  void (*wake)(uint32_t *word, int32_t n);
+  void (*event_set)(lmp_event *e);
+  uint32_t (*fetch_add)(uint32_t *word, int32_t delta);
+  int32_t (*self_tid)(void);
+} lmp_sync_api;
+
+/* Adds sync_api and the blocking waits (which serve background work while
+ * they wait) to the core table at the top of the stack. */
+void lmp__sync_open(lua_State *L);
+
+/* Adds the shared segment functions (lmp_shm.c) to the core table. */
+void lmp__shm_open(lua_State *L);
+
+/* The address of byte `offset` of the segment at idx, checked to hold
+ * `size` bytes there; raises if closed or out of range.  *seg_out, if not
+ * NULL, gets the segment for lmp__shm_pin. */
+typedef struct lmp_segment lmp_segment;
+void *lmp__shm_at(lua_State *L, int idx, size_t offset, size_t size,
+                  lmp_segment **seg_out);
+
+/* A pinned segment stays mapped across a close until it is unpinned (a
+ * close from a callback run while a wait sleeps on it). */
+void lmp__shm_pin(lmp_segment *s);
+void lmp__shm_unpin(lmp_segment *s);
+
+/* Is the background work of the state (lmp.Pool) waiting on anything? */
+int lmp__background_active(lua_State *L);
+
+#endif /* LMP_SYNC_H */
