@@ -172,6 +172,25 @@ for _, decl in ipairs({
   pcall(ffi.cdef, decl)
 end
 
+-- How many mappings of lmp's anonymous segments (memfd "lmp") this
+-- process has.
+function H.lmp_mappings()
+  local n = 0
+  for line in io.lines("/proc/" .. own_pid() .. "/maps") do
+    if line:find("/memfd:lmp", 1, true) then n = n + 1 end
+  end
+  return n
+end
+
+-- The names in /dev/shm, as a set.
+function H.dev_shm()
+  local set = {}
+  local p = io.popen("ls -A /dev/shm")
+  for name in p:read("*a"):gmatch("[^\n]+") do set[name] = true end
+  p:close()
+  return set
+end
+
 -- Seconds on a monotonic clock.
 function H.now()
   local ts = ffi.new("struct lmp_spec_timespec")
@@ -273,7 +292,7 @@ function H.check_leaks()
   -- busted's functions live in the calling spec file's environment
   local env = getfenv(2)
   local before_each, after_each = env.before_each, env.after_each
-  local before
+  local before, before_maps, before_shm
   local warmed = false
   before_each(function()
     if not warmed then
@@ -291,6 +310,7 @@ function H.check_leaks()
     end
     collectgarbage(); collectgarbage()
     before = H.fds()
+    before_maps, before_shm = H.lmp_mappings(), H.dev_shm()
   end)
   after_each(function()
     local problems = {}
@@ -329,6 +349,16 @@ function H.check_leaks()
       for fd in pairs(missing) do l[#l + 1] = fd end
       table.sort(l)
       problems[#problems + 1] = "descriptors closed that the spec did not open: " .. table.concat(l, " ")
+    end
+    local maps = H.lmp_mappings()
+    if maps > before_maps then
+      problems[#problems + 1] = ("%d shared memory segments still mapped"):format(maps - before_maps)
+    end
+    for name in pairs(H.dev_shm()) do
+      if not before_shm[name] then
+        problems[#problems + 1] = "left in /dev/shm: " .. name
+        os.remove("/dev/shm/" .. name)
+      end
     end
     H.cleanup()
     if #problems > 0 then error("leak check: " .. table.concat(problems, "; "), 0) end
