@@ -48,6 +48,8 @@ local BIG_N, BIG_SIZE = 200, 2 ^ 20     -- B5 items of 1 MiB
 local PING_N = 50000                    -- B6 round trips
 local START_N = 50                      -- B7 processes per start method
 local LOCK_N = 100000                   -- B8 increments per child
+local UNCONTENDED_N = 1000000           -- B8 acquire+release pairs
+local FILL_N = 1000000                  -- B8 Array elements a child writes
 local RECORDS = 1000                    -- B10 records in the payload
 local WARM = 100                        -- untimed warm-up calls
 local MB = 1e6                          -- rates are decimal
@@ -211,6 +213,75 @@ function W.B7()
   local t = now()
   for _ = 1, count do start_join() end
   emit("lmp.B7.process_start.spawn", (now() - t) / count * 1e3, "ms")
+end
+
+-- The clock, for a child process (a function travels without the cdef
+-- made by this script's main chunk).
+local function child_clock()
+  local ffi = require "ffi"
+  pcall(ffi.cdef, [[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clock, bench_timespec *ts);
+  ]])
+  local ts = ffi.new("bench_timespec")
+  return function()
+    ffi.C.clock_gettime(1, ts)
+    return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  end
+end
+
+-- B8: two children each do LOCK_N `with v:get_lock(): v.value += 1` on a
+-- Value('i'), timed from go to the last child's end; then acquire+release
+-- of a Lock no one else wants; then a child filling an Array('d') through
+-- a.ptr (the loop only).
+local function increment(v, ready, go, count, ends, k, clock)
+  local now = clock()
+  local lock = v:get_lock()
+  local function bump() v.value = v.value + 1 end
+  ready:release()
+  go:wait()
+  for _ = 1, count do lock:with(bump) end
+  ends[k] = now()
+end
+
+local function fill(a, count, took, clock)
+  local now = clock()
+  local p = a.ptr
+  local t = now()
+  for i = 0, count - 1 do p[i] = i end
+  took.value = now() - t
+end
+
+function W.B8()
+  local count = n(LOCK_N)
+  local v = lmp.Value("i", 0)
+  local ends = lmp.Array("d", 2, { lock = false })
+  local ready, go = lmp.Semaphore(0), lmp.Event()
+  local procs = {}
+  for k = 1, 2 do
+    procs[k] = lmp.Process(increment, v, ready, go, count, ends, k, child_clock)
+    procs[k]:start()
+  end
+  for _ = 1, 2 do assert(ready:acquire(30)) end
+  local t0 = now()
+  go:set()
+  for k = 1, 2 do assert(procs[k]:join(60) == 0) end
+  assert(v.value == 2 * count, "lost updates")
+  emit("lmp.B8.lock_counter", 2 * count / (math.max(ends[1], ends[2]) - t0), "ops/s")
+
+  count = n(UNCONTENDED_N)
+  local lock = lmp.Lock()
+  for _ = 1, WARM do lock:acquire(); lock:release() end
+  local t = now()
+  for _ = 1, count do lock:acquire(); lock:release() end
+  emit("lmp.B8.lock_uncontended", (now() - t) / count * 1e9, "ns")
+
+  count = n(FILL_N)
+  local a, took = lmp.RawArray("d", count), lmp.RawValue("d", 0)
+  local p = lmp.Process(fill, a, count, took, child_clock)
+  p:start()
+  assert(p:join(60) == 0 and a[count] == count - 1, "array not filled")
+  emit("lmp.B8.array_fill", count / took.value, "elements/s")
 end
 
 -- B10: the codec on 1000 records.  Plain data encodes to JSON text (the

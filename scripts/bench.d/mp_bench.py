@@ -37,6 +37,8 @@ BIG_SIZE = 1 << 20          # B5 item size
 PING_N = 50_000             # B6 round trips
 START_N = 50                # B7 processes per start method
 LOCK_N = 100_000            # B8 increments per child
+UNCONTENDED_N = 1_000_000   # B8 acquire+release pairs in one process
+FILL_N = 1_000_000          # B8 Array elements a child writes
 RECORDS = 1_000             # B10 records in the payload
 WARM = 100                  # untimed warm-up calls/round trips
 
@@ -274,6 +276,11 @@ def process_start():
 
 
 def lock_counter():
+    lock_contended()
+    lock_uncontended()
+
+
+def lock_contended():
     """B8: 2 children x N `with lock: v.value += 1` on a Value('i'), timed
     from go to the last child's end (CLOCK_MONOTONIC is system-wide)."""
     count = n(LOCK_N)
@@ -293,6 +300,36 @@ def lock_counter():
     if val.value != 2 * count:
         raise AssertionError(f"lost updates: {val.value} != {2 * count}")
     emit("B8.lock_counter", 2 * count / (max(ends) - t0), "ops/s")
+
+
+def fill(arr, count, took):
+    t = time.monotonic()
+    for i in range(count):
+        arr[i] = i
+    took.value = time.monotonic() - t
+
+
+def lock_uncontended():
+    """B8: acquire+release of a Lock no one else wants, in ns; and a child
+    filling an Array('d') element by element (elements/s, the loop only)."""
+    count = n(UNCONTENDED_N)
+    lock = mp.Lock()
+    acquire, release = lock.acquire, lock.release
+    for _ in range(WARM):
+        acquire(); release()
+    t = time.monotonic()
+    for _ in range(count):
+        acquire(); release()
+    emit("B8.lock_uncontended", (time.monotonic() - t) / count * 1e9, "ns")
+    count = n(FILL_N)
+    arr = mp.Array("d", count, lock=False)
+    took = mp.Value("d", 0.0, lock=False)
+    p = mp.Process(target=fill, args=(arr, count, took))
+    p.start()
+    p.join()
+    if arr[count - 1] != count - 1:
+        raise AssertionError("array not filled")
+    emit("B8.array_fill", count / took.value, "elements/s")
 
 
 def worker_rss():
