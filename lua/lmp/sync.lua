@@ -448,8 +448,12 @@ return function(core, lmp, shm)
     while p.state == ACTION do  -- the previous generation's action runs
       local g = p.gen
       leave(p)
-      core.sync_wait_change(seg, genoff, g)
+      local left = deadline and math.max(deadline - core.now(), 0)
+      local changed = core.sync_wait_change(seg, genoff, g, left)
       enter(p)
+      if not changed and p.gen == g and p.state == ACTION then
+        break_barrier(p)  -- the action's process died or hangs
+      end
     end
     if p.state == BROKEN then
       leave(p)
@@ -467,6 +471,10 @@ return function(core, lmp, shm)
           break_barrier(p)
           leave(p)
           error(err, 0)
+        end
+        if p.state == BROKEN then  -- a waiter timed out meanwhile
+          leave(p)
+          return nil, "broken"
         end
         p.state = FILLING
       end
