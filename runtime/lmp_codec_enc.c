@@ -864,6 +864,26 @@ static void bin_extension(enc *e, const char *name, size_t len) {
   lua_pop(L, 1);
 }
 
+/* Calls an extension's encoder (function and object on the stack).  Its
+ * error (an object that cannot travel now, say) becomes a CodecError that
+ * says where the object was. */
+static void call_encoder(enc *e, int nresults) {
+  lua_State *L = e->L;
+  const char *msg;
+  if (lua_pcall(L, 1, nresults, 0) == 0) return;
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "message");
+    if (!lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushstring(L, "cannot encode this object");
+    }
+  } else if (!lua_isstring(L, -1)) {
+    lua_pushstring(L, "cannot encode this object");
+  }
+  msg = lua_tostring(L, -1);
+  enc_error(e, "%s: %s", msg);
+}
+
 /* A table or userdata whose metatable is an extension's: pushes nothing and
  * returns 0 when it is not one. */
 static int bin_ext_by_mt(enc *e, int idx) {
@@ -879,7 +899,7 @@ static int bin_ext_by_mt(enc *e, int idx) {
   lua_rawgeti(L, -1, 1);
   lua_rawgeti(L, -2, 2);  /* the extension's encoder: obj -> payload */
   lua_pushvalue(L, idx);
-  lua_call(L, 1, 1);
+  call_encoder(e, 1);
   name = lua_tolstring(L, -2, &len);
   bin_extension(e, name ? name : "", name ? len : 0);
   lua_pop(L, 2);
@@ -900,7 +920,7 @@ static void bin_cdata(enc *e, int idx) {
   lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
   if (lua_isnil(L, -1)) enc_error(e, "%s: cannot encode a cdata%s", "");
   lua_pushvalue(L, idx);
-  lua_call(L, 1, 2);
+  call_encoder(e, 2);
   name = lua_tolstring(L, -2, &len);
   if (name == NULL) enc_error(e, "%s: cannot encode a cdata%s", "");
   bin_extension(e, name, len);

@@ -1,8 +1,9 @@
 /*
  * lmp_shm.c -- shared memory segments (userdata "lmp.Segment").
  *
- * Two kinds: anonymous segments (memfd) hold locks, Values and Arrays;
- * named ones (shm_open, /dev/shm/NAME) are SharedMemory.  A process keeps
+ * Two kinds: anonymous segments (memfd) hold locks, Values and Arrays,
+ * and SharedMemory made without a name (attached through /proc by others);
+ * named ones (shm_open, /dev/shm/NAME) are SharedMemory made with a name.  A process keeps
  * a segment's descriptor for as long as it maps it, so that it can hand it
  * to a child it starts (lua/lmp/process.lua passes it as an inherited fd).
  * An anonymous segment disappears when the last process closes it or
@@ -118,13 +119,15 @@ static lmp_segment *push_mapped(lua_State *L, int fd, size_t size,
   return s;
 }
 
-/* core.segment_new(size) -> segment: anonymous, zero-filled. */
+/* core.segment_new(size [, tag]) -> segment: anonymous, zero-filled; the
+ * tag names it in /proc (default "lmp"). */
 static int l_segment_new(lua_State *L) {
   lua_Number n = luaL_checknumber(L, 1);
+  const char *tag = luaL_optstring(L, 2, "lmp");
   int fd, err;
   if (!(n >= 1 && n <= (lua_Number)(SIZE_MAX / 2)))
     return lmp__error_raise(L, "ValueError", "size must be positive");
-  fd = memfd_create("lmp", MFD_CLOEXEC);
+  fd = memfd_create(tag, MFD_CLOEXEC);
   if (fd < 0 || ftruncate(fd, (off_t)n) != 0) {
     err = errno;
     if (fd >= 0) close(fd);
@@ -199,6 +202,37 @@ static int l_segment_from_fd(lua_State *L) {
                             "memory segment", fd);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
   push_mapped(L, fd, (size_t)st.st_size, "shared memory");
+  return 1;
+}
+
+/* core.segment_open_proc(name, pid, fd, tag) -> segment | nil: the
+ * anonymous segment that process pid holds as fd, if that is still the
+ * one tagged `tag` (a SharedMemory made without a name). */
+static int l_segment_open_proc(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  int pid = (int)luaL_checkinteger(L, 2), theirs = (int)luaL_checkinteger(L, 3);
+  const char *tag = luaL_checkstring(L, 4);
+  char path[64], link[300], want[300];
+  struct stat st;
+  ssize_t len;
+  int fd;
+  snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, theirs);
+  snprintf(want, sizeof(want), "/memfd:%s (deleted)", tag);
+  len = readlink(path, link, sizeof(link) - 1);
+  if (len < 0) return 0;
+  link[len] = 0;
+  if (strcmp(link, want) != 0) return 0;
+  fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    return lmp__error_raise(L, "OSError", "SharedMemory '%s': cannot open it "
+                            "in process %d: %s", name, pid, strerror(err));
+  }
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    return 0;
+  }
+  push_mapped(L, fd, (size_t)st.st_size, "SharedMemory");
   return 1;
 }
 
@@ -294,6 +328,7 @@ static const luaL_Reg shm_functions[] = {
   {"segment_new", l_segment_new},
   {"segment_open", l_segment_open},
   {"segment_from_fd", l_segment_from_fd},
+  {"segment_open_proc", l_segment_open_proc},
   {"shm_unlink", l_shm_unlink},
   {NULL, NULL}
 };

@@ -160,6 +160,16 @@ return function(core, lmp)
     end
   end
 
+  -- A CodecError names the path in the task frame {id, key, star, items};
+  -- the user knows the value as `args` (apply) or items[i] of the list.
+  local function task_error(e, base, job)
+    if not (lmp.is_error(e) and e.kind == "CodecError") then return e end
+    local k, rest = e.message:match("^value%[4%]%[(%d+)%](.*)$")
+    if not k then return e end
+    local where = job.single and "args" or ("items[%d]"):format(base + tonumber(k) - 1)
+    return lmp.error("CodecError", where .. rest)
+  end
+
   -- Queues a task: items[1..n] for fn, results delivered to job at base.
   function Pool:_submit(fn, star, items, job, base)
     self.next_id = self.next_id + 1
@@ -170,8 +180,9 @@ return function(core, lmp)
       key = self.next_key
       self.fn_keys[fn] = key
     end
-    local task = {id = id, fn = fn, key = key, job = job, base = base,
-                  body = codec.encode({id, key, star, items}, {binary = true, role = "args"}),
+    local ok, body = pcall(codec.encode, {id, key, star, items}, {binary = true})
+    if not ok then error(task_error(body, base, job), 0) end
+    local task = {id = id, fn = fn, key = key, job = job, base = base, body = body,
                   timeout = job.opts.timeout or self.task_timeout}
     self.tasks[id] = task
     local q = self.queue

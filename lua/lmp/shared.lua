@@ -10,16 +10,20 @@ return function(core, lmp, shm, sync)
   local ffi = require "ffi"
   local raise, codec = shm.raise, lmp.codec
 
-  -- typecode -> C type, range of integer types
+  -- typecode -> C type, and for integer types the range [lo, hi + 1) as
+  -- doubles (exact: 2^63 and 2^64 are, 2^63 - 1 is not) and as text.
+  local I64 = {"-9223372036854775808", "9223372036854775807"}
+  local U64 = {"0", "18446744073709551615"}
   local TYPES = {
-    b = {"int8_t", -128, 127}, B = {"uint8_t", 0, 255},
-    h = {"int16_t", -32768, 32767}, H = {"uint16_t", 0, 65535},
-    i = {"int32_t", -2^31, 2^31 - 1}, I = {"uint32_t", 0, 2^32 - 1},
-    l = {"int64_t", -2^63, 2^63 - 1}, L = {"uint64_t", 0, 2^64 - 1},
-    q = {"int64_t", -2^63, 2^63 - 1}, Q = {"uint64_t", 0, 2^64 - 1},
+    b = {"int8_t", -128, 128}, B = {"uint8_t", 0, 256},
+    h = {"int16_t", -32768, 32768}, H = {"uint16_t", 0, 65536},
+    i = {"int32_t", -2^31, 2^31}, I = {"uint32_t", 0, 2^32},
+    l = {"int64_t", -2^63, 2^63, I64}, L = {"uint64_t", 0, 2^64, U64},
+    q = {"int64_t", -2^63, 2^63, I64}, Q = {"uint64_t", 0, 2^64, U64},
     f = {"float"}, d = {"double"},
   }
   local TYPECODES = "b B h H i I l L q Q f d"
+  local INT64_MAX = ffi.new("uint64_t", 0x7fffffffffffffffULL)
 
   local owners = {}   -- _id -> {seg =, off =, lock =, typecode =}
   local next_id = 0
@@ -47,29 +51,39 @@ return function(core, lmp, shm, sync)
   end
 
   -- The checked conversion of a Lua value for an element of type tc.
+  -- int64_t/uint64_t cdata are taken too, checked against the range.
   local function converter(tc, what)
-    local ctype, lo, hi = unpack(TYPES[tc])
-    local wide = ctype:match("64") ~= nil
-    if not lo then
-      return function(v)
-        if type(v) ~= "number" then
-          raise("TypeError", "%s: expected a number, got %s", what, type(v))
-        end
-        return v
-      end
+    local ctype, lo, limit, text = unpack(TYPES[tc])
+    local signed = ctype:sub(1, 1) == "i"
+    local range = lo and (text and (text[1] .. ".." .. text[2]) or
+                          ("%.0f..%.0f"):format(lo, limit - 1))
+    local function out_of_range(v)
+      raise("ValueError", "%s: %s is out of range for typecode '%s' (%s)",
+            what, tostring(v), tc, range)
     end
     return function(v)
       if type(v) ~= "number" then
-        if wide and type(v) == "cdata" and
-           (ffi.istype("int64_t", v) or ffi.istype("uint64_t", v)) then return v end
-        raise("TypeError", "%s: expected an integer, got %s", what, type(v))
+        if type(v) == "cdata" and lo then
+          if ffi.istype("int64_t", v) then
+            if not signed and v < 0 then out_of_range(v) end
+            if text then return v end
+            v = tonumber(v)
+          elseif ffi.istype("uint64_t", v) then
+            if signed and text and v > INT64_MAX then out_of_range(v) end
+            if text then return v end
+            v = tonumber(v)
+          end
+        end
+        if type(v) ~= "number" then
+          raise("TypeError", "%s: expected %s, got %s", what,
+                lo and "an integer" or "a number", type(v))
+        end
       end
-      if v % 1 ~= 0 then
-        raise("TypeError", "%s: expected an integer, got %s", what, tostring(v))
-      end
-      if v < lo or v > hi then
-        raise("ValueError", "%s: %s is out of range for typecode '%s' (%s..%s)",
-              what, tostring(v), tc, ("%.0f"):format(lo), ("%.0f"):format(hi))
+      if lo then
+        if v % 1 ~= 0 then
+          raise("TypeError", "%s: expected an integer, got %s", what, tostring(v))
+        end
+        if v < lo or v >= limit then out_of_range(v) end
       end
       return v
     end
@@ -268,22 +282,40 @@ return function(core, lmp, shm, sync)
 
   ------------------------------------------------------------ SharedMemory
 
-  -- Segments in /dev/shm that outlive their processes until unlink(), as in
-  -- Python.  One made without a name gets a fresh one, and is unlinked
-  -- when the process that made it ends (no one else could know it).
+  -- A SharedMemory made with a name is /dev/shm/NAME: it outlives its
+  -- processes until unlink(), as in Python.  One made without a name is an
+  -- anonymous segment with a generated name, lmp_PID_FD_SERIAL, that other
+  -- processes attach through /proc/PID/fd/FD while its creator has it open.
+  -- It goes with the last process that uses it, so a crash cannot leave it
+  -- behind (Python needs its resource tracker for that).
   local SharedMemory = {}
   SharedMemory.__index = SharedMemory
   SharedMemory.__tostring = function(self)
     return ("lmp.SharedMemory(%q, size=%d%s)"):format(self.name, self.size,
                                                         self._seg and "" or ", closed")
   end
-  local made_here = {}  -- name -> true: unnamed segments to unlink at exit
   local serial = 0
 
-  local function fresh_name()
+  local function generated(size)
     serial = serial + 1
-    return ("lmp_%d_%d_%06x"):format(core.getpid(), serial,
-                                     math.random(0, 0xffffff))
+    local pid = core.getpid()
+    local tag = ("lmp_%d_%d"):format(pid, serial)
+    local seg = core.segment_new(size, tag)
+    return seg, ("lmp_%d_%d_%d"):format(pid, seg:fd(), serial)
+  end
+
+  local function attach_generated(name)
+    local pid, fd, n = name:match("^lmp_(%d+)_(%d+)_(%d+)$")
+    if not pid then return nil end
+    return core.segment_open_proc(name, tonumber(pid), tonumber(fd),
+                                  ("lmp_%s_%s"):format(pid, n))
+  end
+
+  local function new_shared_memory(name, seg, is_generated)
+    local self = setmetatable({name = name, size = seg:size(), _seg = seg,
+                               _generated = is_generated}, SharedMemory)
+    shm.remember(seg, 0, "SharedMemory", self)
+    return self
   end
 
   function lmp.SharedMemory(opts, create, size)
@@ -294,24 +326,23 @@ return function(core, lmp, shm, sync)
     end
     local creating = opts.create
     if creating == nil then creating = name == nil end
-    local seg
     if creating then
       if type(opts.size) ~= "number" or opts.size < 1 or opts.size % 1 ~= 0 then
         raise("ValueError", "SharedMemory: size must be a positive integer number of bytes")
       end
       if name == nil then
-        for _ = 1, 100 do
-          name = fresh_name()
-          local ok, s = pcall(core.segment_open, name, true, opts.size)
-          if ok then seg = s break end
-        end
-        made_here[name] = true
+        local seg, generated_name = generated(opts.size)
+        return new_shared_memory(generated_name, seg, true)
       end
+      return new_shared_memory(name, core.segment_open(name, true, opts.size))
     elseif name == nil then
       raise("ValueError", "SharedMemory: name is needed to attach (create = false)")
     end
-    seg = seg or core.segment_open(name, creating, opts.size)
-    return setmetatable({name = name, size = seg:size(), _seg = seg}, SharedMemory)
+    local ok, seg = pcall(core.segment_open, name, false)
+    if ok then return new_shared_memory(name, seg) end
+    local anon = attach_generated(name)
+    if anon then return new_shared_memory(name, anon, true) end
+    error(seg, 2)
   end
 
   local function segment(self, what)
@@ -359,8 +390,9 @@ return function(core, lmp, shm, sync)
     end
   end
 
+  -- A generated name has no file to remove: it goes with its creator.
   function SharedMemory:unlink()
-    made_here[self.name] = nil
+    if self._generated then return end
     local ok, err = core.shm_unlink(self.name)
     if not ok then raise("OSError", "unlink: SharedMemory %q: %s", self.name, err) end
   end
@@ -368,15 +400,10 @@ return function(core, lmp, shm, sync)
   codec.register_extension("lmp.SharedMemory", SharedMemory,
     function(self)
       local seg = segment(self, "pass")
-      return {lmp._attach_fd(seg:fd(), "a SharedMemory", true), self.name}
+      return {shm.to_wire(seg, "a SharedMemory"), self.name, self._generated}
     end,
     function(t)
       local seg = shm.from_wire(t[1])
-      return setmetatable({name = t[2], size = seg:size(), _seg = seg}, SharedMemory)
+      return shm.lookup(seg, 0, "SharedMemory") or new_shared_memory(t[2], seg, t[3])
     end)
-
-  lmp._atexit_hooks[#lmp._atexit_hooks + 1] = function()
-    for name in pairs(made_here) do core.shm_unlink(name) end
-    made_here = {}
-  end
 end

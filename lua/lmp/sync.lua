@@ -67,8 +67,9 @@ return function(core, lmp, shm)
 
   local function close(self)
     if self._p == nil then return end
-    self._p = nil
-    shm.release(self._seg)
+    local seg = self._seg
+    self._p, self._seg = nil, nil
+    shm.release(seg)
   end
 
   local function extension(cls, ct, payload, restore)
