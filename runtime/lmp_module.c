@@ -36,7 +36,16 @@ static const luaL_Reg core_functions[] = {
   {NULL, NULL}
 };
 
+/* One lmp per Lua state: its objects' bookkeeping (children, shared
+ * segments, the FFI metatypes of Values and Arrays, which LuaJIT binds for
+ * good) must not be split between two copies when package.loaded is reset
+ * (busted's insulation, a host reloading modules). */
+#define MODULE_KEY "lmp.module"
+
 int luaopen_lmp(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, MODULE_KEY);
+  if (lua_istable(L, -1)) return 1;
+  lua_pop(L, 1);
   lmp__preload_lua(L);
   lmp__load_embedded(L, "lmp");
   lua_newtable(L);
@@ -50,5 +59,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__shm_open(L);
   lmp__sync_open(L);
   lua_call(L, 1, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, MODULE_KEY);
   return 1;
 }

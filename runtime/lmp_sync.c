@@ -104,7 +104,7 @@ static int lock_acquire(lmp_lock *l, double timeout) {
     if (l->owner == me || r == EDEADLK) {
       /* Our own lock: waiting cannot help.  Python waits out the
        * timeout and fails; without one it would hang for ever. */
-      if (timeout < 0) return EDEADLK;
+      if (timeout < 0 || timeout >= 1e9) return EDEADLK;
       if (timeout > 0) {
         struct timespec ts = deadline_timespec(lmp__now() + timeout);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
@@ -112,7 +112,7 @@ static int lock_acquire(lmp_lock *l, double timeout) {
       }
       return timeout == 0 ? EBUSY : ETIMEDOUT;
     }
-    if (timeout < 0) {
+    if (timeout < 0 || timeout >= 1e9) {  /* math.huge: no deadline */
       r = pthread_mutex_lock(&l->mutex);
     } else if (timeout > 0) {
       struct timespec ts = deadline_timespec(lmp__now() + timeout);
@@ -162,7 +162,7 @@ static void event_set(lmp_event *e) {
 
 static const lmp_sync_api sync_api = {
   lock_init, lock_acquire, lock_release, permit_take, permit_give, wake,
-  event_set, fetch_add, self_tid,
+  event_set, self_tid,
 };
 
 /* --- waiting while the pool is served ------------------------------------ */

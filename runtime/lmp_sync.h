@@ -27,12 +27,12 @@ typedef struct {
   int32_t count;          /* re-entry depth (RLock) */
 } lmp_lock;
 
-/* Semaphore, BoundedSemaphore, and the wake-up tokens of a Condition. */
+/* Semaphore and BoundedSemaphore.  (A Condition is in lua/lmp/sync.lua:
+ * a slot per waiter, each a futex word, changed under the lock.) */
 typedef struct {
   uint32_t value;    /* futex word: permits available */
   uint32_t waiters;  /* processes in a wait (a hint: wake only if > 0) */
   uint32_t max;      /* release past this raises (BoundedSemaphore) */
-  uint32_t sleepers; /* Condition: waiters not yet notified */
 } lmp_sem;
 
 /* Event. */
@@ -63,7 +63,6 @@ typedef struct {
   int (*permit_give)(lmp_sem *s, uint32_t n);  /* 0, or EOVERFLOW past max */
   void (*wake)(uint32_t *word, int32_t n);
   void (*event_set)(lmp_event *e);
-  uint32_t (*fetch_add)(uint32_t *word, int32_t delta);
   int32_t (*self_tid)(void);
 } lmp_sync_api;
 

@@ -22,6 +22,18 @@ describe("the lmp module", function()
     assert.equal(lmp, require "lmp")
   end)
 
+  it("stays one module when package.loaded forgets it (its objects keep working)", function()
+    local v = lmp.Value("i", 1)
+    local saved = package.loaded.lmp
+    package.loaded.lmp = nil
+    local again = require "lmp"
+    package.loaded.lmp = saved
+    assert.equal(lmp, again)
+    local w = again.Value("i", 2)
+    assert.equal(3, v.value + w.value)
+    v:close(); w:close()
+  end)
+
   describe("errors", function()
     it("maps each error kind to itself", function()
       for _, kind in ipairs({"RemoteError", "WorkerLost", "ProcessError", "AuthenticationError",

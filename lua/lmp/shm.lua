@@ -18,7 +18,7 @@ typedef struct {
   int32_t owner;
   int32_t count;
 } lmp_lock;
-typedef struct { uint32_t value, waiters, max, sleepers; } lmp_sem;
+typedef struct { uint32_t value, waiters, max; } lmp_sem;
 typedef struct { uint32_t flag, waiters; } lmp_event;
 typedef struct {
   lmp_lock lock;
@@ -34,7 +34,6 @@ typedef struct {
   int (*permit_give)(lmp_sem *s, uint32_t n);
   void (*wake)(uint32_t *word, int32_t n);
   void (*event_set)(lmp_event *e);
-  uint32_t (*fetch_add)(uint32_t *word, int32_t delta);
   int32_t (*self_tid)(void);
 } lmp_sync_api;
 ]]):format(core.sync_mutex_size))

@@ -105,10 +105,15 @@ return function(core, lmp, shm)
     raise("ValueError", "%s: the lock is held by another process (%d)", what, p.owner)
   end
 
+  -- After fn: release, unless fn failed having released the lock itself
+  -- (its own error is the one to see).
   local function finish(self, ok, ...)
-    self:release()
-    if not ok then error((...), 0) end
-    return ...
+    if ok then
+      self:release()
+      return ...
+    end
+    pcall(self.release, self)
+    error((...), 0)
   end
 
   local Lock = class("Lock")
@@ -167,6 +172,7 @@ return function(core, lmp, shm)
     local p = self._p
     if p == nil then check(self, "acquire") end
     if p.owner == TID then
+      if timeout ~= nil then timeout_arg(timeout, "acquire") end
       p.count = p.count + 1
       return true
     end
@@ -217,9 +223,9 @@ return function(core, lmp, shm)
     function cls:acquire(timeout)
       local p = self._p
       if p == nil then check(self, "acquire") end
+      if timeout ~= nil then timeout = timeout_arg(timeout, "acquire") end
       if api.permit_take(p) == 1 then return true end
       if timeout == nil then return core.sync_sem_acquire(self._seg, self._off) end
-      timeout = timeout_arg(timeout, "acquire")
       if timeout == 0 then return false end
       return core.sync_sem_acquire(self._seg, self._off, timeout)
     end
@@ -247,9 +253,21 @@ return function(core, lmp, shm)
 
   --------------------------------------------------------------- Condition
 
-  -- The waiters of a Condition take wake-up tokens: notify(n) hands out at
-  -- most n, one per waiter that has not been notified yet.  `sleepers` and
-  -- the hand-out change only under the condition's lock.
+  -- Each waiter of a Condition has a slot, taken under the condition's
+  -- lock, with a word to sleep on.  notify(n) flags the n oldest slots of
+  -- live waiters, also under the lock, so it wakes exactly the processes
+  -- that were waiting when it was called: a wait begun later cannot take
+  -- their wake-up, and a waiter that died is skipped, not woken in vain.
+  local SLOTS = 128
+  ffi.cdef(([[
+typedef struct { int32_t tid; uint32_t flag; uint32_t seq; uint32_t pad; } lmp_cond_slot;
+typedef struct { uint32_t next_seq; uint32_t pad[3]; lmp_cond_slot slot[%d]; } lmp_cond;
+int kill(int pid, int sig);
+]]):format(SLOTS))
+  local cond_ct = ffi.typeof("lmp_cond *")
+  local SLOT_SIZE = ffi.sizeof("lmp_cond_slot")
+  local SLOT0 = ffi.offsetof("lmp_cond", "slot") + ffi.offsetof("lmp_cond_slot", "flag")
+  local ESRCH = 3
   local Condition = class("Condition")
 
   local function is_lock(v)
@@ -258,21 +276,28 @@ return function(core, lmp, shm)
   end
 
   function lmp.Condition(lock)
-    if type(lock) == "table" and not is_lock(lock) then lock = lock.lock end
+    if type(lock) == "table" and getmetatable(lock) == nil then lock = lock.lock end
     if lock == nil then
       lock = lmp.RLock()
     elseif not is_lock(lock) then
       raise("TypeError", "Condition: lock must be an lmp.Lock or lmp.RLock")
     end
     check(lock, "Condition")
-    local self = new(Condition, sem_ct, ffi.sizeof("lmp_sem"), {_lock = lock})
-    self._p.max = 0xffffffff
-    return self
+    return new(Condition, cond_ct, ffi.sizeof("lmp_cond"), {_lock = lock})
   end
 
-  function Condition:acquire(timeout) return self._lock:acquire(timeout) end
-  function Condition:release() return self._lock:release() end
-  Condition.with = Lock.with
+  function Condition:acquire(timeout)
+    check(self, "acquire")
+    return self._lock:acquire(timeout)
+  end
+  function Condition:release()
+    check(self, "release")
+    return self._lock:release()
+  end
+  function Condition:with(fn, ...)
+    check(self, "with")
+    return Lock.with(self, fn, ...)
+  end
   Condition.close = close
   function Condition:_describe() return tostring(self._lock) end
 
@@ -285,6 +310,10 @@ return function(core, lmp, shm)
     return p, lp
   end
 
+  local function alive(tid)
+    return ffi.C.kill(tid, 0) == 0 or ffi.errno() ~= ESRCH
+  end
+
   -- wait([timeout]) -> boolean: false when the timeout passed first.  The
   -- lock (an RLock at any depth) is released while waiting and held again
   -- on return; a second result "owner-died" tells that it came back from
@@ -292,19 +321,26 @@ return function(core, lmp, shm)
   function Condition:wait(timeout)
     local p, lp = held_lock(self, "wait")
     timeout = timeout_arg(timeout, "wait")
-    p.sleepers = p.sleepers + 1
+    local i
+    for k = 0, SLOTS - 1 do
+      local tid = p.slot[k].tid
+      if tid == 0 or not alive(tid) then i = k break end
+    end
+    if not i then
+      raise("ValueError", "wait: more than %d processes wait on this Condition", SLOTS)
+    end
+    local slot = p.slot[i]
+    slot.tid, slot.flag, slot.seq = TID, 0, p.next_seq
+    p.next_seq = p.next_seq + 1
     local depth = lp.count
     api.lock_release(lp)
-    local got = api.permit_take(p) == 1
-    if not got and timeout ~= 0 then
-      got = core.sync_sem_acquire(self._seg, self._off, timeout)
+    if timeout ~= 0 then
+      core.sync_wait_change(self._seg, self._off + SLOT0 + i * SLOT_SIZE, 0, timeout)
     end
     local r = api.lock_acquire(lp, -1)
     lp.count = depth
-    if not got then
-      -- Timed out, unless a notify counted on us meanwhile.
-      if api.permit_take(p) == 1 then got = true else p.sleepers = p.sleepers - 1 end
-    end
+    local got = slot.flag ~= 0  -- decided under the lock, with notify
+    slot.tid = 0
     if r == EOWNERDEAD then return got, "owner-died" end
     if r ~= 0 then lock_result(r, "wait") end
     return got
@@ -327,25 +363,36 @@ return function(core, lmp, shm)
     return result
   end
 
+  local function notify(self, n, what)
+    local p = held_lock(self, what)
+    while n > 0 do
+      local oldest
+      for k = 0, SLOTS - 1 do
+        local s = p.slot[k]
+        if s.tid ~= 0 and s.flag == 0 and  -- the oldest, by seq that wraps
+           (not oldest or (s.seq - oldest.seq) % 2^32 >= 2^31) then
+          if alive(s.tid) then oldest = s else s.tid = 0 end
+        end
+      end
+      if not oldest then return end
+      oldest.flag = 1
+      api.wake(ffi.cast(u32p, ffi.cast("char *", oldest) + 4), 1)
+      n = n - 1
+    end
+  end
+
   function Condition:notify(n)
-    local p = held_lock(self, "notify")
     if n == nil then n = 1 end
-    if type(n) ~= "number" or n < 0 then
-      raise("ValueError", "notify: n must be a number >= 0")
+    if type(n) ~= "number" or n ~= n then
+      raise("TypeError", "notify: n must be a number")
     end
-    local k = math.min(n, p.sleepers)
-    if k > 0 then
-      p.sleepers = p.sleepers - k
-      api.permit_give(p, k)
-    end
+    if n < 0 then raise("ValueError", "notify: n must be >= 0, not %s", tostring(n)) end
+    notify(self, math.floor(n), "notify")
   end
 
-  function Condition:notify_all()
-    local p = held_lock(self, "notify_all")
-    self:notify(p.sleepers)
-  end
+  function Condition:notify_all() notify(self, math.huge, "notify_all") end
 
-  extension(Condition, sem_ct, function(self) return {lock = self._lock} end,
+  extension(Condition, cond_ct, function(self) return {lock = self._lock} end,
             function(self, t) self._lock = t.lock end)
 
   ------------------------------------------------------------------- Event
@@ -360,9 +407,9 @@ return function(core, lmp, shm)
 
   function Event:wait(timeout)
     local p = check(self, "wait")
+    if timeout ~= nil then timeout = timeout_arg(timeout, "wait") end
     if p.flag ~= 0 then return true end
     if timeout == nil then return core.sync_event_wait(self._seg, self._off) end
-    timeout = timeout_arg(timeout, "wait")
     if timeout == 0 then return false end
     return core.sync_event_wait(self._seg, self._off, timeout)
   end
