@@ -58,6 +58,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__process_open(L);
   lmp__shm_open(L);
   lmp__sync_open(L);
+  lmp__queue_open(L);
   lua_call(L, 1, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, MODULE_KEY);

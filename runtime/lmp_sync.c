@@ -56,7 +56,7 @@ static int futex_wait(uint32_t *word, uint32_t expected, double deadline) {
   return 0;  /* EAGAIN: the word changed; EINTR: a signal */
 }
 
-static void futex_wake(uint32_t *word, int32_t n) {
+void lmp__futex_wake(uint32_t *word, int32_t n) {
   syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
@@ -84,7 +84,7 @@ static int32_t self_tid(void) {
 
 /* --- the FFI half ------------------------------------------------------------------ */
 
-static int lock_init(lmp_lock *l) {
+int lmp__lock_init(lmp_lock *l) {
   pthread_mutexattr_t a;
   int r;
   memset(l, 0, sizeof(*l));
@@ -97,7 +97,7 @@ static int lock_init(lmp_lock *l) {
   return r;
 }
 
-static int lock_acquire(lmp_lock *l, double timeout) {
+int lmp__lock_acquire(lmp_lock *l, double timeout) {
   int r = pthread_mutex_trylock(&l->mutex);
   if (r == EBUSY || r == EDEADLK) {
     int32_t me = self_tid();
@@ -126,7 +126,7 @@ static int lock_acquire(lmp_lock *l, double timeout) {
   return r;
 }
 
-static int lock_release(lmp_lock *l) {
+int lmp__lock_release(lmp_lock *l) {
   if (l->owner != self_tid()) return EPERM;
   l->owner = 0;
   l->count = 0;
@@ -147,22 +147,22 @@ static int permit_give(lmp_sem *s, uint32_t n) {
   do {
     if (old > s->max || n > s->max - old) return EOVERFLOW;
   } while (!atomic_compare_exchange_weak(v, &old, old + n));
-  if (load(&s->waiters) > 0) futex_wake(&s->value, (int32_t)n);
+  if (load(&s->waiters) > 0) lmp__futex_wake(&s->value, (int32_t)n);
   return 0;
 }
 
-static void wake(uint32_t *word, int32_t n) { futex_wake(word, n); }
+static void wake(uint32_t *word, int32_t n) { lmp__futex_wake(word, n); }
 
 /* The store and the load of `waiters` must not be reordered (a waiter
  * counts itself, then sleeps only while the flag is 0). */
 static void event_set(lmp_event *e) {
   atomic_store((_Atomic uint32_t *)&e->flag, 1);
-  if (load(&e->waiters) > 0) futex_wake(&e->flag, INT_MAX);
+  if (load(&e->waiters) > 0) lmp__futex_wake(&e->flag, INT_MAX);
 }
 
 static const lmp_sync_api sync_api = {
-  lock_init, lock_acquire, lock_release, permit_take, permit_give, wake,
-  event_set, self_tid,
+  lmp__lock_init, lmp__lock_acquire, lmp__lock_release, permit_take,
+  permit_give, wake, event_set, self_tid,
 };
 
 /* --- waiting while the pool is served ------------------------------------ */
@@ -183,7 +183,7 @@ static void *watch_main(void *arg) {
 }
 
 /* As futex_wait, while the state's background work is served. */
-static int wait_word(lua_State *L, uint32_t *word, uint32_t expected,
+int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
                      double deadline) {
   lmp_loop *lp;
   word_watch w;
@@ -212,7 +212,7 @@ static int wait_word(lua_State *L, uint32_t *word, uint32_t expected,
                        timeout < 0 && deadline >= 0 ? 0 : timeout);
   /* On a timeout the watcher's own deadline is the same one; on an error
    * it is woken (with whoever else waits: they re-check). */
-  if (r < 0) futex_wake(word, INT_MAX);
+  if (r < 0) lmp__futex_wake(word, INT_MAX);
   pthread_join(thread, NULL);
   close(w.efd);
   if (r > 0 || load(word) != expected) return 0;
@@ -229,7 +229,7 @@ static void *object_at(lua_State *L, size_t size, lmp_segment **seg) {
   return lmp__shm_at(L, 1, (size_t)off, size, seg);
 }
 
-static double deadline_arg(lua_State *L, int idx) {
+double lmp__deadline_arg(lua_State *L, int idx) {
   double t;
   if (lua_isnoneornil(L, idx)) return -1;
   t = luaL_checknumber(L, idx);
@@ -247,7 +247,7 @@ static int sem_take(lua_State *L, lmp_sem *s, double deadline) {
       got = 1;
       break;
     }
-    if (wait_word(L, &s->value, 0, deadline) == ETIMEDOUT) {
+    if (lmp__wait_word(L, &s->value, 0, deadline) == ETIMEDOUT) {
       got = permit_take(s);
       break;
     }
@@ -260,7 +260,7 @@ static int sem_take(lua_State *L, lmp_sem *s, double deadline) {
 static int l_sem_acquire(lua_State *L) {
   lmp_segment *seg;
   lmp_sem *s = object_at(L, sizeof(lmp_sem), &seg);
-  double deadline = deadline_arg(L, 3);
+  double deadline = lmp__deadline_arg(L, 3);
   int got;
   lmp__shm_pin(seg);
   got = sem_take(L, s, deadline);
@@ -273,11 +273,11 @@ static int l_sem_acquire(lua_State *L) {
 static int l_event_wait(lua_State *L) {
   lmp_segment *seg;
   lmp_event *e = object_at(L, sizeof(lmp_event), &seg);
-  double deadline = deadline_arg(L, 3);
+  double deadline = lmp__deadline_arg(L, 3);
   lmp__shm_pin(seg);
   fetch_add(&e->waiters, 1);
   while (load(&e->flag) == 0 &&
-         wait_word(L, &e->flag, 0, deadline) != ETIMEDOUT) {}
+         lmp__wait_word(L, &e->flag, 0, deadline) != ETIMEDOUT) {}
   fetch_add(&e->waiters, -1);
   lua_pushboolean(L, load(&e->flag) != 0);
   lmp__shm_unpin(seg);
@@ -290,10 +290,10 @@ static int l_wait_change(lua_State *L) {
   lmp_segment *seg;
   uint32_t *word = object_at(L, sizeof(uint32_t), &seg);
   uint32_t expected = (uint32_t)luaL_checknumber(L, 3);
-  double deadline = deadline_arg(L, 4);
+  double deadline = lmp__deadline_arg(L, 4);
   lmp__shm_pin(seg);
   while (load(word) == expected &&
-         wait_word(L, word, expected, deadline) != ETIMEDOUT) {}
+         lmp__wait_word(L, word, expected, deadline) != ETIMEDOUT) {}
   lua_pushboolean(L, load(word) != expected);
   lmp__shm_unpin(seg);
   return 1;

@@ -70,6 +70,9 @@ typedef struct {
  * they wait) to the core table at the top of the stack. */
 void lmp__sync_open(lua_State *L);
 
+/* Adds the queue functions (lmp_queue.c) to the core table. */
+void lmp__queue_open(lua_State *L);
+
 /* Adds the shared segment functions (lmp_shm.c) to the core table. */
 void lmp__shm_open(lua_State *L);
 
@@ -84,6 +87,23 @@ void *lmp__shm_at(lua_State *L, int idx, size_t offset, size_t size,
  * close from a callback run while a wait sleeps on it). */
 void lmp__shm_pin(lmp_segment *s);
 void lmp__shm_unpin(lmp_segment *s);
+
+/* For other C files (lmp_queue.c): the lock functions of lmp_sync_api, */
+int lmp__lock_init(lmp_lock *l);
+int lmp__lock_acquire(lmp_lock *l, double timeout);
+int lmp__lock_release(lmp_lock *l);
+
+/* waking the sleepers on a futex word, */
+void lmp__futex_wake(uint32_t *word, int32_t n);
+
+/* sleeping while *word == expected until `deadline` (monotonic seconds, or
+ * < 0 for none), serving the state's background work: 0 when woken (maybe
+ * spuriously) or ETIMEDOUT, */
+int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
+                   double deadline);
+
+/* and the deadline of timeout argument idx (nil: -1, no deadline). */
+double lmp__deadline_arg(lua_State *L, int idx);
 
 /* Is the background work of the state (lmp.Pool) waiting on anything? */
 int lmp__background_active(lua_State *L);

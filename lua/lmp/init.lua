@@ -22,6 +22,7 @@ local lmp = {
 require("lmp.process")(core, lmp)
 local shm = require("lmp.shm")(core, lmp)
 require("lmp.shared")(core, lmp, shm, require("lmp.sync")(core, lmp, shm))
+require("lmp.queue")(core, lmp, shm)
 require("lmp.pool")(core, lmp)
 
 return lmp

@@ -44,6 +44,7 @@ local MAP_N, MAP1_N = 200000, 20000     -- B1 items: default chunksize, 1
 local CPU_INPUTS, CPU_N = 40, 1300000   -- B2 inputs, loop length
 local APPLY_N = 5000                    -- B3 round trips
 local QUEUE_N = 200000                  -- B4 items
+local JOIN_N = 5000                     -- B4 JoinableQueue round trips
 local BIG_N, BIG_SIZE = 200, 2 ^ 20     -- B5 items of 1 MiB
 local PING_N = 50000                    -- B6 round trips
 local START_N = 50                      -- B7 processes per start method
@@ -213,6 +214,69 @@ function W.B7()
   local t = now()
   for _ = 1, count do start_join() end
   emit("lmp.B7.process_start.spawn", (now() - t) / count * 1e3, "ms")
+end
+
+-- B4/B5: a child puts `count` items (ints 0..count-1, or the same 1 MiB
+-- string) on a new queue; the parent gets them all, timed from the go
+-- signal to the last get.
+local function produce(q, ready, go, count, size)
+  local item = size > 0 and ("x"):rep(size) or nil
+  ready:set()
+  go:wait()
+  if item then
+    for _ = 1, count do q:put(item) end
+  else
+    for i = 0, count - 1 do q:put(i) end
+  end
+end
+
+local function stream(make, count, size)
+  local q, ready, go = make(), lmp.Event(), lmp.Event()
+  local p = lmp.Process(produce, q, ready, go, count, size or 0)
+  p:start()
+  assert(ready:wait(30))
+  local t = now()
+  go:set()
+  local total = 0
+  for _ = 1, count do
+    local item = q:get(30)
+    total = total + (size and #item or item)
+  end
+  local dt = now() - t
+  assert(p:join(30) == 0)
+  assert(total == (size and count * size or count * (count - 1) / 2), "items lost")
+  q:close()
+  return dt
+end
+
+local function drain_joinable(q)
+  while true do
+    local item = q:get()
+    q:task_done()
+    if item == nil then break end
+  end
+end
+
+function W.B4()
+  local count = n(QUEUE_N)
+  emit("lmp.B4.queue_small", count / stream(lmp.Queue, count), "items/s")
+  emit("lmp.B4.simplequeue_small", count / stream(lmp.SimpleQueue, count), "items/s")
+  count = n(JOIN_N)
+  local q = lmp.JoinableQueue()
+  local p = lmp.Process(drain_joinable, q)
+  p:start()
+  for i = 1, WARM do q:put(i); assert(q:join(30)) end
+  local t = now()
+  for i = 1, count do q:put(i); assert(q:join(30)) end
+  local dt = now() - t
+  q:put(nil)
+  assert(p:join(30) == 0)
+  emit("lmp.B4.joinable_roundtrip", dt / count * 1e6, "us")
+end
+
+function W.B5()
+  local count = n(BIG_N)
+  emit("lmp.B5.queue_large", count * BIG_SIZE / stream(lmp.Queue, count, BIG_SIZE) / MB, "MB/s")
 end
 
 -- The clock, for a child process (a function travels without the cdef

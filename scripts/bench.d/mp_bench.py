@@ -36,6 +36,7 @@ BIG_N = 200                 # B5 items
 BIG_SIZE = 1 << 20          # B5 item size
 PING_N = 50_000             # B6 round trips
 START_N = 50                # B7 processes per start method
+JOIN_N = 5_000              # B4 JoinableQueue round trips
 LOCK_N = 100_000            # B8 increments per child
 UNCONTENDED_N = 1_000_000   # B8 acquire+release pairs in one process
 FILL_N = 1_000_000          # B8 Array elements a child writes
@@ -210,12 +211,37 @@ def stream(make_queue, count, size=0):
     return dt
 
 
+def drain_joinable(q):
+    while True:
+        item = q.get()
+        q.task_done()
+        if item is None:
+            break
+
+
 def queue_small():
-    """B4: ints 0..N-1 from a child, through Queue and SimpleQueue."""
+    """B4: ints 0..N-1 from a child, through Queue and SimpleQueue; then a
+    JoinableQueue round trip: put one item, a child gets it and calls
+    task_done(), join() returns."""
     count = n(QUEUE_N)
     for name, make in (("queue", mp.Queue), ("simplequeue", mp.SimpleQueue)):
         dt = stream(make, count)
         emit(f"B4.{name}_small", count / dt, "items/s")
+    count = n(JOIN_N)
+    q = mp.JoinableQueue()
+    p = mp.Process(target=drain_joinable, args=(q,))
+    p.start()
+    for i in range(WARM):
+        q.put(i)
+        q.join()
+    t = now()
+    for i in range(count):
+        q.put(i)
+        q.join()
+    dt = now() - t
+    q.put(None)
+    p.join()
+    emit("B4.joinable_roundtrip", dt / count * 1e6, "us")
 
 
 def queue_large():

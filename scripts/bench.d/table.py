@@ -42,6 +42,8 @@ ROWS = [
      "lmp.B4.queue_small", "B4.queue_small", "c.ring_msgs", 1),
     ("B4 SimpleQueue small ints | C: shm SPSC ring", "items/s", HI,
      "lmp.B4.simplequeue_small", "B4.simplequeue_small", "c.ring_msgs", 1),
+    ("B4 JoinableQueue put -> task_done -> join | C: futex ping-pong", "us", LO,
+     "lmp.B4.joinable_roundtrip", "B4.joinable_roundtrip", "c.futex_pingpong", 1),
     ("B5 Queue 1 MiB bytes | C: pipe, 64 KiB writes", "MB/s", HI,
      "lmp.B5.queue_large", "B5.queue_large", "c.pipe_bandwidth", 1e3),
     ("B5   same, MALLOC_TOP_PAD_=16M | C: pipe", "MB/s", HI,

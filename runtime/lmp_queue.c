@@ -1,0 +1,597 @@
+/*
+ * lmp_queue.c -- Queue, JoinableQueue and SimpleQueue over a shared ring.
+ *
+ * A queue is one anonymous shared segment: a header page, then a ring
+ * (sparse: memory is used only where items are).
+ * An item is a record [uint64 length][codec bytes], padded to 8 bytes, at
+ * a monotonic byte position; its place in the ring is the position modulo
+ * the ring size.  Producers take put_lock, consumers take get_lock, both
+ * robust mutexes; so a put and a get run at the same time, and neither
+ * makes a system call unless the other side sleeps.
+ *
+ * Crash safety comes from the order of writes.  A producer writes the
+ * whole record and only then advances `tail`, so a producer that dies
+ * mid-put leaves nothing a consumer can see.  A consumer decodes the whole
+ * item and only then advances `head`, so a consumer that dies mid-get
+ * leaves the item to the next one.  A put that has returned is in shared
+ * memory and outlives its process.  The counters kept next to head and
+ * tail (items in the queue) are recounted from the records by whoever
+ * next takes a lock that a dead process held.
+ *
+ * The ring uses LMP_QUEUE_SMALL bytes and grows (under both locks) up to
+ * the mapped LMP_QUEUE_RING when an item or a backlog needs more; when the
+ * queue empties, it goes back to the small size and the rest of its memory
+ * goes back to the system.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lmp_buf.h"
+#include "lmp_codec.h"
+#include "lmp_loop.h"
+#include "lmp_sync.h"
+
+#define LMP_QUEUE_HEADER 4096
+#define LMP_QUEUE_RING ((uint64_t)1 << 30)    /* mapped; the most in use */
+#define LMP_QUEUE_SMALL ((uint64_t)8 << 20)   /* in use unless an item needs more */
+
+/* Record kinds, in the top byte of a record's length word: plain strings,
+ * numbers, booleans and nil skip the codec. */
+enum { KIND_CODEC, KIND_NIL, KIND_FALSE, KIND_TRUE, KIND_NUMBER, KIND_STRING };
+#define KIND_SHIFT 56
+#define LEN_MASK (((uint64_t)1 << KIND_SHIFT) - 1)
+
+/* Producers write the first half, consumers the second: each on cache
+ * lines of its own, so the two sides do not slow each other down. */
+typedef struct {
+  _Alignas(64) lmp_lock put_lock;  /* producers, one at a time */
+  uint64_t tail;           /* bytes published (under put_lock) */
+  uint64_t puts;           /* items published (under put_lock) */
+  uint64_t size;           /* ring bytes in use: positions are modulo this;
+                              changed under both locks */
+  uint32_t maxsize;        /* 0: no limit */
+  uint32_t pad;
+  uint32_t data_seq;       /* futex: bumped when an item is published */
+  uint32_t put_waiters;    /* sleepers on space_seq (a hint) */
+  _Alignas(64) lmp_lock get_lock;  /* consumers, one at a time */
+  uint64_t head;           /* bytes consumed (under get_lock) */
+  uint64_t gets;           /* items consumed (under get_lock) */
+  uint32_t space_seq;      /* futex: bumped when an item is taken */
+  uint32_t get_waiters;    /* sleepers on data_seq */
+  _Alignas(64) uint64_t tasks_done;  /* task_done() calls; never above gets */
+  uint32_t done_seq;       /* futex: bumped by task_done() while joined */
+  uint32_t join_waiters;
+} lmp_queue;
+
+#define AT(p) ((_Atomic uint64_t *)(p))
+#define AT32(p) ((_Atomic uint32_t *)(p))
+
+static uint64_t pad8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+
+static char *ring(lmp_queue *q) { return (char *)q + LMP_QUEUE_HEADER; }
+
+static void ring_write(lmp_queue *q, uint64_t pos, const void *src,
+                       size_t n) {
+  size_t off = (size_t)(pos % q->size);
+  size_t first = n < q->size - off ? n : q->size - off;
+  memcpy(ring(q) + off, src, first);
+  memcpy(ring(q), (const char *)src + first, n - first);
+}
+
+static void ring_read(lmp_queue *q, uint64_t pos, void *dst, size_t n) {
+  size_t off = (size_t)(pos % q->size);
+  size_t first = n < q->size - off ? n : q->size - off;
+  memcpy(dst, ring(q) + off, first);
+  memcpy((char *)dst + first, ring(q), n - first);
+}
+
+static lmp_queue *queue_at(lua_State *L, int idx, lmp_segment **seg) {
+  return lmp__shm_at(L, idx, 0, LMP_QUEUE_HEADER + LMP_QUEUE_RING, seg);
+}
+
+/* The per-state buffer items are encoded into (and copied into when an
+ * item wraps around the ring's end). */
+static lmp_buf *scratch(lua_State *L) {
+  lmp_buf *b;
+  lua_getfield(L, LUA_REGISTRYINDEX, "lmp.queue.scratch");
+  b = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return b;
+}
+
+static int scratch_gc(lua_State *L) {
+  lmp__buf_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* How long a get looks for a busy producer's next item before sleeping
+ * (about 10 us here); the C ring limit of the benchmark does the same. */
+#define SPIN 2000
+
+static void spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static double remaining(double deadline) {
+  double left;
+  if (deadline < 0) return -1;
+  left = deadline - lmp__now();
+  return left > 0 ? left : 0;
+}
+
+/* A process died holding one of the locks: recount the items between head
+ * and tail.  Both locks are held. */
+static void recount_locked(lmp_queue *q) {
+  uint64_t pos, len;
+  uint64_t n = 0;
+  for (pos = q->head; pos < q->tail; pos += 8 + pad8(len & LEN_MASK)) {
+    ring_read(q, pos, &len, 8);
+    if ((len & LEN_MASK) > q->size) break;  /* cannot be: records are whole */
+    n++;
+  }
+  atomic_store(AT(&q->puts), q->gets + n);
+}
+
+/* Takes a lock that may have been left by a dead process (then the items
+ * are recounted by the caller): 0 or EOWNERDEAD, or the error. */
+static int grab(lmp_lock *lock, double timeout) {
+  int r = lmp__lock_acquire(lock, timeout);
+  return r == 0 || r == EOWNERDEAD ? 0 : r;
+}
+
+/* As recount_locked, with neither lock held; takes both, in order. */
+static void recount(lmp_queue *q) {
+  grab(&q->put_lock, -1);
+  grab(&q->get_lock, -1);
+  recount_locked(q);
+  lmp__lock_release(&q->get_lock);
+  lmp__lock_release(&q->put_lock);
+}
+
+/* Takes `lock` by the deadline: 0, or ETIMEDOUT.  A lock left by a dead
+ * process is taken after a recount. */
+static int take(lmp_queue *q, lmp_lock *lock, double deadline) {
+  for (;;) {
+    int r = lmp__lock_acquire(lock, remaining(deadline));
+    if (r == 0) return 0;
+    if (r == EOWNERDEAD) {
+      lmp__lock_release(lock);
+      recount(q);
+      continue;
+    }
+    return ETIMEDOUT;
+  }
+}
+
+static void wake_all(uint32_t *word) {
+  atomic_fetch_add(AT32(word), 1);
+  lmp__futex_wake(word, INT_MAX);
+}
+
+/* core.queue_init(segment, maxsize) */
+static int l_queue_init(lua_State *L) {
+  lmp_queue *q = queue_at(L, 1, NULL);
+  lua_Number maxsize = luaL_optnumber(L, 2, 0);
+  if (lmp__lock_init(&q->put_lock) || lmp__lock_init(&q->get_lock))
+    return lmp__error_raise(L, "OSError", "Queue: cannot create its locks");
+  q->maxsize = maxsize > 0 && maxsize < UINT32_MAX ? (uint32_t)maxsize : 0;
+  q->size = LMP_QUEUE_SMALL;
+  lua_pushnumber(L, (lua_Number)(LMP_QUEUE_HEADER + LMP_QUEUE_RING));
+  return 1;
+}
+
+/* With put_lock held: the ring grows until `need` more bytes fit (up to
+ * the mapped size).  Consumers are kept out by get_lock, taken after
+ * put_lock, the order both sides use.  The bytes in the queue keep their
+ * positions modulo the old size; a part that wrapped around the old end
+ * moves to just past it, where it follows on in the larger ring. */
+static int grow_for(lmp_queue *q, uint64_t need) {
+  uint64_t size = q->size, live, h;
+  int grown = 0;
+  if (lmp__lock_acquire(&q->get_lock, -1) == EOWNERDEAD) recount_locked(q);
+  live = q->tail - q->head;
+  if (live + need > size && size < LMP_QUEUE_RING) {
+    h = q->head % size;
+    while (size < LMP_QUEUE_RING && live + need > size) size *= 2;
+    if (h + live > q->size)
+      memcpy(ring(q) + q->size, ring(q), (size_t)(h + live - q->size));
+    atomic_store(AT(&q->head), h);
+    atomic_store(AT(&q->tail), h + live);
+    q->size = size;
+    grown = 1;
+  }
+  lmp__lock_release(&q->get_lock);
+  return grown;
+}
+
+/* core.queue_put(segment, value, timeout) -> true | nil, "full" */
+static int l_queue_put(lua_State *L) {
+  lmp_segment *seg;
+  lmp_queue *q = queue_at(L, 1, &seg);
+  double deadline = lmp__deadline_arg(L, 3);
+  lmp_codec_opts opts = {1, 0, 0, "item"};
+  const char *data = NULL;
+  uint64_t len = 0, kind, need;
+  lua_Number number;
+  int full = 0;
+  lmp_buf *b = NULL;
+  switch (lua_type(L, 2)) {
+    case LUA_TNONE:
+    case LUA_TNIL: kind = KIND_NIL; break;
+    case LUA_TBOOLEAN: kind = lua_toboolean(L, 2) ? KIND_TRUE : KIND_FALSE; break;
+    case LUA_TNUMBER:
+      kind = KIND_NUMBER;
+      number = lua_tonumber(L, 2);
+      data = (const char *)&number;
+      len = sizeof(number);
+      break;
+    case LUA_TSTRING: {
+      size_t n;
+      kind = KIND_STRING;
+      data = lua_tolstring(L, 2, &n);
+      len = n;
+      break;
+    }
+    default:
+      kind = KIND_CODEC;
+      b = scratch(L);
+      b->len = 0;
+      lmp__codec_encode(L, 2, b, &opts);  /* may raise: no lock is held yet */
+      data = b->data;
+      len = b->len;
+  }
+  need = 8 + pad8(len);
+  if (need > LMP_QUEUE_RING)
+    return lmp__error_raise(L, "ValueError", "put: the item is %llu bytes "
+                            "encoded; a queue holds at most %llu",
+                            (unsigned long long)len,
+                            (unsigned long long)(LMP_QUEUE_RING - 8));
+  lmp__shm_pin(seg);
+  for (;;) {
+    uint32_t seq;
+    int room;
+    if (take(q, &q->put_lock, deadline) != 0) {
+      full = 1;
+      break;
+    }
+#define ROOM() ((q->maxsize == 0 || q->puts - atomic_load(AT(&q->gets)) < q->maxsize) \
+                && q->tail + need - atomic_load(AT(&q->head)) <= q->size)
+    if (ROOM()) break;
+    if ((q->maxsize == 0 || q->puts - atomic_load(AT(&q->gets)) < q->maxsize) &&
+        grow_for(q, need) && ROOM())
+      break;
+    /* Count ourselves as waiting, then look again: a get that took an
+     * item meanwhile either saw us (and bumps space_seq) or is seen. */
+    seq = atomic_load(AT32(&q->space_seq));
+    atomic_fetch_add(AT32(&q->put_waiters), 1);
+    room = ROOM();
+#undef ROOM
+    lmp__lock_release(&q->put_lock);
+    if (!room && b != NULL && data == b->data) {
+      /* Callbacks may run while we wait, and put items of their own. */
+      char *own = lua_newuserdata(L, (size_t)len + 1);
+      memcpy(own, data, (size_t)len);
+      data = own;
+    }
+    if (!room && (deadline >= 0 && lmp__now() >= deadline)) full = 1;
+    else if (!room && lmp__wait_word(L, &q->space_seq, seq, deadline) == ETIMEDOUT)
+      full = 1;
+    atomic_fetch_sub(AT32(&q->put_waiters), 1);
+    if (full) break;
+  }
+  if (full) {
+    lmp__shm_unpin(seg);
+    lua_pushnil(L);
+    lua_pushliteral(L, "full");
+    return 2;
+  }
+  {
+    uint64_t word = len | kind << KIND_SHIFT;
+    ring_write(q, q->tail, &word, 8);
+  }
+  ring_write(q, q->tail + 8, data, (size_t)len);
+  atomic_store(AT(&q->tail), q->tail + need);  /* the item exists from here */
+  atomic_store(AT(&q->puts), q->puts + 1);
+  if (atomic_load(AT32(&q->get_waiters)) > 0) wake_all(&q->data_seq);
+  lmp__lock_release(&q->put_lock);
+  lmp__shm_unpin(seg);
+  if (b != NULL && b->cap > ((size_t)16 << 20)) lmp__buf_free(b);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+typedef struct {
+  const char *data;
+  size_t len;
+} decode_args;
+
+static int decode_protected(lua_State *L) {
+  decode_args *a = lua_touserdata(L, 1);
+  lmp_codec_opts opts = {0, 0, 0, NULL};
+  lmp__codec_decode(L, a->data, a->len, &opts);
+  return 1;
+}
+
+/* With get_lock held and the queue empty: a ring grown for a big item goes
+ * back to its small size, and its memory to the system (if no put runs). */
+static void shrink_empty(lmp_queue *q) {
+  int r;
+  if (q->size == LMP_QUEUE_SMALL) return;
+  r = lmp__lock_acquire(&q->put_lock, 0);
+  if (r == EOWNERDEAD) recount_locked(q);  /* a put died: it left nothing */
+  else if (r != 0) return;
+  if (q->head == q->tail) {
+    madvise(ring(q) + LMP_QUEUE_SMALL, q->size - LMP_QUEUE_SMALL, MADV_REMOVE);
+    q->size = LMP_QUEUE_SMALL;
+    atomic_store(AT(&q->tail), 0);
+    atomic_store(AT(&q->head), 0);
+  }
+  lmp__lock_release(&q->put_lock);
+}
+
+/* core.queue_get(segment, timeout) -> value | nil, "empty" */
+static int l_queue_get(lua_State *L) {
+  lmp_segment *seg;
+  lmp_queue *q = queue_at(L, 1, &seg);
+  double deadline = lmp__deadline_arg(L, 2);
+  uint64_t head, len, kind;
+  decode_args a;
+  int status, spun = 0;
+  lmp__shm_pin(seg);
+  for (;;) {
+    uint32_t seq;
+    int ready, empty = 0;
+    if (take(q, &q->get_lock, deadline) != 0) {
+      empty = 1;
+    } else {
+      if (q->head != atomic_load(AT(&q->tail))) break;
+      if (!spun && deadline != 0 && (deadline < 0 || deadline > lmp__now())) {
+        /* A producer that is busy puts again within microseconds: look a
+         * little while before sleeping, as a wake-up costs both sides a
+         * system call and the sleeper some 10 us. */
+        uint64_t seen = q->head;
+        int i;
+        spun = 1;
+        lmp__lock_release(&q->get_lock);
+        for (i = 0; i < SPIN && atomic_load(AT(&q->tail)) == seen; i++)
+          spin_pause();
+        continue;
+      }
+      seq = atomic_load(AT32(&q->data_seq));
+      atomic_fetch_add(AT32(&q->get_waiters), 1);
+      ready = q->head != atomic_load(AT(&q->tail));
+      lmp__lock_release(&q->get_lock);
+      if (!ready && deadline >= 0 && lmp__now() >= deadline) empty = 1;
+      else if (!ready &&
+               lmp__wait_word(L, &q->data_seq, seq, deadline) == ETIMEDOUT)
+        empty = 1;
+      atomic_fetch_sub(AT32(&q->get_waiters), 1);
+    }
+    if (empty) {
+      lmp__shm_unpin(seg);
+      lua_pushnil(L);
+      lua_pushliteral(L, "empty");
+      return 2;
+    }
+  }
+  head = q->head;
+  ring_read(q, head, &len, 8);
+  kind = len >> KIND_SHIFT;
+  len &= LEN_MASK;
+  a.len = (size_t)len;
+  if ((head + 8) % q->size + len <= q->size) {
+    a.data = ring(q) + (head + 8) % q->size;  /* read in place */
+  } else {  /* wraps around the end of the ring: once per lap */
+    char *own = lua_newuserdata(L, (size_t)len + 1);
+    ring_read(q, head + 8, own, (size_t)len);
+    a.data = own;
+  }
+  status = 0;
+  switch (kind) {
+    case KIND_NIL: lua_pushnil(L); break;
+    case KIND_FALSE: lua_pushboolean(L, 0); break;
+    case KIND_TRUE: lua_pushboolean(L, 1); break;
+    case KIND_NUMBER: {
+      lua_Number n;
+      memcpy(&n, a.data, sizeof(n));
+      lua_pushnumber(L, n);
+      break;
+    }
+    case KIND_STRING: lua_pushlstring(L, a.data, a.len); break;
+    default:
+      lua_pushcfunction(L, decode_protected);
+      lua_pushlightuserdata(L, &a);
+      status = lua_pcall(L, 1, 1, 0);
+  }
+  /* Read (or undecodable): the item leaves the queue only now. */
+  atomic_store(AT(&q->head), head + 8 + pad8(len));
+  atomic_store(AT(&q->gets), q->gets + 1);
+  if (q->head == atomic_load(AT(&q->tail))) shrink_empty(q);
+  if (atomic_load(AT32(&q->put_waiters)) > 0) wake_all(&q->space_seq);
+  lmp__lock_release(&q->get_lock);
+  lmp__shm_unpin(seg);
+  if (status != 0) lua_error(L);
+  return 1;
+}
+
+/* core.queue_info(segment) -> count, empty, maxsize */
+static int l_queue_info(lua_State *L) {
+  lmp_queue *q = queue_at(L, 1, NULL);
+  uint64_t gets = atomic_load(AT(&q->gets)), puts = atomic_load(AT(&q->puts));
+  lua_pushnumber(L, (lua_Number)(puts > gets ? puts - gets : 0));
+  lua_pushboolean(L, atomic_load(AT(&q->head)) == atomic_load(AT(&q->tail)));
+  lua_pushnumber(L, q->maxsize);
+  return 3;
+}
+
+/* core.queue_task_done(segment) -> true | false (called too many times).
+ * Items are unfinished from put to task_done(); a task_done() for an item
+ * not taken out yet is one too many (as it has no item to finish). */
+static int l_queue_task_done(lua_State *L) {
+  lmp_queue *q = queue_at(L, 1, NULL);
+  uint64_t old = atomic_load(AT(&q->tasks_done));
+  do {
+    if (old >= atomic_load(AT(&q->gets))) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  } while (!atomic_compare_exchange_weak(AT(&q->tasks_done), &old, old + 1));
+  if (atomic_load(AT32(&q->join_waiters)) > 0) wake_all(&q->done_seq);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int all_done(lmp_queue *q) {
+  return atomic_load(AT(&q->tasks_done)) >= atomic_load(AT(&q->puts));
+}
+
+/* core.queue_join(segment, timeout) -> boolean: every item put was
+ * task_done(). */
+static int l_queue_join(lua_State *L) {
+  lmp_segment *seg;
+  lmp_queue *q = queue_at(L, 1, &seg);
+  double deadline = lmp__deadline_arg(L, 2);
+  lmp__shm_pin(seg);
+  atomic_fetch_add(AT32(&q->join_waiters), 1);
+  for (;;) {
+    uint32_t seq = atomic_load(AT32(&q->done_seq));
+    if (all_done(q)) break;
+    if (deadline >= 0 && lmp__now() >= deadline) break;
+    if (lmp__wait_word(L, &q->done_seq, seq, deadline) == ETIMEDOUT) break;
+  }
+  atomic_fetch_sub(AT32(&q->join_waiters), 1);
+  lmp__shm_unpin(seg);
+  lua_pushboolean(L, all_done(q));
+  return 1;
+}
+
+/* --- readiness for lmp.connection.wait ------------------------------------- */
+
+/* A watcher is a thread that sleeps until the queue has an item, then
+ * makes an eventfd readable; connection.wait polls that descriptor. */
+typedef struct {
+  lmp_queue *q;
+  lmp_segment *seg;  /* pinned: a callback may close the queue meanwhile */
+  int efd;
+  int started;
+  _Atomic int stop;
+  pthread_t thread;
+} watcher;
+
+static void *watch_main(void *arg) {
+  watcher *w = arg;
+  lmp_queue *q = w->q;
+  uint64_t one = 1;
+  atomic_fetch_add(AT32(&q->get_waiters), 1);
+  while (!atomic_load(&w->stop)) {
+    uint32_t seq = atomic_load(AT32(&q->data_seq));
+    if (atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail))) {
+      while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR) {}
+      break;
+    }
+    syscall(SYS_futex, &q->data_seq, FUTEX_WAIT, seq, NULL, NULL, 0);
+  }
+  atomic_fetch_sub(AT32(&q->get_waiters), 1);
+  return NULL;
+}
+
+static int watcher_close(lua_State *L) {
+  watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
+  if (w->started) {
+    atomic_store(&w->stop, 1);
+    wake_all(&w->q->data_seq);
+    pthread_join(w->thread, NULL);
+    w->started = 0;
+  }
+  if (w->efd >= 0) {
+    close(w->efd);
+    w->efd = -1;
+  }
+  if (w->seg) {
+    lmp__shm_unpin(w->seg);
+    w->seg = NULL;
+  }
+  return 0;
+}
+
+static int watcher_fd(lua_State *L) {
+  watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
+  lua_pushinteger(L, w->efd);
+  return 1;
+}
+
+/* core.queue_watch(segment) -> watcher (w:fd(), w:close()). */
+static int l_queue_watch(lua_State *L) {
+  lmp_segment *seg;
+  lmp_queue *q = queue_at(L, 1, &seg);
+  watcher *w = lua_newuserdata(L, sizeof(*w));
+  sigset_t all, old;
+  memset(w, 0, sizeof(*w));
+  w->q = q;
+  w->efd = -1;
+  luaL_getmetatable(L, "lmp.QueueWatcher");
+  lua_setmetatable(L, -2);
+  lua_createtable(L, 1, 0);  /* the watcher keeps the segment alive */
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  lua_setfenv(L, -2);
+  lmp__shm_pin(seg);
+  w->seg = seg;
+  if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+    return lmp__error_raise(L, "OSError", "wait: %s", strerror(errno));
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  w->started = pthread_create(&w->thread, NULL, watch_main, w) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (!w->started)
+    return lmp__error_raise(L, "OSError", "wait: cannot start a thread");
+  return 1;
+}
+
+void lmp__queue_open(lua_State *L) {
+  static const luaL_Reg functions[] = {
+    {"queue_init", l_queue_init},
+    {"queue_put", l_queue_put},
+    {"queue_get", l_queue_get},
+    {"queue_info", l_queue_info},
+    {"queue_task_done", l_queue_task_done},
+    {"queue_join", l_queue_join},
+    {"queue_watch", l_queue_watch},
+    {NULL, NULL}
+  };
+  if (luaL_newmetatable(L, "lmp.QueueWatcher")) {
+    lua_pushcfunction(L, watcher_close);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    lua_pushcfunction(L, watcher_close);
+    lua_setfield(L, -2, "close");
+    lua_pushcfunction(L, watcher_fd);
+    lua_setfield(L, -2, "fd");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_newuserdata(L, sizeof(lmp_buf));
+  memset(lua_touserdata(L, -1), 0, sizeof(lmp_buf));
+  lua_newtable(L);
+  lua_pushcfunction(L, scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "lmp.queue.scratch");
+  lua_pushnumber(L, (lua_Number)(LMP_QUEUE_HEADER + LMP_QUEUE_RING));
+  lua_setfield(L, -2, "queue_segment_size");
+  luaL_register(L, NULL, functions);
+}
