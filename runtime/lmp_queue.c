@@ -51,23 +51,30 @@ enum { KIND_CODEC, KIND_NIL, KIND_FALSE, KIND_TRUE, KIND_NUMBER, KIND_STRING };
 #define KIND_SHIFT 56
 #define LEN_MASK (((uint64_t)1 << KIND_SHIFT) - 1)
 
-/* Producers write the first half, consumers the second: each on cache
- * lines of its own, so the two sides do not slow each other down. */
+/* Producers write the first lines, consumers the next; what both read on
+ * every call and rarely write (the size, the sleepers) has lines of its
+ * own.  So a busy producer and a busy consumer do not pull each other's
+ * cache lines back and forth, except to see new items and new room, and
+ * even that only when their last look is used up (head_seen, tail_seen). */
 typedef struct {
   _Alignas(64) lmp_lock put_lock;  /* producers, one at a time */
   uint64_t tail;           /* bytes published (under put_lock) */
   uint64_t puts;           /* items published (under put_lock) */
-  uint64_t size;           /* ring bytes in use: positions are modulo this;
-                              changed under both locks */
-  uint32_t maxsize;        /* 0: no limit */
-  uint32_t pad;
-  uint32_t data_seq;       /* futex: bumped when an item is published */
-  uint32_t put_waiters;    /* sleepers on space_seq (a hint) */
+  uint64_t head_seen;      /* head as producers last read it */
   _Alignas(64) lmp_lock get_lock;  /* consumers, one at a time */
   uint64_t head;           /* bytes consumed (under get_lock) */
   uint64_t gets;           /* items consumed (under get_lock) */
+  uint64_t tail_seen;      /* tail as consumers last read it */
+  _Alignas(64) uint64_t size;  /* ring bytes in use: positions are modulo
+                              this; changed under both locks */
+  uint32_t maxsize;        /* 0: no limit */
+  uint32_t data_seq;       /* futex: bumped when an item is published */
+  uint32_t get_waiters;    /* sleepers on data_seq (a hint) */
+  uint32_t woken;          /* 1 once a put has woken them: one wake-up per
+                              sleep, not one per put while they wake */
   uint32_t space_seq;      /* futex: bumped when an item is taken */
-  uint32_t get_waiters;    /* sleepers on data_seq */
+  uint32_t put_waiters;    /* sleepers on space_seq */
+  uint32_t space_woken;    /* as woken, for them */
   _Alignas(64) uint64_t tasks_done;  /* task_done() calls; never above gets */
   uint32_t done_seq;       /* futex: bumped by task_done() while joined */
   uint32_t join_waiters;
@@ -211,6 +218,8 @@ static int grow_for(lmp_queue *q, uint64_t need) {
       memcpy(ring(q) + q->size, ring(q), (size_t)(h + live - q->size));
     atomic_store(AT(&q->head), h);
     atomic_store(AT(&q->tail), h + live);
+    q->head_seen = q->head;
+    q->tail_seen = q->tail;
     q->size = size;
     grown = 1;
   }
@@ -269,7 +278,8 @@ static int l_queue_put(lua_State *L) {
       break;
     }
 #define ROOM() ((q->maxsize == 0 || q->puts - atomic_load(AT(&q->gets)) < q->maxsize) \
-                && q->tail + need - atomic_load(AT(&q->head)) <= q->size)
+                && (q->tail + need - q->head_seen <= q->size || \
+                    q->tail + need - (q->head_seen = atomic_load(AT(&q->head))) <= q->size))
     if (ROOM()) break;
     if ((q->maxsize == 0 || q->puts - atomic_load(AT(&q->gets)) < q->maxsize) &&
         grow_for(q, need) && ROOM())
@@ -278,6 +288,7 @@ static int l_queue_put(lua_State *L) {
      * item meanwhile either saw us (and bumps space_seq) or is seen. */
     seq = atomic_load(AT32(&q->space_seq));
     atomic_fetch_add(AT32(&q->put_waiters), 1);
+    atomic_store(AT32(&q->space_woken), 0);
     room = ROOM();
 #undef ROOM
     lmp__lock_release(&q->put_lock);
@@ -306,7 +317,9 @@ static int l_queue_put(lua_State *L) {
   ring_write(q, q->tail + 8, data, (size_t)len);
   atomic_store(AT(&q->tail), q->tail + need);  /* the item exists from here */
   atomic_store(AT(&q->puts), q->puts + 1);
-  if (atomic_load(AT32(&q->get_waiters)) > 0) wake_all(&q->data_seq);
+  if (atomic_load(AT32(&q->get_waiters)) > 0 &&
+      atomic_exchange(AT32(&q->woken), 1) == 0)
+    wake_all(&q->data_seq);
   lmp__lock_release(&q->put_lock);
   lmp__shm_unpin(seg);
   if (b != NULL && b->cap > ((size_t)16 << 20)) lmp__buf_free(b);
@@ -329,9 +342,7 @@ static int decode_protected(lua_State *L) {
 /* With get_lock held and the queue empty: a ring grown for a big item goes
  * back to its small size, and its memory to the system (if no put runs). */
 static void shrink_empty(lmp_queue *q) {
-  int r;
-  if (q->size == LMP_QUEUE_SMALL) return;
-  r = lmp__lock_acquire(&q->put_lock, 0);
+  int r = lmp__lock_acquire(&q->put_lock, 0);
   if (r == EOWNERDEAD) recount_locked(q);  /* a put died: it left nothing */
   else if (r != 0) return;
   if (q->head == q->tail) {
@@ -339,6 +350,7 @@ static void shrink_empty(lmp_queue *q) {
     q->size = LMP_QUEUE_SMALL;
     atomic_store(AT(&q->tail), 0);
     atomic_store(AT(&q->head), 0);
+    q->head_seen = q->tail_seen = 0;
   }
   lmp__lock_release(&q->put_lock);
 }
@@ -358,7 +370,9 @@ static int l_queue_get(lua_State *L) {
     if (take(q, &q->get_lock, deadline) != 0) {
       empty = 1;
     } else {
-      if (q->head != atomic_load(AT(&q->tail))) break;
+      if (q->head < q->tail_seen ||
+          q->head != (q->tail_seen = atomic_load(AT(&q->tail))))
+        break;
       if (!spun && deadline != 0 && (deadline < 0 || deadline > lmp__now())) {
         /* A producer that is busy puts again within microseconds: look a
          * little while before sleeping, as a wake-up costs both sides a
@@ -373,6 +387,7 @@ static int l_queue_get(lua_State *L) {
       }
       seq = atomic_load(AT32(&q->data_seq));
       atomic_fetch_add(AT32(&q->get_waiters), 1);
+      atomic_store(AT32(&q->woken), 0);
       ready = q->head != atomic_load(AT(&q->tail));
       lmp__lock_release(&q->get_lock);
       if (!ready && deadline >= 0 && lmp__now() >= deadline) empty = 1;
@@ -420,8 +435,11 @@ static int l_queue_get(lua_State *L) {
   /* Read (or undecodable): the item leaves the queue only now. */
   atomic_store(AT(&q->head), head + 8 + pad8(len));
   atomic_store(AT(&q->gets), q->gets + 1);
-  if (q->head == atomic_load(AT(&q->tail))) shrink_empty(q);
-  if (atomic_load(AT32(&q->put_waiters)) > 0) wake_all(&q->space_seq);
+  if (q->size != LMP_QUEUE_SMALL && q->head == atomic_load(AT(&q->tail)))
+    shrink_empty(q);
+  if (atomic_load(AT32(&q->put_waiters)) > 0 &&
+      atomic_exchange(AT32(&q->space_woken), 1) == 0)
+    wake_all(&q->space_seq);
   lmp__lock_release(&q->get_lock);
   lmp__shm_unpin(seg);
   if (status != 0) lua_error(L);
@@ -499,6 +517,7 @@ static void *watch_main(void *arg) {
   atomic_fetch_add(AT32(&q->get_waiters), 1);
   while (!atomic_load(&w->stop)) {
     uint32_t seq = atomic_load(AT32(&q->data_seq));
+    atomic_store(AT32(&q->woken), 0);
     if (atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail))) {
       while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR) {}
       break;
