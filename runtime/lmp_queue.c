@@ -91,6 +91,7 @@ static void ring_write(lmp_queue *q, uint64_t pos, const void *src,
                        size_t n) {
   size_t off = (size_t)(pos % q->size);
   size_t first = n < q->size - off ? n : q->size - off;
+  if (n == 0) return;  /* nil and booleans have no bytes (src is NULL) */
   memcpy(ring(q) + off, src, first);
   memcpy(ring(q), (const char *)src + first, n - first);
 }
@@ -265,10 +266,9 @@ static int l_queue_put(lua_State *L) {
   }
   need = 8 + pad8(len);
   if (need > LMP_QUEUE_RING)
-    return lmp__error_raise(L, "ValueError", "put: the item is %llu bytes "
-                            "encoded; a queue holds at most %llu",
-                            (unsigned long long)len,
-                            (unsigned long long)(LMP_QUEUE_RING - 8));
+    return lmp__error_raise(L, "ValueError", "put: the item is %.0f bytes "
+                            "encoded; a queue holds at most %.0f",
+                            (double)len, (double)(LMP_QUEUE_RING - 8));
   lmp__shm_pin(seg);
   for (;;) {
     uint32_t seq;

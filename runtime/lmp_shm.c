@@ -91,8 +91,9 @@ void *lmp__shm_at(lua_State *L, int idx, size_t offset, size_t size,
                   lmp_segment **seg_out) {
   lmp_segment *s = open_segment(L, idx);
   if (offset > s->size || size > s->size - offset)
-    lmp__error_raise(L, "IndexError", "offset %zu size %zu is outside the "
-                     "segment (%zu bytes)", offset, size, s->size);
+    lmp__error_raise(L, "IndexError", "offset %.0f size %.0f is outside the "
+                     "segment (%.0f bytes)", (double)offset, (double)size,
+                     (double)s->size);
   if (seg_out) *seg_out = s;
   return s->base + offset;
 }
@@ -110,8 +111,8 @@ static lmp_segment *push_mapped(lua_State *L, int fd, size_t size,
   if (base == MAP_FAILED) {
     int err = errno;
     close(fd);
-    lmp__error_raise(L, "OSError", "%s: cannot map %zu bytes: %s", what,
-                     size, strerror(err));
+    lmp__error_raise(L, "OSError", "%s: cannot map %.0f bytes: %s", what,
+                     (double)size, strerror(err));
   }
   s->base = base;
   s->size = size;
@@ -163,7 +164,7 @@ static int l_segment_open(lua_State *L) {
       close(fd);
       shm_unlink(path);
       return lmp__error_raise(L, "OSError", "SharedMemory '%s': cannot size "
-                              "it to %zu bytes: %s", name, size,
+                              "it to %.0f bytes: %s", name, (double)size,
                               strerror(err));
     }
   } else {
@@ -280,8 +281,8 @@ static int l_read(lua_State *L) {
   lmp_segment *s = open_segment(L, 1);
   if (!(off >= 0 && len >= 0 && off + len <= (lua_Number)s->size))
     return lmp__error_raise(L, "IndexError", "read(%.0f, %.0f) is outside "
-                            "the %zu bytes of the segment", off, len,
-                            s->size);
+                            "the %.0f bytes of the segment", off, len,
+                            (double)s->size);
   lua_pushlstring(L, s->base + (size_t)off, (size_t)len);
   return 1;
 }
@@ -292,9 +293,9 @@ static int l_write(lua_State *L) {
   const char *data = luaL_checklstring(L, 3, &len);
   lmp_segment *s = open_segment(L, 1);
   if (!(off >= 0 && off + (lua_Number)len <= (lua_Number)s->size))
-    return lmp__error_raise(L, "IndexError", "write of %zu bytes at %.0f is "
-                            "outside the %zu bytes of the segment", len, off,
-                            s->size);
+    return lmp__error_raise(L, "IndexError", "write of %.0f bytes at %.0f is "
+                            "outside the %.0f bytes of the segment", (double)len,
+                            off, (double)s->size);
   memcpy(s->base + (size_t)off, data, len);
   return 0;
 }

@@ -8,6 +8,7 @@
 -- Every wait is bounded (join(10), poll(10), get(10)), so that a bug fails
 -- a spec instead of hanging the run.
 local H = require "spec.support.helpers"
+local with_pool = H.with_pool
 local lmp = require "lmp"
 local ffi = require "ffi"
 
@@ -78,16 +79,6 @@ local function run_script(source, args)
   local r = H.lmp_run(argv, {timeout = 20})
   r.dir = dir
   return r
-end
-
--- Runs fn(pool) with a new pool, then terminates the pool (bounded), even if
--- fn fails.  (Not `finally`: busted keeps that closure, and with it the
--- pool and its initargs, alive after the spec.)
-local function with_pool(opts, fn)
-  local pool = lmp.Pool(opts)
-  local ok, err = pcall(fn, pool)
-  pool:terminate()
-  if not ok then error(err, 0) end
 end
 
 -- 1..n

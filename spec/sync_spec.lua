@@ -9,6 +9,7 @@
 -- hanging it; where a bug could make even a call with a timeout hang, the
 -- call runs in a child that the spec joins with a bound.
 local H = require "spec.support.helpers"
+local join, finish, took_about, took_little = H.join, H.finish, H.took_about, H.took_little
 local lmp = require "lmp"
 local ffi = require "ffi"
 
@@ -17,53 +18,8 @@ pcall(ffi.cdef, "int kill(int pid, int sig);")
 local raises = H.raises
 
 local SIGCONT, SIGSTOP = 18, 19
--- How late a timed wait may return (ASan builds and busy CI machines).
-local SLACK = 1.5
--- How long a call that must not block may take.
-local QUICK = 0.25
 
--- Sleeps `s` seconds.  Self-contained, so that child functions can use it
--- (it travels with them as an upvalue).
-local function csleep(s)
-  local ffi_ = require "ffi"
-  pcall(ffi_.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
-  ffi_.C.poll(nil, 0, math.floor(s * 1000 + 0.5))
-end
-
--- Starts lmp.Process(fn, ...) and returns it.
-local function spawn(fn, ...)
-  local p = lmp.Process(fn, ...)
-  p:start()
-  return p
-end
-
--- Joins p (bounded) and returns its exit code; fails if it does not end.
-local function join(p, timeout)
-  local code = p:join(timeout or 10)
-  assert.is_not_nil(code, ("%s did not end within %s s"):format(p.name, timeout or 10))
-  return code
-end
-
--- Joins p and asserts it exited with 0.
-local function finish(p, timeout)
-  assert.equal(0, join(p, timeout), p.name .. " failed (see its traceback on stderr)")
-end
-
--- Asserts that the time since t0 is about `timeout`: not before it, and
--- not much after it.
-local function took_about(t0, timeout, what)
-  local el = H.now() - t0
-  assert.is_true(el >= timeout * 0.9,
-    ("%s returned after %.3f s, before its %.3f s timeout"):format(what, el, timeout))
-  assert.is_true(el < timeout + SLACK,
-    ("%s returned after %.3f s, long after its %.3f s timeout"):format(what, el, timeout))
-end
-
--- Asserts that the time since t0 is short (a call that must not block).
-local function took_little(t0, what)
-  local el = H.now() - t0
-  assert.is_true(el < QUICK, ("%s blocked for %.3f s"):format(what, el))
-end
+local csleep, spawn = H.csleep, H.spawn
 
 -- Calls f(...) and returns select("#", ...) of its results, then them.
 local function results(f, ...)

@@ -151,7 +151,8 @@ return function(core, lmp, shm)
     if not queues then return wait(list, timeout) end
     local ready = {}
     for _, i in ipairs(queues) do
-      if not list[i]:empty() then ready[#ready + 1] = list[i] end
+      local _, empty = core.queue_info(segment(list[i], "wait"))
+      if not empty then ready[#ready + 1] = list[i] end
     end
     -- Each queue is watched by a thread that makes a descriptor readable.
     local proxy, watchers, back = {}, {}, {}

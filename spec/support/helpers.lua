@@ -367,4 +367,68 @@ function H.check_leaks()
   end)
 end
 
+-- ---------------------------------------------------------------------------
+-- Children and timing, for the sync, shared memory and queue specs.
+
+-- How far past its timeout a wait may return on this noisy machine, and how
+-- long a call that must not block may take.
+H.SLACK, H.QUICK = 1.5, 0.25
+
+-- Sleeps `s` seconds.  Self-contained, so that child functions can use it
+-- (it travels with them as an upvalue).
+function H.csleep(s)
+  local ffi_ = require "ffi"
+  pcall(ffi_.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
+  ffi_.C.poll(nil, 0, math.floor(s * 1000 + 0.5))
+end
+
+-- Starts lmp.Process(fn, ...) and returns it.
+function H.spawn(fn, ...)
+  local p = lmp.Process(fn, ...)
+  p:start()
+  return p
+end
+
+-- Joins p (bounded) and returns its exit code; fails if it does not end
+-- (and kills it then).
+function H.join(p, timeout)
+  local code = p:join(timeout or 10)
+  if code == nil then p:kill(); p:join(5) end
+  assert(code ~= nil, ("%s did not end within %s s"):format(p.name, timeout or 10))
+  return code
+end
+
+-- Joins p and asserts it exited with 0.
+function H.finish(p, timeout)
+  local code = H.join(p, timeout)
+  assert(code == 0, p.name .. " failed with exit code " .. tostring(code) ..
+                    " (see its traceback on stderr)")
+end
+
+-- Asserts that the time since t0 is about `timeout`: not before it, and
+-- not much after it.
+function H.took_about(t0, timeout, what)
+  local el = H.now() - t0
+  assert(el >= timeout * 0.9,
+    ("%s returned after %.3f s, before its %.3f s timeout"):format(what, el, timeout))
+  assert(el < timeout + H.SLACK,
+    ("%s returned after %.3f s, long after its %.3f s timeout"):format(what, el, timeout))
+end
+
+-- Asserts that the time since t0 is short (a call that must not block).
+function H.took_little(t0, what)
+  local el = H.now() - t0
+  assert(el < H.QUICK, ("%s blocked for %.3f s"):format(what, el))
+end
+
+-- Runs fn(pool) with a new pool, then terminates the pool, even if fn
+-- fails.  (Not `finally`: busted keeps that closure, and with it the pool
+-- and its initargs, alive after the spec.)
+function H.with_pool(opts, fn)
+  local pool = lmp.Pool(opts)
+  local ok, err = pcall(fn, pool)
+  pool:terminate()
+  if not ok then error(err, 0) end
+end
+
 return H
