@@ -34,6 +34,8 @@ struct lmp_conn {
   int is_socket;       /* send with MSG_NOSIGNAL: no SIGPIPE */
   int safe;            /* decode in safe mode (data from a socket peer) */
   size_t max_frame;    /* 0: no limit */
+  double stall;        /* seconds the rest of a begun message may take
+                          (0: no limit) */
   lmp_buf in;          /* received bytes; [in_pos, in.len) not consumed */
   size_t in_pos;
   int eof_seen;        /* the peer closed its end (seen while sending) */
@@ -217,6 +219,19 @@ static void absorb(lua_State *L, lmp_conn *c) {
   else if (r == 0) c->eof_seen = 1;
 }
 
+/* A peer that stops in the middle of a message is dropped: the connection
+ * is closed (its stream can no longer be trusted to be in step). */
+static double stall_timeout(lmp_conn *c) { return c->stall > 0 ? c->stall : -1; }
+
+static void conn_release(lmp_conn *c);
+
+static void stalled(lua_State *L, lmp_conn *c) {
+  double s = c->stall;
+  conn_release(c);
+  lmp__error_raise(L, "OSError", "recv: the peer sent part of a message and "
+                   "then nothing for %f s; connection closed", s);
+}
+
 /* Makes a whole frame available in the buffer; returns its payload length
  * and sets *payload, or returns -1 (pushing nil, "eof") at end of file. */
 static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
@@ -228,7 +243,8 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
   if (!c->readable)
     lmp__error_raise(L, "ValueError", "the connection is write-only");
   while (buffered(c) < hlen) {
-    int r = fill(L, c, READ_CHUNK, -1);
+    int r = fill(L, c, READ_CHUNK, buffered(c) > 0 ? stall_timeout(c) : -1);
+    if (r < 0) stalled(L, c);
     if (r == 0) {
       if (buffered(c) == 0) return -1;
       lmp__error_raise(L, "OSError", "recv: the peer closed the connection "
@@ -244,27 +260,37 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
   if (h[0] == 0xff && h[1] == 0xff && h[2] == 0xff && h[3] == 0xff) {
     hlen = 12;
     while (buffered(c) < hlen) {
-      if (fill(L, c, READ_CHUNK, -1) == 0)
+      int r = fill(L, c, READ_CHUNK, stall_timeout(c));
+      if (r < 0) stalled(L, c);
+      if (r == 0)
         lmp__error_raise(L, "OSError", "recv: truncated message header");
       h = (const unsigned char *)c->in.data + c->in_pos;
     }
     for (i = 4; i < 12; i++) len = len << 8 | h[i];
   } else {
-    if (h[0] & 0x80)
-      lmp__error_raise(L, "OSError", "recv: bad message length");
+    if (h[0] & 0x80) {
+      conn_release(c);
+      lmp__error_raise(L, "OSError", "recv: bad message length; connection "
+                       "closed");
+    }
     for (i = 0; i < 4; i++) len = len << 8 | h[i];
   }
   if ((c->max_frame && len > c->max_frame) || (maxlength && len > maxlength)) {
     uint64_t limit = maxlength && (!c->max_frame || maxlength < c->max_frame)
                          ? maxlength : c->max_frame;
+    if (c->max_frame && len > c->max_frame) conn_release(c);
     lmp__error_raise(L, "OSError", "recv: a %f-byte message exceeds the limit "
-                     "of %f bytes", (double)len, (double)limit);
+                     "of %f bytes%s", (double)len, (double)limit,
+                     c->fd < 0 ? "; connection closed" : "");
   }
   if (len > SIZE_MAX - hlen)
     lmp__error_raise(L, "OSError", "recv: message too large");
   while (buffered(c) < hlen + len) {
     size_t missing = hlen + (size_t)len - buffered(c);
-    if (fill(L, c, missing > READ_CHUNK ? missing : READ_CHUNK, -1) == 0)
+    int r = fill(L, c, missing > READ_CHUNK ? missing : READ_CHUNK,
+                 stall_timeout(c));
+    if (r < 0) stalled(L, c);
+    if (r == 0)
       lmp__error_raise(L, "OSError", "recv: the peer closed the connection "
                        "in the middle of a message");
   }
@@ -515,6 +541,18 @@ static int l_wait(lua_State *L) {
   return 1;
 }
 
+/* core.conn_configure(conn, safe, max_frame, stall): for a connection to
+ * an untrusted peer (Listener, Client): decode in safe mode, refuse frames
+ * longer than max_frame bytes (0: any), drop a peer that stalls for
+ * `stall` seconds in the middle of a message (0: wait for ever). */
+static int l_conn_configure(lua_State *L) {
+  lmp_conn *c = check_conn(L, 1);
+  c->safe = lua_toboolean(L, 2);
+  c->max_frame = (size_t)luaL_optnumber(L, 3, 0);
+  c->stall = luaL_optnumber(L, 4, 0);
+  return 0;
+}
+
 /* core.conn_info(conn) -> fd, readable, writable (for passing it on) */
 static int l_conn_info(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
@@ -541,6 +579,8 @@ void lmp__conn_open(lua_State *L) {
   lua_setfield(L, -2, "connection_mt");
   lua_pushcfunction(L, l_conn_info);
   lua_setfield(L, -2, "conn_info");
+  lua_pushcfunction(L, l_conn_configure);
+  lua_setfield(L, -2, "conn_configure");
   lua_pushcfunction(L, l_conn_from_fd);
   lua_setfield(L, -2, "conn_from_fd");
   lua_pushcfunction(L, l_pipe);

@@ -21,6 +21,9 @@ int lmp__conn_has_data(lua_State *L, int idx);
 /* Adds Pipe and connection.wait to the table at the top of the stack. */
 void lmp__conn_open(lua_State *L);
 
+/* Adds the socket functions of Listener and Client (lmp_net.c). */
+void lmp__net_open(lua_State *L);
+
 /* Adds spawn, getpid, getcwd, chdir (lmp_process.c) to the core table. */
 void lmp__process_open(lua_State *L);
 

@@ -71,6 +71,11 @@ void lmp__install_closing_exit(lua_State *L);
  * others joined.  Errors are reported on stderr. */
 void lmp__run_atexit(lua_State *L);
 
+/* --- hashes (lmp_hash.c) ---------------------------------------------------- */
+
+/* Adds hmac, digest and random_bytes to the core table at the top. */
+void lmp__hash_open(lua_State *L);
+
 /* --- platform (lmp_platform.c) --------------------------------------------- */
 
 /* Absolute path of the running executable, or NULL.  Static storage. */

@@ -23,6 +23,7 @@ require("lmp.process")(core, lmp)
 local shm = require("lmp.shm")(core, lmp)
 require("lmp.shared")(core, lmp, shm, require("lmp.sync")(core, lmp, shm))
 require("lmp.queue")(core, lmp, shm)
+require("lmp.listener")(core, lmp)
 require("lmp.pool")(core, lmp)
 
 return lmp
