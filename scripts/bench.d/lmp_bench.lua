@@ -45,6 +45,7 @@ local CPU_INPUTS, CPU_N = 40, 1300000   -- B2 inputs, loop length
 local APPLY_N = 5000                    -- B3 round trips
 local QUEUE_N = 200000                  -- B4 items
 local JOIN_N = 5000                     -- B4 JoinableQueue round trips
+local CONNECT_N = 200                   -- B11 connect+authenticate round trips
 local BIG_N, BIG_SIZE = 200, 2 ^ 20     -- B5 items of 1 MiB
 local PING_N = 50000                    -- B6 round trips
 local START_N = 50                      -- B7 processes per start method
@@ -279,6 +280,56 @@ function W.B5()
   emit("lmp.B5.queue_large", count * BIG_SIZE / stream(lmp.Queue, count, BIG_SIZE) / MB, "MB/s")
 end
 
+-- B11: Client connect + authenticate (authkey, both ways) to a Listener on
+-- TCP loopback; then send/recv ping-pong of an int on one such connection.
+local function serve_echo(listener, count)
+  for _ = 1, WARM + count do assert(listener:accept(30)):close() end
+  local conn = assert(listener:accept(30))
+  while true do
+    local msg = conn:recv()
+    if msg == nil then break end
+    conn:send(msg)
+  end
+  conn:close()
+end
+
+function W.B11()
+  local count = n(CONNECT_N)
+  -- A free port; the child listens on it (a listening socket is not
+  -- something lmp passes to a child).
+  local probe = lmp.connection.Listener{address = "127.0.0.1:0"}
+  local address = probe.address
+  probe:close()
+  local p = lmp.Process(function(addr, cnt, serve)
+    local l = require("lmp").connection.Listener{address = addr, authkey = "secret"}
+    serve(l, cnt)
+    l:close()
+  end, address, count, serve_echo)
+  p:start()
+  local opts = {authkey = "secret", timeout = 30}
+  for _ = 1, 50 do
+    local ok, c = pcall(lmp.connection.Client, address, opts)
+    if ok then c:close() break end
+    lmp.connection.wait({}, 0.05)
+  end
+  for _ = 1, WARM - 1 do lmp.connection.Client(address, opts):close() end
+  local t = now()
+  for _ = 1, count do lmp.connection.Client(address, opts):close() end
+  emit("lmp.B11.connect_auth", (now() - t) / count * 1e3, "ms")
+  local conn = lmp.connection.Client(address, opts)
+  local pings = n(PING_N)
+  for i = 1, WARM do conn:send(i); conn:recv() end
+  t = now()
+  for i = 1, pings do
+    conn:send(i)
+    assert(conn:recv() == i, "bad echo")
+  end
+  emit("lmp.B11.tcp_pingpong", (now() - t) / pings * 1e6, "us")
+  conn:send(nil)
+  conn:close()
+  assert(p:join(30) == 0)
+end
+
 -- The clock, for a child process (a function travels without the cdef
 -- made by this script's main chunk).
 local function child_clock()
@@ -372,7 +423,7 @@ function W.B10()
 end
 
 local ids = {}
-for i = 1, 10 do
+for i = 1, 11 do
   if W["B" .. i] then ids[#ids + 1] = "B" .. i end
 end
 

@@ -37,6 +37,7 @@ BIG_SIZE = 1 << 20          # B5 item size
 PING_N = 50_000             # B6 round trips
 START_N = 50                # B7 processes per start method
 JOIN_N = 5_000              # B4 JoinableQueue round trips
+CONNECT_N = 200             # B11 connect+authenticate round trips
 LOCK_N = 100_000            # B8 increments per child
 UNCONTENDED_N = 1_000_000   # B8 acquire+release pairs in one process
 FILL_N = 1_000_000          # B8 Array elements a child writes
@@ -392,9 +393,62 @@ def codec():
         emit(f"B10.{name}.size", len(blob), "bytes")
 
 
+def serve_echo(address, authkey, count):
+    from multiprocessing.connection import Listener
+    with Listener(address, authkey=authkey) as listener:
+        for _ in range(WARM + count):   # connect+authenticate round trips
+            listener.accept().close()
+        conn = listener.accept()        # then one connection: ping-pong
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                break
+            conn.send(msg)
+        conn.close()
+
+
+def listener():
+    """B11: Client connect + authenticate (authkey, both ways) to a Listener
+    on TCP loopback, in ms; then send/recv ping-pong of an int on one such
+    connection, in us."""
+    from multiprocessing.connection import Client, Listener
+    count = n(CONNECT_N)
+    probe = Listener(("127.0.0.1", 0))
+    address = probe.address
+    probe.close()
+    p = mp.Process(target=serve_echo, args=(address, b"secret", count))
+    p.start()
+    for _ in range(50):
+        try:
+            Client(address, authkey=b"secret").close()
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    for _ in range(WARM - 1):
+        Client(address, authkey=b"secret").close()
+    t = now()
+    for _ in range(count):
+        Client(address, authkey=b"secret").close()
+    emit("B11.connect_auth", (now() - t) / count * 1e3, "ms")
+    conn = Client(address, authkey=b"secret")
+    pings = n(PING_N)
+    for i in range(WARM):
+        conn.send(i)
+        conn.recv()
+    t = now()
+    for i in range(pings):
+        conn.send(i)
+        if conn.recv() != i:
+            raise AssertionError("bad echo")
+    emit("B11.tcp_pingpong", (now() - t) / pings * 1e6, "us")
+    conn.send(None)
+    conn.close()
+    p.join()
+
+
 WORKLOADS = [pool_map_small, pool_cpu_scaling, apply_latency, queue_small,
              queue_large, pipe_pingpong, process_start, lock_counter,
-             worker_rss, codec]
+             worker_rss, codec, listener]
 
 
 def main(args):
