@@ -152,8 +152,12 @@ return function(core, lmp)
     local address = o.address or "127.0.0.1:0"
     if type(address) ~= "string" then raise("TypeError", "Listener: address must be a string") end
     local fd, real = core.net_listen(address, o.backlog)
-    local self = setmetatable({address = real, _fd = fd, _o = o,
-                               _unix = address:find("/", 1, true) and address}, Listener)
+    -- A Unix socket file (a path: with a '/', or without a ':') goes with
+    -- the Listener.
+    local path = address:sub(1, 1) ~= "\0" and
+                 (address:find("/", 1, true) or not address:find(":", 1, true)) and address
+    local self = setmetatable({address = real, _fd = fd, _o = o, _unix = path or nil},
+                              Listener)
     -- Closed with its descriptor when collected.
     self._guard = newproxy(true)
     getmetatable(self._guard).__gc = function() core.net_close(fd, self._unix) end
