@@ -221,7 +221,16 @@ static void absorb(lua_State *L, lmp_conn *c) {
 
 /* A peer that stops in the middle of a message is dropped: the connection
  * is closed (its stream can no longer be trusted to be in step). */
-static double stall_timeout(lmp_conn *c) { return c->stall > 0 ? c->stall : -1; }
+/* The time left of a message begun at *begun (0: not begun: it begins
+ * now), or -1 with no limit.  The whole message shares one deadline, so a
+ * peer cannot hold a recv by trickling a byte at a time. */
+static double stall_timeout(lmp_conn *c, double *begun) {
+  double left;
+  if (c->stall <= 0) return -1;
+  if (*begun == 0) *begun = lmp__now();
+  left = *begun + c->stall - lmp__now();
+  return left > 0 ? left : 0;
+}
 
 static void conn_release(lmp_conn *c);
 
@@ -239,11 +248,13 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
   uint64_t len = 0;
   size_t hlen = 4;
   int i;
+  double begun = 0;
   const unsigned char *h;
   if (!c->readable)
     lmp__error_raise(L, "ValueError", "the connection is write-only");
   while (buffered(c) < hlen) {
-    int r = fill(L, c, READ_CHUNK, buffered(c) > 0 ? stall_timeout(c) : -1);
+    int r = fill(L, c, READ_CHUNK,
+                 buffered(c) > 0 ? stall_timeout(c, &begun) : -1);
     if (r < 0) stalled(L, c);
     if (r == 0) {
       if (buffered(c) == 0) return -1;
@@ -260,7 +271,7 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
   if (h[0] == 0xff && h[1] == 0xff && h[2] == 0xff && h[3] == 0xff) {
     hlen = 12;
     while (buffered(c) < hlen) {
-      int r = fill(L, c, READ_CHUNK, stall_timeout(c));
+      int r = fill(L, c, READ_CHUNK, stall_timeout(c, &begun));
       if (r < 0) stalled(L, c);
       if (r == 0)
         lmp__error_raise(L, "OSError", "recv: truncated message header");
@@ -288,7 +299,7 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
   while (buffered(c) < hlen + len) {
     size_t missing = hlen + (size_t)len - buffered(c);
     int r = fill(L, c, missing > READ_CHUNK ? missing : READ_CHUNK,
-                 stall_timeout(c));
+                 stall_timeout(c, &begun));
     if (r < 0) stalled(L, c);
     if (r == 0)
       lmp__error_raise(L, "OSError", "recv: the peer closed the connection "

@@ -43,6 +43,7 @@ return function(core, lmp)
     if o.authkey ~= nil and type(o.authkey) ~= "string" then
       raise("TypeError", "%s: authkey must be a string", what)
     end
+    if o.authkey == "" then o.authkey = nil end  -- as Python: no authentication
     for _, k in ipairs({"max_message", "timeout", "stall"}) do
       if type(o[k]) ~= "number" or o[k] < 0 then
         raise("TypeError", "%s: %s must be a number >= 0", what, k)
@@ -82,7 +83,11 @@ return function(core, lmp)
   local function deliver_challenge(conn, key, deadline)
     local message = "{sha256}" .. core.random_bytes(RANDOM_LENGTH)
     conn:send_bytes(CHALLENGE .. message)
-    local name, mac = digest_of(recv_small(conn, deadline))
+    local ok, name, mac = pcall(digest_of, recv_small(conn, deadline))
+    if not ok then
+      pcall(conn.send_bytes, conn, FAILURE)
+      error(name, 0)
+    end
     if not same(core.hmac(name, key, message), mac) then
       pcall(conn.send_bytes, conn, FAILURE)
       auth_error("digest received was wrong")
@@ -107,11 +112,11 @@ return function(core, lmp)
 
   -- A connection to a peer: configured for distrust, then authenticated
   -- (server: challenge first, as Python).  Closed on any failure.
-  local function open(fd, o, server)
+  local function open(fd, o, server, deadline)
     local conn = core.conn_from_fd(fd, true, true)
-    core.conn_configure(conn, o.safe ~= false, o.max_message, o.stall)
     if o.authkey then
-      local deadline = core.now() + o.timeout
+      -- A handshake message, begun or not, must come by the deadline.
+      core.conn_configure(conn, true, 256 + 12, math.max(deadline - core.now(), 1e-3))
       local ok, err = pcall(function()
         if server then
           deliver_challenge(conn, o.authkey, deadline)
@@ -129,6 +134,7 @@ return function(core, lmp)
         error(err, 0)
       end
     end
+    core.conn_configure(conn, o.safe ~= false, o.max_message, o.stall)
     return conn
   end
 
@@ -174,7 +180,7 @@ return function(core, lmp)
     end
     local fd, peer = core.net_accept(self._fd, timeout)
     if not fd then return nil, "timeout" end
-    local conn = open(fd, self._o, true)
+    local conn = open(fd, self._o, true, core.now() + self._o.timeout)
     self.last_accepted = peer
     return conn
   end
@@ -195,11 +201,12 @@ return function(core, lmp)
   function lmp.connection.Client(address, opts)
     if type(address) ~= "string" then raise("TypeError", "Client: address must be a string") end
     local o = options(opts, "Client")
+    local deadline = core.now() + o.timeout  -- to connect and authenticate
     local fd, why = core.net_connect(address, o.timeout)
     if not fd then
       raise("TimeoutError", "Client: no connection to %s within %g s (%s)",
             address, o.timeout, why)
     end
-    return open(fd, o, false)
+    return open(fd, o, false, deadline)
   end
 end

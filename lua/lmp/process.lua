@@ -42,7 +42,16 @@ return function(core, lmp)
     return i
   end
 
-  function lmp._inherited_fd(i) return 3 + i end
+  -- Only a child's bootstrap record can name inherited descriptors: an lmp
+  -- object arriving any other way (over a socket with safe = false, say)
+  -- must not take over a descriptor of this process.
+  function lmp._inherited_fd(i)
+    if not state.inheriting then
+      error(lmp.error("CodecError", "an lmp object that owns a descriptor can only " ..
+                      "arrive in a child's arguments"), 0)
+    end
+    return 3 + i
+  end
 
   codec.register_extension("lmp.Connection", core.connection_mt,
     function(conn)
@@ -228,7 +237,12 @@ return function(core, lmp)
     if rec.cwd then core.chdir(rec.cwd) end
     state.current = {name = rec.name, pid = core.getpid(), daemon = rec.daemon}
     state.parent = {name = rec.parent_name, pid = rec.parent_pid}
-    local target = codec.decode(rec.target)
+    state.inheriting = true
+    local ok, target, args = pcall(function()
+      return codec.decode(rec.target), codec.decode(rec.args)
+    end)
+    state.inheriting = nil
+    if not ok then error(target, 0) end
     if type(target) == "string" then
       local modname, fname = target:match("^(.*):(.*)$")
       local mod = require(modname)
@@ -238,7 +252,6 @@ return function(core, lmp)
               :format(rec.target, modname, fname)), 0)
       end
     end
-    local args = codec.decode(rec.args)
     target(unpack(args, 1, args.n))
     return 0
   end
