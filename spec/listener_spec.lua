@@ -127,6 +127,21 @@ local function pair(lopts, copts)
   return l, s, c
 end
 
+-- Runs the started Python peer p against l: accepts it, expects `want`
+-- from it and answers `reply`; returns its status, stdout, stderr.
+local function python_exchange(l, p, want, reply)
+  local s
+  local status, out, err = with_python(p, function()
+    s = l:accept(10)
+    assert.is_not_nil(s)
+    assert.is_true(s:poll(10))
+    assert.equal(want, s:recv_bytes())
+    s:send_bytes(reply)
+  end)
+  if s then s:close() end
+  return status, out, err
+end
+
 describe("lmp.connection.Listener and Client", function()
   H.check_leaks()
 
@@ -527,16 +542,7 @@ print(c.recv_bytes().decode())
       assert.truthy(err:find("AuthenticationError", 1, true), err)
       -- and the Listener still serves a Python client with the right key
       p = py_start(client, {host, port, "right"})
-      local s
-      local out
-      status, out, err = with_python(p, function()
-        s = l:accept(10)
-        assert.is_not_nil(s)
-        assert.is_true(s:poll(10))
-        assert.equal("in", s:recv_bytes())
-        s:send_bytes("out")
-      end)
-      if s then s:close() end
+      status, out, err = python_exchange(l, p, "in", "out")
       l:close()
       assert.equal(0, status, err)
       assert.equal("out\n", out)
@@ -660,15 +666,7 @@ c.close()
       local l = Listener{address = "127.0.0.1:0", authkey = "k312"}
       local host, port = l.address:match("^(.*):(%d+)$")
       local p = py_start(CLIENT, {host, port, "k312"})
-      local s
-      local status, out, err = with_python(p, function()
-        s = l:accept(10)
-        assert.is_not_nil(s)
-        assert.is_true(s:poll(10))
-        assert.equal("from 3.12", s:recv_bytes())
-        s:send_bytes("to 3.12")
-      end)
-      if s then s:close() end
+      local status, out, err = python_exchange(l, p, "from 3.12", "to 3.12")
       l:close()
       assert.equal(0, status, out .. err)
       assert.equal("to 3.12\n", out)
@@ -685,15 +683,7 @@ c.close()
       assert.equal(4, status)
       assert.equal("client: rejected\n", out)
       p = py_start(CLIENT, {host, port, "k312"})
-      local s
-      local err
-      status, out, err = with_python(p, function()
-        s = l:accept(10)
-        assert.is_true(s:poll(10))
-        assert.equal("from 3.12", s:recv_bytes())
-        s:send_bytes("again")
-      end)
-      if s then s:close() end
+      status, out, err = python_exchange(l, p, "from 3.12", "again")
       l:close()
       assert.equal(0, status, err)
       assert.equal("again\n", out)
