@@ -439,7 +439,10 @@ static void push_conn_mt(lua_State *L) {
   }
 }
 
-lmp_conn *lmp__conn_new(lua_State *L, int fd, int readable, int writable) {
+/* A new Connection over fd, which is a non-blocking socket already when
+ * `socket` is set (from lmp_net.c: no system calls to find out). */
+static lmp_conn *conn_new(lua_State *L, int fd, int readable, int writable,
+                          int socket) {
   lmp_loop *lp = lmp__loop(L);
   lmp_conn *c = lua_newuserdata(L, sizeof(*c));
   int type = 0;
@@ -449,15 +452,20 @@ lmp_conn *lmp__conn_new(lua_State *L, int fd, int readable, int writable) {
   c->lp = lp;
   push_conn_mt(L);
   lua_setmetatable(L, -2);
-  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+  if (!socket && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
     close(fd);
     lmp__error_raise(L, "OSError", "Connection: %s", strerror(errno));
   }
   c->fd = fd;
   c->readable = readable;
   c->writable = writable;
-  c->is_socket = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0;
+  c->is_socket = socket ||
+                 getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0;
   return c;
+}
+
+lmp_conn *lmp__conn_new(lua_State *L, int fd, int readable, int writable) {
+  return conn_new(L, fd, readable, writable, 0);
 }
 
 int lmp__conn_fd(lua_State *L, int idx) {
@@ -583,6 +591,13 @@ static int l_conn_from_fd(lua_State *L) {
   return 1;
 }
 
+/* core.conn_from_socket(fd) -> Connection owning fd, a non-blocking,
+ * close-on-exec socket made by lmp_net.c */
+static int l_conn_from_socket(lua_State *L) {
+  conn_new(L, (int)luaL_checkinteger(L, 1), 1, 1, 1);
+  return 1;
+}
+
 void lmp__conn_open(lua_State *L) {
   lua_pushcfunction(L, lmp__set_background);
   lua_setfield(L, -2, "set_background");
@@ -592,6 +607,8 @@ void lmp__conn_open(lua_State *L) {
   lua_setfield(L, -2, "conn_info");
   lua_pushcfunction(L, l_conn_configure);
   lua_setfield(L, -2, "conn_configure");
+  lua_pushcfunction(L, l_conn_from_socket);
+  lua_setfield(L, -2, "conn_from_socket");
   lua_pushcfunction(L, l_conn_from_fd);
   lua_setfield(L, -2, "conn_from_fd");
   lua_pushcfunction(L, l_pipe);

@@ -113,7 +113,7 @@ return function(core, lmp)
   -- A connection to a peer: configured for distrust, then authenticated
   -- (server: challenge first, as Python).  Closed on any failure.
   local function open(fd, o, server, deadline)
-    local conn = core.conn_from_fd(fd, true, true)
+    local conn = core.conn_from_socket(fd)
     if o.authkey then
       -- A handshake message, begun or not, must come by the deadline.
       core.conn_configure(conn, true, 256 + 12, math.max(deadline - core.now(), 1e-3))
