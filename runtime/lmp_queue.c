@@ -198,8 +198,7 @@ static int l_queue_init(lua_State *L) {
     return lmp__error_raise(L, "OSError", "Queue: cannot create its locks");
   q->maxsize = maxsize > 0 && maxsize < UINT32_MAX ? (uint32_t)maxsize : 0;
   q->size = LMP_QUEUE_SMALL;
-  lua_pushnumber(L, (lua_Number)(LMP_QUEUE_HEADER + LMP_QUEUE_RING));
-  return 1;
+  return 0;
 }
 
 /* With put_lock held: the ring grows until `need` more bytes fit (up to

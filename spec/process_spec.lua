@@ -381,6 +381,17 @@ describe("lmp.Process", function()
       local p = lmp.Process{target = "string:no_such_function"}
       assert.equal(1, run(p))
     end)
+
+    it("a target function missing in the module is named on stderr", function()
+      local r = run_script([[
+        local p = require("lmp").Process{target = "string:no_such_function"}
+        p:start()
+        assert(p:join(10) == 1)
+      ]])
+      assert.equal(0, r.status, r.stderr)
+      assert.truthy(r.stderr:find('target "string:no_such_function": module "string" has no ' ..
+                                  'function "no_such_function"', 1, true), r.stderr)
+    end)
   end)
 
   describe("close", function()

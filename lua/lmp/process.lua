@@ -244,12 +244,13 @@ return function(core, lmp)
     state.inheriting = nil
     if not ok then error(target, 0) end
     if type(target) == "string" then
-      local modname, fname = target:match("^(.*):(.*)$")
+      local name = target
+      local modname, fname = name:match("^(.*):(.*)$")
       local mod = require(modname)
       target = type(mod) == "table" and mod[fname]
       if type(target) ~= "function" then
         error(lmp.error("ProcessError", ("target %q: module %q has no function %q")
-              :format(rec.target, modname, fname)), 0)
+              :format(name, modname, fname)), 0)
       end
     end
     target(unpack(args, 1, args.n))

@@ -72,13 +72,7 @@ return function(core, lmp, shm)
     end
 
     -- Unmaps the queue in this process; items stay for the others.
-    function cls:close()
-      local seg = self._seg
-      if seg then
-        self._seg = nil
-        seg:close()
-      end
-    end
+    cls.close = shm.close_segment
 
     function cls:_fileno_watch() return core.queue_watch(segment(self, "wait")) end
   end

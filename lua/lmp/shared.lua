@@ -382,13 +382,7 @@ return function(core, lmp, shm, sync)
     seg:write(offset, s)
   end
 
-  function SharedMemory:close()
-    local seg = self._seg
-    if seg then
-      self._seg = nil
-      seg:close()
-    end
-  end
+  SharedMemory.close = shm.close_segment
 
   -- A generated name has no file to remove: it goes with its creator.
   function SharedMemory:unlink()

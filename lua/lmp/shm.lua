@@ -91,6 +91,15 @@ typedef struct {
     return seg, off
   end
 
+  -- close() of an object that owns a whole segment (Queue, SharedMemory).
+  function M.close_segment(self)
+    local seg = self._seg
+    if seg then
+      self._seg = nil
+      seg:close()
+    end
+  end
+
   -- Travel to a child: the segment is named by the position of its
   -- inherited descriptor.
   function M.to_wire(seg, what)

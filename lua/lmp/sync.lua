@@ -116,20 +116,26 @@ return function(core, lmp, shm)
     error((...), 0)
   end
 
-  local Lock = class("Lock")
-
-  function lmp.Lock()
-    local self = new(Lock, lock_ct, ffi.sizeof("lmp_lock"))
+  local function new_lock(cls)
+    local self = new(cls, lock_ct, ffi.sizeof("lmp_lock"))
     local r = api.lock_init(self._p)
-    if r ~= 0 then raise("OSError", "Lock: cannot initialise (errno %d)", r) end
+    if r ~= 0 then raise("OSError", "%s: cannot initialise (errno %d)", cls._name, r) end
     return self
   end
+
+  local function take(p, timeout)
+    if timeout == nil then return lock_result(api.lock_acquire(p, -1), "acquire") end
+    return lock_result(api.lock_acquire(p, timeout_arg(timeout, "acquire")), "acquire")
+  end
+
+  local Lock = class("Lock")
+
+  function lmp.Lock() return new_lock(Lock) end
 
   function Lock:acquire(timeout)
     local p = self._p
     if p == nil then check(self, "acquire") end
-    if timeout == nil then return lock_result(api.lock_acquire(p, -1), "acquire") end
-    return lock_result(api.lock_acquire(p, timeout_arg(timeout, "acquire")), "acquire")
+    return take(p, timeout)
   end
 
   function Lock:release()
@@ -161,12 +167,7 @@ return function(core, lmp, shm)
   local RLock = class("RLock")
   RLock.with, RLock.close, RLock._describe = Lock.with, Lock.close, Lock._describe
 
-  function lmp.RLock()
-    local self = new(RLock, lock_ct, ffi.sizeof("lmp_lock"))
-    local r = api.lock_init(self._p)
-    if r ~= 0 then raise("OSError", "RLock: cannot initialise (errno %d)", r) end
-    return self
-  end
+  function lmp.RLock() return new_lock(RLock) end
 
   function RLock:acquire(timeout)
     local p = self._p
@@ -176,8 +177,7 @@ return function(core, lmp, shm)
       p.count = p.count + 1
       return true
     end
-    if timeout == nil then return lock_result(api.lock_acquire(p, -1), "acquire") end
-    return lock_result(api.lock_acquire(p, timeout_arg(timeout, "acquire")), "acquire")
+    return take(p, timeout)
   end
 
   function RLock:release()
