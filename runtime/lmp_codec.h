@@ -82,9 +82,15 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 #define LMP_CODEC_EXT_BY_MT "lmp.codec.ext_by_mt"     /* mt -> {name, encode} */
 #define LMP_CODEC_EXT_BY_NAME "lmp.codec.ext_by_name" /* name -> decode */
 #define LMP_CODEC_CDATA_HOOK "lmp.codec.cdata_hook"   /* cdata -> name, payload */
+#define LMP_CODEC_DUMPS "lmp.codec.dumps"  /* function -> bytecode (weak keys) */
 
 /* lua_type() of an FFI cdata in LuaJIT (lua.h has no name for it). */
 #define LMP_TCDATA 10
+
+/* Pushes a new closure of the LuaJIT bytecode code[0..len), its upvalues
+ * nil, and returns 0; or pushes an error message and returns -1.  Closures
+ * of the same bytecode share one prototype (lmp_proto.c). */
+int lmp__proto_closure(lua_State *L, const char *code, size_t len);
 
 /* Pushes the registry table `key`, creating it if needed. */
 void lmp__codec_registry(lua_State *L, const char *key);

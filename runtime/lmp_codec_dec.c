@@ -428,7 +428,7 @@ static void bin_function(dec *d) {
     dec_error(d, "function is not LuaJIT bytecode");
   if (lmp__fnv1a64(code, len) != sum)
     dec_error(d, "function bytecode is damaged (checksum mismatch)");
-  if (luaL_loadbuffer(L, code, len, "=?") != 0)
+  if (lmp__proto_closure(L, code, len) != 0)
     dec_error(d, "function bytecode does not load: %s", lua_tostring(L, -1));
   f = lua_gettop(L);
   refs_add(d);

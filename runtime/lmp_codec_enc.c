@@ -775,6 +775,40 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return lmp__buf_append(ud, p, n) ? 1 : 0;
 }
 
+/* Pushes the bytecode of the Lua function at idx.  A closure's bytecode
+ * never changes (only its upvalues do), so it is dumped once and kept while
+ * the closure lives. */
+static void push_bytecode(enc *e, int idx) {
+  lua_State *L = e->L;
+  enc_ctx *c = e->ctx;
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_DUMPS);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_DUMPS);
+  }
+  lua_pushvalue(L, idx);
+  lua_rawget(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    c->scratch.len = 0;
+    lua_pushvalue(L, idx);
+    if (lua_dump(L, dump_writer, &c->scratch) != 0)
+      enc_error(e, "%s: cannot encode this function (lua_dump failed)%s", "");
+    lua_pop(L, 1);
+    lua_pushlstring(L, c->scratch.data, c->scratch.len);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+}
+
 static void bin_function(enc *e, int idx) {
   lua_State *L = e->L;
   enc_ctx *c = e->ctx;
@@ -802,22 +836,21 @@ static void bin_function(enc *e, int idx) {
   if (bin_ref(e, idx)) return;
   stack_room(e);
   self_id = e->next_ref - 1;
-  c->scratch.len = 0;
-  lua_pushvalue(L, idx);
-  if (lua_dump(L, dump_writer, &c->scratch) != 0)
-    enc_error(e, "%s: cannot encode this function (lua_dump failed)%s", "");
-  lua_pop(L, 1);
+  push_bytecode(e, idx);
   out_byte(e, LMP_TAG_FUNCTION);
   {
     /* LuaJIT does not verify bytecode: a damaged function must be caught
      * before it is loaded, so it carries a checksum. */
-    uint64_t sum = lmp__fnv1a64(c->scratch.data, c->scratch.len);
+    size_t len;
+    const char *code = lua_tolstring(L, -1, &len);
+    uint64_t sum = lmp__fnv1a64(code, len);
     unsigned char b[8];
     int k;
     for (k = 0; k < 8; k++) b[k] = (unsigned char)(sum >> (8 * k));
     out_append(e, b, 8);
+    bin_string(e, code, len);
+    lua_pop(L, 1);
   }
-  bin_string(e, c->scratch.data, c->scratch.len);
   for (nups = 0; lua_getupvalue(L, idx, nups + 1) != NULL; nups++)
     lua_pop(L, 1);
   bin_varint(e, (uint64_t)nups);

@@ -886,6 +886,128 @@ describe("lmp.Pool", function()
     end)
   end)
 
+  -- A function's upvalues are part of its value: each call sends them as
+  -- they are at that call, even to a worker that ran the function before.
+  -- One worker, so that every call goes to the worker that has seen f.
+  describe("functions reach the workers as they are at each call", function()
+    it("map sees changed upvalues and a changed table inside one", function()
+      local p = new_pool(1)
+      local cfg, k = {m = 2}, 3
+      local function f(x) return x * cfg.m + k end
+      assert.same({5, 7, 9}, p:map(f, {1, 2, 3}))
+      cfg.m, k = 10, 100
+      assert.same({110, 120, 130}, p:map(f, {1, 2, 3}))
+      cfg.m = 0
+      assert.same({100, 100, 100}, p:map(f, {1, 2, 3}, 1))
+      p:close(); p:join()
+    end)
+
+    it("sees a changed nested table and a changed helper's upvalue", function()
+      local p = new_pool(1)
+      local deep = {a = {b = {c = 1}}}
+      local scale = 1
+      local function helper(x) return x * scale end
+      local function f(x) return helper(x) + deep.a.b.c end
+      assert.same({2, 3}, p:map(f, {1, 2}))
+      deep.a.b.c, scale = 50, 10
+      assert.same({60, 70}, p:map(f, {1, 2}))
+      deep.a.b = {c = -1}
+      assert.same({9, 19}, p:map(f, {1, 2}))
+      p:close(); p:join()
+    end)
+
+    it("sees an upvalue shared by several functions, changed through another", function()
+      local p = new_pool(1)
+      local n = 1
+      local function set(v) n = v end
+      local function get() return n end
+      local function f(x) return get() + x end
+      assert.same({2}, p:map(f, {1}))
+      set(41)
+      assert.same({42}, p:map(f, {1}))
+      -- Both functions of one task still share their upvalue in the worker.
+      local function g(x) set(x); return get() end
+      assert.same({7, 8}, p:map(g, {7, 8}))
+      assert.equal(41, n, "the worker's change does not come back")
+      p:close(); p:join()
+    end)
+
+    it("apply, apply_async, starmap, map_async, imap and imap_unordered too", function()
+      local p = new_pool(1)
+      local k = 1
+      local function f(x) return x + k end
+      local function g(a, b) return a + b + k end
+      local function check(want)
+        assert.equal(want + 1, p:apply(f, {1}))
+        assert.equal(want + 2, p:apply_async(f, {2}):get(10))
+        assert.same({want + 3}, p:starmap(g, {{1, 2}}))
+        assert.same({want + 4}, p:map_async(f, {4}):get(10))
+        for _, r in p:imap(f, {5}) do assert.equal(want + 5, r) end
+        for _, r in p:imap_unordered(f, {6}) do assert.equal(want + 6, r) end
+      end
+      check(1)
+      k = 1000
+      check(1000)
+      p:close(); p:join()
+    end)
+
+    it("each call starts from the parent's values, not from what tasks left", function()
+      local p = new_pool(1)
+      local count = 0
+      local function f() count = count + 1; return count end
+      assert.same({1}, p:map(f, {0}))
+      assert.same({1}, p:map(f, {0}))
+      assert.equal(1, p:apply(f, {}))
+      assert.equal(0, count)
+      p:close(); p:join()
+    end)
+
+    it("a function whose upvalue changes in a loop of apply_async calls", function()
+      local p = new_pool(2)
+      local i = 0
+      local function f() return i end
+      local rs = {}
+      for n = 1, 50 do
+        i = n
+        rs[n] = p:apply_async(f, {})
+      end
+      for n = 1, 50 do assert.equal(n, rs[n]:get(10)) end
+      p:close(); p:join()
+    end)
+
+    it("a Process target takes its upvalues as they are at start()", function()
+      local a, b = lmp.Pipe()
+      local v = {x = 1}
+      local function target(conn) conn:send(v.x) end
+      local p1 = lmp.Process(target, b)
+      v.x = 2
+      p1:start()
+      v.x = 3
+      local p2 = lmp.Process(target, b)
+      p2:start()
+      assert.is_true(a:poll(10)); local r1 = a:recv()
+      assert.is_true(a:poll(10)); local r2 = a:recv()
+      assert.same({2, 3}, {math.min(r1, r2), math.max(r1, r2)})
+      assert.equal(0, H.join(p1)); assert.equal(0, H.join(p2))
+      p1:close(); p2:close(); a:close(); b:close()
+    end)
+
+    it("a replacement worker runs the initializer with its upvalues as they are then", function()
+      local v = 1
+      local p = new_pool{processes = 1, initializer = function() INIT_V = v end}
+      assert.equal(1, p:apply(function() return INIT_V end, {}, {timeout = 10}))
+      local pid = p:apply(function() return require("lmp").current_process().pid end, {})
+      v = 2
+      os.execute("kill -9 " .. pid)
+      assert.is_truthy(H.wait_until(function()
+        local kids = H.children()
+        return #kids == 1 and kids[1] ~= pid
+      end, 10, function() lmp.poll(0.02) end), "the worker was not replaced")
+      assert.equal(2, p:apply(function() return INIT_V end, {}, {timeout = 10}))
+      p:close(); p:join()
+    end)
+  end)
+
   describe("maxtasksperchild", function()
     it("= 1 gives a fresh worker for every task", function()
       local p = new_pool{processes = 2, maxtasksperchild = 1}

@@ -3,8 +3,10 @@
 -- Each worker is a daemon Process running lua/lmp/poolworker.lua, with a
 -- duplex Pipe to the pool.  Work is cut into tasks (chunks of items); each
 -- worker has at most PIPELINE tasks sent to it, so that it never waits for
--- the pool between two tasks.  A function is sent to a worker once and
--- cached there.  The pool notices a dead worker through its sentinel: the
+-- the pool between two tasks.  The function of a call (map, apply_async,
+-- imap, ...) is encoded once, with its upvalues as they are at that call,
+-- and sent to each worker before the first task of that call that it runs;
+-- a worker keeps the functions of its last few calls.  The pool notices a dead worker through its sentinel: the
 -- task it was running fails with WorkerLost, the tasks queued behind it go
 -- back to the queue, and a new worker takes its place.
 --
@@ -21,6 +23,9 @@ return function(core, lmp)
   -- tasks (under FAST seconds) get a deeper pipeline.
   local PIPELINE, PIPELINE_FAST, FAST = 2, 4, 0.002
   local BUFFER_PER_WORKER = 4 -- imap: chunks ahead of the caller, per worker
+  -- Functions of recent calls a worker keeps (lmp.poolworker has the same
+  -- number): the pool knows which, so it resends one only when it is gone.
+  local FUNCTIONS_KEPT = 4
 
   local function raise(kind, fmt, ...)
     error(lmp.error(kind, fmt:format(...)), 3)
@@ -122,7 +127,7 @@ return function(core, lmp)
       size = n, initializer = opts.initializer, initargs = opts.initargs,
       maxtasks = opts.maxtasksperchild, task_timeout = opts.task_timeout,
       workers = {}, queue = {first = 1, last = 0}, tasks = {}, next_id = 0,
-      fn_keys = setmetatable({}, {__mode = "k"}), next_key = 0,
+      next_key = 0,
       state = "running", nworkers_started = 0,
     }, Pool)
     -- A pool collected while open takes its workers down with it.
@@ -151,7 +156,7 @@ return function(core, lmp)
       a:close()
       error(err, 0)
     end
-    self.workers[#self.workers + 1] = {proc = p, conn = a, inflight = {}, keys = {}, sent = 0}
+    self.workers[#self.workers + 1] = {proc = p, conn = a, inflight = {}, kept = {}, has = {}, sent = 0}
   end
 
   function Pool:_check_running(what)
@@ -170,19 +175,30 @@ return function(core, lmp)
     return lmp.error("CodecError", where .. rest)
   end
 
-  -- Queues a task: items[1..n] for fn, results delivered to job at base.
-  function Pool:_submit(fn, star, items, job, base)
+  -- Encodes fn, with its upvalues as they are now, for the tasks of one
+  -- call: job.key names it on the workers, job.fnframe carries it.
+  function Pool:_function(fn, job)
+    self.next_key = self.next_key + 1
+    local ok, frame = pcall(codec.encode, {self.next_key, fn}, {binary = true, role = "function"})
+    if not ok then
+      local e = frame
+      if lmp.is_error(e, "CodecError") then
+        local rest = e.message:match("^function%[2%](.*)$")
+        if rest then e = lmp.error("CodecError", "function" .. rest) end
+      end
+      error(e, 0)
+    end
+    job.key, job.fnframe = self.next_key, frame
+  end
+
+  -- Queues a task: items[1..n] for the job's function, results delivered
+  -- to job at base.
+  function Pool:_submit(star, items, job, base)
     self.next_id = self.next_id + 1
     local id = self.next_id
-    local key = self.fn_keys[fn]
-    if not key then
-      self.next_key = self.next_key + 1
-      key = self.next_key
-      self.fn_keys[fn] = key
-    end
-    local ok, body = pcall(codec.encode, {id, key, star, items}, {binary = true})
+    local ok, body = pcall(codec.encode, {id, job.key, star, items}, {binary = true})
     if not ok then error(task_error(body, base, job), 0) end
-    local task = {id = id, fn = fn, key = key, job = job, base = base, body = body,
+    local task = {id = id, job = job, base = base, body = body,
                   timeout = job.opts.timeout or self.task_timeout}
     self.tasks[id] = task
     local q = self.queue
@@ -192,13 +208,17 @@ return function(core, lmp)
     return task
   end
 
-  -- A task is one frame, {id, key, star, items}, preceded the first time a
-  -- worker meets the function by a frame {key, fn} (see lmp.poolworker).
+  -- A task is one frame, {id, key, star, items}, preceded by the frame of
+  -- its call's function, {key, fn}, unless the worker still keeps it (see
+  -- lmp.poolworker: both sides forget the oldest of FUNCTIONS_KEPT).
   local function send_task(w, task)
-    if not w.keys[task.key] then
-      local fnblob = codec.encode({task.key, task.fn}, {binary = true, role = "function"})
-      w.conn:send_bytes(fnblob)
-      w.keys[task.key] = true
+    local key = task.job.key
+    if not w.has[key] then
+      w.conn:send_bytes(task.job.fnframe)
+      local kept = w.kept
+      kept[#kept + 1] = key
+      w.has[key] = true
+      if #kept > FUNCTIONS_KEPT then w.has[table.remove(kept, 1)] = nil end
     end
     w.sent = w.sent + 1
     w.conn:send_bytes(task.body)
@@ -226,19 +246,13 @@ return function(core, lmp)
       local task = q[q.first]
       q[q.first] = nil
       q.first = q.first + 1
-      local ok, err = pcall(send_task, best, task)
-      if not ok then
-        if lmp.is_error(err, "CodecError") then  -- the function cannot travel
-          self.tasks[task.id] = nil
-          task.job:_chunk(task.base, false, err)
-        else
-          -- The worker is gone (broken pipe): the task runs elsewhere, and
-          -- the worker is buried at the next pump.
-          best.broken = true
-          task.worker, task.started = nil, nil
-          q.first = q.first - 1
-          q[q.first] = task
-        end
+      if not pcall(send_task, best, task) then
+        -- The worker is gone (broken pipe): the task runs elsewhere, and
+        -- the worker is buried at the next pump.
+        best.broken = true
+        task.worker, task.started = nil, nil
+        q.first = q.first - 1
+        q[q.first] = task
       end
     end
     -- A deque keyed by ever larger numbers keeps the room of old keys in
@@ -435,7 +449,8 @@ return function(core, lmp)
     local job = new_job(self, 1, {callback = callback, error_callback = error_callback,
                                   timeout = opts and opts.timeout})
     job.single = true
-    self:_submit(fn, true, {n = 1, {n = args.n or #args, unpack(args, 1, args.n or #args)}}, job, 1)
+    self:_function(fn, job)
+    self:_submit(true, {n = 1, {n = args.n or #args, unpack(args, 1, args.n or #args)}}, job, 1)
     return job
   end
 
@@ -457,12 +472,13 @@ return function(core, lmp)
     local job = new_job(self, nchunks, {callback = callback, error_callback = error_callback,
                                         timeout = opts and opts.timeout})
     if nchunks == 0 then job:_finish(true, {}) end
+    if nchunks > 0 then self:_function(fn, job) end
     for c = 0, nchunks - 1 do
       local base = c * chunksize + 1
       local n = math.min(chunksize, len - base + 1)
       local items = {n = n}
       for i = 1, n do items[i] = list[base + i - 1] end
-      self:_submit(fn, star, items, job, base)
+      self:_submit(star, items, job, base)
     end
     job.progress = opts and opts.progress and len
     return job
@@ -544,6 +560,7 @@ return function(core, lmp)
           end
         end
       end}})
+    self:_function(fn, sink)
     local function fill()
       while not exhausted and outstanding < limit do
         local items = {}
@@ -556,7 +573,7 @@ return function(core, lmp)
         if n > 0 then
           items.n = n
           sizes[submitted + 1] = n
-          self:_submit(fn, false, items, sink, submitted + 1)
+          self:_submit(false, items, sink, submitted + 1)
           submitted = submitted + n
           outstanding = outstanding + 1
         end

@@ -2,8 +2,11 @@
 -- starts it as the target "lmp.poolworker:main").
 --
 -- Messages from the pool, each a frame on `conn`:
---   {key, fn}                   a function, kept under `key` (a function is
---                               sent to a worker once);
+--   {key, fn}                   the function of one call of the pool (map,
+--                               apply_async, ...), kept under `key` for that
+--                               call's later tasks; the worker keeps the
+--                               last FUNCTIONS_KEPT (lua/lmp/pool.lua keeps
+--                               count of them the same way);
 --   {id, key, star, items}      a task: fn(item), or fn(unpack(item)) when
 --                               star, for each item.
 -- Reply, one frame per task: {id, true, results} or {id, false, err}.
@@ -13,6 +16,8 @@ local codec = lmp.codec
 local unpack = unpack or table.unpack
 
 local M = {}
+
+local FUNCTIONS_KEPT = 4
 
 local function failure(e)
   local kind = lmp.is_error(e) and e.kind or nil
@@ -38,12 +43,14 @@ function M.main(conn, initializer, initargs, maxtasks)
     initargs = initargs or {}
     initializer(unpack(initargs, 1, initargs.n or #initargs))
   end
-  local cache, done = {}, 0
+  local cache, kept, done = {}, {}, 0
   while true do
     local msg = conn:recv()
     if msg == nil then return end
     if msg[4] == nil then  -- {key, fn}
       cache[msg[1]] = msg[2]
+      kept[#kept + 1] = msg[1]
+      if #kept > FUNCTIONS_KEPT then cache[table.remove(kept, 1)] = nil end
       msg = conn:recv()
       if msg == nil then return end
     end
