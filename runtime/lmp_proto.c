@@ -114,6 +114,8 @@ static int parse_dump(const char *code, size_t len, dump_info *di) {
     di->last_uv = (size_t)(r.p - (const unsigned char *)code);
     di->last_nuv = nuv;
     skip(&r, (size_t)nuv * 2);
+    /* The fields read must lie inside the prototype's own length. */
+    if (!r.ok || (size_t)(r.p - start) > plen) return -1;
     r.p = start;
     skip(&r, plen);
     di->last_end = (size_t)(r.p - (const unsigned char *)code);

@@ -14,166 +14,8 @@ local SEED, new_rng, fmtnum, hex = V.SEED, V.new_rng, V.fmtnum, V.hex
 local function show(v) return V.show(v, 40) end
 
 
-local function is_cfunction(f)
-  return type(f) == "function" and debug.getinfo(f, "S").what == "C"
-end
+local is_module, is_cfunction, deep_equal = V.is_module, V.is_cfunction, V.deep_equal
 
--- Tables that must travel by reference (the value of package.loaded[name]).
-local module_set
-local function is_module(t)
-  if type(t) ~= "table" then return false end
-  if not module_set then
-    module_set = {}
-    for _, m in pairs(package.loaded) do
-      if type(m) == "table" then module_set[m] = true end
-    end
-  end
-  return module_set[t] == true
-end
-
-
-
-
--- Deep equality up to isomorphism: the graph of b must have exactly the
--- shape of the graph of a (a table referenced twice in a arrives as one
--- table referenced twice in b, and two distinct tables stay distinct).
--- NaN equals NaN, -0.0 differs from 0.0.  Module tables and C functions
--- must be the very same objects.  Lua functions compare by bytecode and
--- upvalues, and shared upvalues must still be shared.
-local function new_ctx()
-  return {ab = {}, ba = {}, uab = {}, uba = {}}
-end
-
-local function snapshot(ctx)
-  local s = {}
-  for name, m in pairs(ctx) do
-    local c = {}
-    for k, v in pairs(m) do c[k] = v end
-    s[name] = c
-  end
-  return s
-end
-
-local function restore(ctx, s)
-  for name, m in pairs(s) do ctx[name] = m end
-end
-
-local function keystr(k)
-  if type(k) == "string" and k:match("^[%a_][%w_]*$") then return "." .. k end
-  return "[" .. show(k) .. "]"
-end
-
-local eq
-
-local function eq_table(a, b, ctx)
-  if getmetatable(a) ~= getmetatable(b) then
-    return false, ": metatable " .. tostring(getmetatable(a)) .. " vs " .. tostring(getmetatable(b))
-  end
-  local nb, bkeys = 0, {}
-  for k in V.entries(b) do
-    nb = nb + 1
-    local kt = type(k)
-    if (kt == "table" and not is_module(k)) or (kt == "function" and not is_cfunction(k)) then
-      bkeys[#bkeys + 1] = k
-    end
-  end
-  local na = 0
-  for k, va in V.entries(a) do
-    na = na + 1
-    local kt = type(k)
-    if (kt == "table" and not is_module(k)) or (kt == "function" and not is_cfunction(k)) then
-      local kb = ctx.ab[k]
-      if kb ~= nil then
-        local vb = rawget(b, kb)
-        if vb == nil then return false, "[" .. tostring(k) .. "]: key missing" end
-        local ok, why = eq(va, vb, ctx)
-        if not ok then return false, "[" .. tostring(k) .. "]" .. why end
-      else
-        local found = false
-        for _, cand in ipairs(bkeys) do
-          if ctx.ba[cand] == nil and type(cand) == kt then
-            local snap = snapshot(ctx)
-            if eq(k, cand, ctx) and eq(va, rawget(b, cand), ctx) then
-              found = true
-              break
-            end
-            restore(ctx, snap)
-          end
-        end
-        if not found then return false, "[" .. tostring(k) .. "]: no matching " .. kt .. " key" end
-      end
-    else
-      local vb = rawget(b, k)
-      if vb == nil then return false, keystr(k) .. ": key missing after decode" end
-      local ok, why = eq(va, vb, ctx)
-      if not ok then return false, keystr(k) .. why end
-    end
-  end
-  if na ~= nb then return false, ": " .. na .. " keys before, " .. nb .. " after" end
-  return true
-end
-
-local function eq_function(a, b, ctx)
-  if is_cfunction(b) then return false, ": a Lua function became the C function " .. tostring(b) end
-  local okd, da = pcall(string.dump, a, true)
-  local okb, db = pcall(string.dump, b, true)
-  if not okd then return false, ": the original function cannot be dumped: " .. tostring(da) end
-  if not okb then return false, ": the decoded function cannot be dumped: " .. tostring(db) end
-  if da ~= db then return false, ": bytecode differs" end
-  local ia, ib = debug.getinfo(a, "u"), debug.getinfo(b, "u")
-  if ia.nups ~= ib.nups then return false, ": " .. ia.nups .. " upvalues vs " .. ib.nups end
-  for i = 1, ia.nups do
-    local name, va = debug.getupvalue(a, i)
-    local _, vb = debug.getupvalue(b, i)
-    if debug.upvalueid then
-      local ida, idb = debug.upvalueid(a, i), debug.upvalueid(b, i)
-      local ma, mb = ctx.uab[ida], ctx.uba[idb]
-      if ma == nil and mb == nil then
-        ctx.uab[ida], ctx.uba[idb] = idb, ida
-      elseif ma ~= idb or mb ~= ida then
-        return false, "<upvalue " .. tostring(name) .. ">: upvalue sharing differs"
-      end
-    end
-    local ok, why = eq(va, vb, ctx)
-    if not ok then return false, "<upvalue " .. tostring(name) .. ">" .. why end
-  end
-  return true
-end
-
-eq = function(a, b, ctx)
-  local ta, tb = type(a), type(b)
-  if ta ~= tb then return false, ": " .. ta .. " " .. show(a) .. " became " .. tb .. " " .. show(b) end
-  if ta == "number" then
-    if a ~= a then
-      if b ~= b then return true end
-    elseif a == b and (a ~= 0 or 1 / a == 1 / b) then
-      return true
-    end
-    return false, ": number " .. fmtnum(a) .. " became " .. fmtnum(b)
-  end
-  if ta == "string" then
-    if a == b then return true end
-    return false, ": string " .. show(a) .. " became " .. show(b)
-  end
-  if (ta ~= "table" and ta ~= "function") or is_module(a) or is_cfunction(a) then
-    if rawequal(a, b) then return true end
-    return false, ": " .. show(a) .. " became " .. show(b) .. " (must be the same object)"
-  end
-  local mapped = ctx.ab[a]
-  if mapped ~= nil then
-    if rawequal(mapped, b) then return true end
-    return false, ": shared reference became a different " .. ta
-  end
-  if ctx.ba[b] ~= nil then return false, ": two distinct " .. ta .. "s became one" end
-  ctx.ab[a], ctx.ba[b] = b, a
-  if ta == "table" then return eq_table(a, b, ctx) end
-  return eq_function(a, b, ctx)
-end
-
-local function deep_equal(a, b)
-  local ok, why = eq(a, b, new_ctx())
-  return ok, ok and nil or ("value" .. (why or ""))
-end
 
 -- Registered metatables and a custom module for the generator.
 local Point = {__index = {norm2 = function(self) return self.x * self.x + self.y * self.y end}}
@@ -522,11 +364,11 @@ describe("lmp.codec round trips", function()
       assert.is_nil(v[2])
       assert.equal(3, v[3])
       local n = 0
-      for _ in V.entries(v) do n = n + 1 end
+      for _ in pairs(v) do n = n + 1 end
       assert.equal(2, n)
       local w = codec.decode(codec.encode({nil, nil, "x", [10] = true}))
       n = 0
-      for _ in V.entries(w) do n = n + 1 end
+      for _ in pairs(w) do n = n + 1 end
       assert.equal(2, n)
       assert.equal("x", w[3])
       assert.is_true(w[10])
@@ -714,6 +556,74 @@ describe("lmp.codec round trips", function()
       ]], enc)
       assert.equal("there!", r.stdout, r.stderr)
       assert.equal(0, r.status)
+    end)
+
+    -- Closures decoded from the same bytecode share one prototype (so
+    -- LuaJIT's traces for it are kept), but each decode is a new closure
+    -- with new upvalues.
+    it("each decode is a fresh closure of one shared prototype", function()
+      local jutil = require "jit.util"
+      local t, n = {m = 2}, 0
+      local f = function(x) n = n + 1; return x * t.m + n end
+      local enc = codec.encode(f)
+      local a, b = codec.decode(enc), codec.decode(enc)
+      assert.are_not.equal(a, b)
+      assert.equal(jutil.funcinfo(a).proto, jutil.funcinfo(b).proto)
+      assert.equal(3, a(1)); assert.equal(4, a(1)); assert.equal(3, b(1))
+      assert.equal(0, n)
+      assert.are_not.equal(select(2, debug.getupvalue(a, 1)), select(2, debug.getupvalue(b, 1)))
+      -- a hot loop compiled in one copy runs compiled in the next
+      local g = function(m) local s = 0 for i = 1, m do s = s + i * t.m end return s end
+      local genc = codec.encode(g)
+      for _ = 1, 50 do assert.equal(2 * 5050, codec.decode(genc)(100)) end
+      -- no upvalues, and the most LuaJIT allows (60)
+      local z = codec.decode(codec.encode(function(x) return x * 2 end))
+      assert.equal(42, z(21))
+      local src = {}
+      for i = 1, 60 do src[#src + 1] = ("local u%d = %d"):format(i, i) end
+      local terms = {}
+      for i = 1, 60 do terms[i] = "u" .. i end
+      src[#src + 1] = "return function() return " .. table.concat(terms, " + ") .. " end"
+      local big = assert(loadstring(table.concat(src, "\n")))()
+      local bigc = codec.decode(codec.encode(big))
+      assert.equal(1830, bigc())
+      assert.equal(60, jutil.funcinfo(bigc).upvalues)
+    end)
+
+    it("keeps the immutability of upvalues: a written upvalue stays writable when compiled", function()
+      local acc = 0
+      local function add(x) acc = acc + x end
+      local function run(m) for i = 1, m do add(i) end return acc end
+      local enc = codec.encode(run)
+      for _ = 1, 30 do assert.equal(5050, codec.decode(enc)(100)) end
+    end)
+
+    it("many different functions: the prototype cache stays bounded and correct", function()
+      for i = 1, 600 do
+        local f = assert(loadstring(("local k = ... return function() return k + %d end"):format(i)))(i)
+        assert.equal(2 * i, codec.decode(codec.encode(f))())
+      end
+    end)
+
+    it("stripped bytecode (no debug info) still decodes", function()
+      local ffi = require "ffi"
+      local function fnv(s)
+        local h = ffi.new("uint64_t", 0xcbf29ce4ULL * 2 ^ 32 + 0x84222325ULL)
+        h = 0xcbf29ce484222325ULL
+        for i = 1, #s do h = bit.bxor(h, s:byte(i)) * 0x100000001b3ULL end
+        return h
+      end
+      local function u64le(x)
+        local b = {}
+        for i = 1, 8 do b[i] = string.char(tonumber(bit.band(x, 0xff))); x = bit.rshift(x, 8) end
+        return table.concat(b)
+      end
+      local code = string.dump(function(x) return x + 1 end, true)
+      assert.is_true(#code < 128)
+      -- 0xFF 0x01, tag 0x0B, checksum, string (tag 0x07, length, bytes), no upvalues
+      local msg = "\255\1\11" .. u64le(fnv(code)) .. "\7" .. string.char(#code) .. code .. "\0"
+      local g = codec.decode(msg)
+      assert.equal(2, g(1))
     end)
 
     it("math.sqrt, string.format and print travel by reference", function()

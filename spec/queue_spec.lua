@@ -27,33 +27,9 @@ local csleep, spawn = H.csleep, H.spawn
 -- All the results of a call: {n = count, ...}.
 local function pack(...) return {n = select("#", ...), ...} end
 
--- Deep equality that tells NaN, -0.0 and the shape of cycles apart, and
--- does not iterate with pairs() (see V.entries).
-local function deep_equal(a, b, seen)
-  if type(a) ~= type(b) then return false end
-  if type(a) == "number" then
-    if a ~= a then return b ~= b end
-    if a == 0 and b == 0 then return 1 / a == 1 / b end
-    return a == b
-  end
-  if type(a) ~= "table" then return rawequal(a, b) end
-  seen = seen or {}
-  if seen[a] ~= nil then return rawequal(seen[a], b) end
-  seen[a] = b
-  if getmetatable(a) ~= getmetatable(b) then return false end
-  for k in V.entries(b) do
-    if rawget(a, k) == nil then return false end
-  end
-  for k, va in V.entries(a) do
-    if type(k) == "table" then return false end  -- not used by these specs
-    if not deep_equal(va, rawget(b, k), seen) then return false end
-  end
-  return true
-end
-
 local function assert_same(expected, got, what)
-  assert.is_true(deep_equal(expected, got),
-    ("%s: expected %s, got %s"):format(what, V.show(expected), V.show(got)))
+  local ok, why = V.deep_equal(expected, got)
+  assert.is_true(ok, ("%s: expected %s, got %s (%s)"):format(what, V.show(expected), V.show(got), tostring(why)))
 end
 
 -- A string of about `mb` MiB whose bytes vary, different for each `salt`.
