@@ -29,6 +29,7 @@
 #include "lmp_sync.h"
 
 #define SEGMENT_MT "lmp.Segment"
+#define UNLINKED_SEALS (F_SEAL_GROW | F_SEAL_SHRINK)
 
 struct lmp_segment {
   char *base;        /* NULL once unmapped */
@@ -128,7 +129,7 @@ static int l_segment_new(lua_State *L) {
   int fd, err;
   if (!(n >= 1 && n <= (lua_Number)(SIZE_MAX / 2)))
     return lmp__error_raise(L, "ValueError", "size must be positive");
-  fd = memfd_create(tag, MFD_CLOEXEC);
+  fd = memfd_create(tag, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0 || ftruncate(fd, (off_t)n) != 0) {
     err = errno;
     if (fd >= 0) close(fd);
@@ -229,11 +230,34 @@ static int l_segment_open_proc(lua_State *L) {
     return lmp__error_raise(L, "OSError", "SharedMemory '%s': cannot open it "
                             "in process %d: %s", name, pid, strerror(err));
   }
-  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+  /* An unlinked one is sealed against growing (l_segment_unlink). */
+  if (fstat(fd, &st) != 0 || st.st_size <= 0 ||
+      (fcntl(fd, F_GET_SEALS) & UNLINKED_SEALS) == UNLINKED_SEALS) {
     close(fd);
     return 0;
   }
   push_mapped(L, fd, (size_t)st.st_size, "SharedMemory");
+  return 1;
+}
+
+/* segment:unlink() -> true, or false if it was unlinked before: from now
+ * on, core.segment_open_proc refuses it in every process.  A segment made
+ * without a name has no file to remove, so the mark is on the memory
+ * itself: seals against resizing, which nothing else sets (its size never
+ * changes) and which every process that holds the memory sees. */
+static int l_segment_unlink(lua_State *L) {
+  lmp_segment *s = open_segment(L, 1);
+  int seals = fcntl(s->fd, F_GET_SEALS);
+  if (seals >= 0 && (seals & UNLINKED_SEALS) == UNLINKED_SEALS) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (seals < 0 || fcntl(s->fd, F_ADD_SEALS, UNLINKED_SEALS) != 0) {
+    int err = errno;
+    return lmp__error_raise(L, "OSError", "cannot unlink shared memory: %s",
+                            strerror(err));
+  }
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -322,6 +346,7 @@ static const luaL_Reg segment_methods[] = {
   {"read", l_read},
   {"write", l_write},
   {"close", l_close},
+  {"unlink", l_segment_unlink},
   {NULL, NULL}
 };
 

@@ -1156,6 +1156,38 @@ describe("lmp shared memory", function()
       new:close(); new:unlink()
     end)
 
+    it("after unlink() a segment made without a name cannot be attached either (SPEC 12)", function()
+      local sm = lmp.SharedMemory{size = 16}
+      sm:write(0, "anon")
+      local before = lmp.SharedMemory{name = sm.name}   -- attaching works until unlink
+      assert.equal("anon", before:read(0, 4))
+      sm:unlink()
+      local e = raises("OSError", lmp.SharedMemory, {name = sm.name})
+      assert.truthy(e.message:find(sm.name, 1, true), e.message)
+      -- nor from another process
+      local code = H.join(H.spawn(function(name)
+        local ok, err = pcall(require("lmp").SharedMemory, {name = name})
+        os.exit((not ok and err.kind == "OSError") and 0 or 1)
+      end, sm.name))
+      assert.equal(0, code, "a child could attach an unlinked segment")
+      -- the objects still open keep working, and share their bytes
+      sm:write(4, "!")
+      assert.equal("anon!", before:read(0, 5))
+      -- unlinking again: the name is gone, as for a named segment
+      e = raises("OSError", sm.unlink, sm)
+      assert.truthy(e.message:find(sm.name, 1, true), e.message)
+      before:close(); sm:close()
+    end)
+
+    it("unlink() in a child that was given the segment ends attaching by name everywhere", function()
+      local sm = lmp.SharedMemory{size = 8}
+      assert.equal(0, H.join(H.spawn(function(m) m:unlink() end, sm)))
+      raises("OSError", lmp.SharedMemory, {name = sm.name})
+      sm:write(0, "still")
+      assert.equal("still", sm:read(0, 5))
+      sm:close()
+    end)
+
     it("a generated-name segment is never in /dev/shm, however the script that made it ends", function()
       local src = [[
         local lmp = require "lmp"

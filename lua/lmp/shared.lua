@@ -384,9 +384,17 @@ return function(core, lmp, shm, sync)
 
   SharedMemory.close = shm.close_segment
 
-  -- A generated name has no file to remove: it goes with its creator.
+  -- A generated name has no file to remove: the memory is marked instead,
+  -- so that no process can attach it by name any more.  Once closed here,
+  -- its creator's descriptor (the name's only way in) may be gone already.
   function SharedMemory:unlink()
-    if self._generated then return end
+    if self._generated then
+      if self._seg and not self._seg:unlink() then
+        raise("OSError", "unlink: SharedMemory %q: no such file or directory (unlinked before)",
+              self.name)
+      end
+      return
+    end
     local ok, err = core.shm_unlink(self.name)
     if not ok then raise("OSError", "unlink: SharedMemory %q: %s", self.name, err) end
   end
