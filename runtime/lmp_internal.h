@@ -73,7 +73,8 @@ void lmp__run_atexit(lua_State *L);
 
 /* --- hashes (lmp_hash.c) ---------------------------------------------------- */
 
-/* Adds hmac, digest and random_bytes to the core table at the top. */
+/* Adds hmac, digest, compare_digest and random_bytes (libcrypto, getrandom)
+ * to the core table at the top. */
 void lmp__hash_open(lua_State *L);
 
 /* --- platform (lmp_platform.c) --------------------------------------------- */

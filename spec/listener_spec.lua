@@ -805,6 +805,70 @@ for line in sys.stdin:
       end
       assert.equal(#cases, i)
     end)
+
+    it("digests (RFC 1321, FIPS 180-2 known answers), compare_digest, bad names", function()
+      local core  -- as above: an upvalue of Client, not part of the API
+      for i = 1, 20 do
+        local name, v = debug.getupvalue(Client, i)
+        if not name then break end
+        if name == "core" then core = v end
+      end
+      if not (core and core.digest and core.compare_digest) then
+        pending("core.digest not reachable")
+        return
+      end
+      assert.equal("d41d8cd98f00b204e9800998ecf8427e", hex(core.digest("md5", "")))
+      assert.equal("900150983cd24fb0d6963f7d28e17f72", hex(core.digest("md5", "abc")))
+      assert.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                   hex(core.digest("sha256", "")))
+      assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                   hex(core.digest("sha256", "abc")))
+      assert.equal("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+                   hex(core.digest("sha256",
+                       "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")))
+      assert.is_true(core.compare_digest("", ""))
+      assert.is_true(core.compare_digest(("\0x"):rep(16), ("\0x"):rep(16)))
+      assert.is_false(core.compare_digest("abc", "abd"))
+      assert.is_false(core.compare_digest("abc", "ab"))
+      assert.is_false(core.compare_digest("a\0b", "a\0c"))
+      for _, f in ipairs({function() return core.digest("sha1", "x") end,
+                          function() return core.hmac("SHA256", "k", "x") end,
+                          function() return core.compare_digest("x", nil) end}) do
+        local ok, err = pcall(f)
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("bad argument", 1, true), tostring(err))
+      end
+    end)
+
+    it("a digest that libcrypto refuses (FIPS-only configuration): ValueError", function()
+      local dir = H.tmpdir()
+      H.write(dir .. "/openssl.cnf", table.concat({
+        "openssl_conf = openssl_init",
+        "[openssl_init]", "alg_section = evp_properties",
+        "[evp_properties]", "default_properties = fips=yes", ""}, "\n"))
+      local r = H.lmp_run({"-e", [[
+local Client = require("lmp").connection.Client
+local core
+for i = 1, 20 do
+  local name, v = debug.getupvalue(Client, i)
+  if not name then break end
+  if name == "core" then core = v end
+end
+for _ = 1, 2 do
+  local ok, e = pcall(core.hmac, "md5", "key", "message")
+  print(ok, e.kind, e.message)
+end
+local ok, e = pcall(core.digest, "sha256", "message")
+print(ok, e.kind, e.message)
+]]}, {env = {OPENSSL_CONF = dir .. "/openssl.cnf"}})
+      assert.equal(0, r.status, r.stderr)
+      local lines = {}
+      for line in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.equal(3, #lines, r.stdout)
+      assert.matches("^false\tValueError\tHMAC md5: .*unsupported", lines[1])
+      assert.equal(lines[1], lines[2])
+      assert.matches("^false\tValueError\tdigest sha256: .*unsupported", lines[3])
+    end)
   end)
 
   describe("distrust of the peer", function()

@@ -73,13 +73,6 @@ return function(core, lmp)
                "unsupported digest (%d bytes)", #message)
   end
 
-  local function same(a, b)  -- in time that does not depend on where they differ
-    if #a ~= #b then return false end
-    local diff = 0
-    for i = 1, #a do diff = bit.bor(diff, bit.bxor(a:byte(i), b:byte(i))) end
-    return diff == 0
-  end
-
   local function deliver_challenge(conn, key, deadline)
     local message = "{sha256}" .. core.random_bytes(RANDOM_LENGTH)
     conn:send_bytes(CHALLENGE .. message)
@@ -88,7 +81,8 @@ return function(core, lmp)
       pcall(conn.send_bytes, conn, FAILURE)
       error(name, 0)
     end
-    if not same(core.hmac(name, key, message), mac) then
+    -- In constant time (CRYPTO_memcmp), as Python's hmac.compare_digest.
+    if not core.compare_digest(core.hmac(name, key, message), mac) then
       pcall(conn.send_bytes, conn, FAILURE)
       auth_error("digest received was wrong")
     end
