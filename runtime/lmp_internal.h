@@ -21,8 +21,8 @@
 
 /* --- embedded Lua modules (generated from lua/ by scripts/embed_lua.cmake) -- */
 typedef struct {
-  const char *name;       /* module name for require, e.g. "lmp.worker" */
-  const char *chunkname;  /* "@lmp/worker.lua", as tracebacks show it */
+  const char *name;       /* module name for require, e.g. "lmp.pool" */
+  const char *chunkname;  /* "@lmp/pool.lua", as tracebacks show it */
   const char *source;
   size_t size;
 } lmp__lua_module;
@@ -61,13 +61,20 @@ int lmp__pcall_traceback(lua_State *L, int nargs, int nresults);
  * the stack and pops it. */
 void lmp__report(lua_State *L, const char *prefix);
 
+/* --- the module (lmp_module.c) --------------------------------------------- */
+
+/* Registry key of the core table: the C half of the module, which the Lua
+ * half (lua/lmp/init.lua) receives and to which it adds the functions C
+ * calls back: core.run_child(bootstrap) and core.atexit(). */
+#define LMP_CORE_KEY "lmp.core"
+
 /* --- processes (lmp_worker.c) ---------------------------------------------- */
 
 /* Replaces os.exit in a state that lmp owns (the host's, a worker's) with
  * one that closes the state before exiting unless told not to. */
 void lmp__install_closing_exit(lua_State *L);
 
-/* Runs lmp._atexit() if lmp is loaded: daemon children are terminated, the
+/* Runs core.atexit() if lmp is loaded: daemon children are terminated, the
  * others joined.  Errors are reported on stderr. */
 void lmp__run_atexit(lua_State *L);
 

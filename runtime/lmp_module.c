@@ -61,6 +61,8 @@ int luaopen_lmp(lua_State *L) {
   lmp__queue_open(L);
   lmp__hash_open(L);
   lmp__net_open(L);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
   lua_call(L, 1, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, MODULE_KEY);

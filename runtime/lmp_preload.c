@@ -2,7 +2,7 @@
  * lmp_preload.c -- makes lmp and its embedded Lua modules requirable.
  *
  * The sources under lua/ are compiled into the binary (see
- * scripts/embed_lua.cmake), so require "lmp.worker" never depends on the
+ * scripts/embed_lua.cmake), so require "lmp.pool" never depends on the
  * current directory or on LUA_PATH.
  */
 #include <string.h>

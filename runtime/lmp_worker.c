@@ -5,9 +5,10 @@
  * `<executable> --lmp-worker FD NAME PARENT_PID NFDS`, FD being the
  * inherited end of the bootstrap channel and FD+1 ... FD+NFDS descriptors
  * of lmp objects among the arguments; the worker dies with its parent
- * (PR_SET_PDEATHSIG) and closes every other descriptor it inherited.  The worker is a fresh Lua
- * state with the standard libraries and lmp; lua/lmp/worker.lua reads the
- * bootstrap message and runs it.  Any program that links liblmp becomes a
+ * (PR_SET_PDEATHSIG) and closes every other descriptor it inherited.  The
+ * worker is a fresh Lua state with the standard libraries and lmp;
+ * core.run_child (lua/lmp/process.lua) reads the bootstrap message and
+ * runs it.  Any program that links liblmp becomes a
  * possible worker executable by calling lmp_worker_main() first in main().
  */
 #include <errno.h>
@@ -69,17 +70,11 @@ static int read_frame(int fd, char **out, size_t *outlen) {
 
 void lmp__run_atexit(lua_State *L) {
   int top = lua_gettop(L);
-  lua_getglobal(L, "package");
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
   if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "loaded");
-    if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "lmp");
-      if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "_atexit");
-        if (lua_isfunction(L, -1) && lmp__pcall_traceback(L, 0, 0) != 0)
-          lmp__report(L, "lmp: at exit");
-      }
-    }
+    lua_getfield(L, -1, "atexit");
+    if (lua_isfunction(L, -1) && lmp__pcall_traceback(L, 0, 0) != 0)
+      lmp__report(L, "lmp: at exit");
   }
   lua_settop(L, top);
 }
@@ -151,9 +146,10 @@ static int worker_pmain(lua_State *L) {
   lmp_preload(L);
   lmp__preload_lua(L);
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "lmp.worker");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "main");
+  lua_pushliteral(L, "lmp");
+  lua_call(L, 1, 0);
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
+  lua_getfield(L, -1, "run_child");
   lua_pushlstring(L, w->bootstrap, w->bootstrap_len);
   free(w->bootstrap);
   w->bootstrap = NULL;

@@ -1,8 +1,10 @@
 -- lmp: Lua multiprocessing.  The table that `require "lmp"` returns.
 --
 -- `core` holds the C half of the module (runtime/lmp_module.c); this file
--- decides what users see.  Objects (Process, Queue, Pool, ...) are added by
--- their own modules as they land.
+-- decides what users see.  Each part of lmp is installed by its own module
+-- (Process, Queue, Pool, ...), which gets the core, the public table and
+-- the internal table (lmp.internal) that the parts share with each other
+-- and never with users.
 local core = ...
 
 local lmp = {
@@ -13,17 +15,19 @@ local lmp = {
   codec = core.codec,
   null = core.null,       -- JSON's null; the same value as cjson.null
   Pipe = core.Pipe,
-  connection = core.connection,
+  connection = {},
   cpu_count = core.cpu_count,
   get_executable = core.get_executable,
   set_executable = core.set_executable,
 }
 
-require("lmp.process")(core, lmp)
-local shm = require("lmp.shm")(core, lmp)
-require("lmp.shared")(core, lmp, shm, require("lmp.sync")(core, lmp, shm))
-require("lmp.queue")(core, lmp, shm)
-require("lmp.listener")(core, lmp)
-require("lmp.pool")(core, lmp)
+local I = require("lmp.internal")(core, lmp)
+require("lmp.process")(core, lmp, I)
+require("lmp.wait")(core, lmp, I)
+local shm = require("lmp.shm")(core, lmp, I)
+require("lmp.shared")(core, lmp, I, shm, require("lmp.sync")(core, lmp, I, shm))
+require("lmp.queue")(core, lmp, I, shm)
+require("lmp.listener")(core, lmp, I)
+require("lmp.pool")(core, lmp, I)
 
 return lmp

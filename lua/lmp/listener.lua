@@ -14,7 +14,7 @@
 --           HMAC-MD5 (16 bytes) from an old client
 --   server: "#WELCOME#" or "#FAILURE#"
 -- and then the same the other way round.
-return function(core, lmp)
+return function(core, lmp, I)
   local CHALLENGE, WELCOME, FAILURE = "#CHALLENGE#", "#WELCOME#", "#FAILURE#"
   local RANDOM_LENGTH = 40
   local MD5_LENGTHS = {[16] = true, [20] = true}  -- legacy response, challenge
@@ -25,9 +25,7 @@ return function(core, lmp)
     stall = 30,               -- seconds the rest of a begun message may take
   }
 
-  local function raise(kind, fmt, ...)
-    error(lmp.error(kind, fmt:format(...)), 3)
-  end
+  local raise = I.raise
 
   local function auth_error(fmt, ...)
     error(lmp.error("AuthenticationError", fmt:format(...)), 0)
@@ -169,10 +167,7 @@ return function(core, lmp)
   -- Listener goes on accepting.
   function Listener:accept(timeout)
     if not self._fd then raise("ValueError", "accept: the listener is closed") end
-    if timeout ~= nil and type(timeout) ~= "number" then
-      raise("TypeError", "accept: timeout must be a number of seconds")
-    end
-    local fd, peer = core.net_accept(self._fd, timeout)
+    local fd, peer = core.net_accept(self._fd, I.timeout(timeout, "Listener:accept"))
     if not fd then return nil, "timeout" end
     local conn = open(fd, self._o, true, core.now() + self._o.timeout)
     self.last_accepted = peer

@@ -13,7 +13,7 @@
 -- Nothing runs behind the user's back: results are collected, callbacks run
 -- and workers replaced while the parent waits in a pool call (get, map,
 -- imap, join, ...) or calls lmp.poll().
-return function(core, lmp)
+return function(core, lmp, I)
   local codec = lmp.codec
   local unpack = unpack or table.unpack
   local floor, huge = math.floor, math.huge
@@ -27,9 +27,7 @@ return function(core, lmp)
   -- number): the pool knows which, so it resends one only when it is gone.
   local FUNCTIONS_KEPT = 4
 
-  local function raise(kind, fmt, ...)
-    error(lmp.error(kind, fmt:format(...)), 3)
-  end
+  local raise = I.raise
 
   local function now() return core.now() end
 
@@ -80,11 +78,12 @@ return function(core, lmp)
   function AsyncResult:ready() return self.done end
 
   function AsyncResult:successful()
-    if not self.done then raise("ValueError", "successful: the result is not ready") end
+    if not self.done then raise("ValueError", "AsyncResult:successful: the result is not ready") end
     return self.ok
   end
 
   function AsyncResult:wait(timeout)
+    timeout = I.timeout(timeout, "AsyncResult:wait")
     local deadline = timeout and now() + timeout
     while not self.done do
       local left = deadline and deadline - now()
@@ -95,6 +94,7 @@ return function(core, lmp)
   end
 
   function AsyncResult:get(timeout)
+    timeout = I.timeout(timeout, "AsyncResult:get")
     if not self:wait(timeout) then return nil, "timeout" end
     if not self.ok then error(self.value, 2) end
     return self.value
@@ -106,23 +106,29 @@ return function(core, lmp)
   local Pool = {}
   Pool.__index = Pool
 
-  local function check_positive_integer(v, what)
-    if type(v) ~= "number" or v < 1 or v ~= floor(v) then
-      raise("ValueError", "Pool: %s must be a positive integer, not %s", what, tostring(v))
+  -- what: "Pool" or "Pool:map" ..., name: the argument or option.
+  local function check_positive_integer(v, what, name)
+    I.check_type(v, "number", what, name, "a positive integer")
+    if v < 1 or v ~= floor(v) then
+      raise("ValueError", "%s: %s must be a positive integer, not %s", what, name, tostring(v))
     end
+  end
+
+  local function check_optional(v, tname, what, name)
+    if v ~= nil then I.check_type(v, tname, what, name) end
   end
 
   function lmp.Pool(opts)
     if type(opts) ~= "table" then opts = {processes = opts} end
     local n = opts.processes
     if n == nil then n = lmp.cpu_count() end
-    check_positive_integer(n, "processes")
+    check_positive_integer(n, "Pool", "processes")
     if opts.maxtasksperchild ~= nil then
-      check_positive_integer(opts.maxtasksperchild, "maxtasksperchild")
+      check_positive_integer(opts.maxtasksperchild, "Pool", "maxtasksperchild")
     end
-    if opts.initializer ~= nil and type(opts.initializer) ~= "function" then
-      raise("TypeError", "Pool: initializer must be a function")
-    end
+    check_optional(opts.initializer, "function", "Pool", "initializer")
+    check_optional(opts.initargs, "table", "Pool", "initargs")
+    check_optional(opts.task_timeout, "number", "Pool", "task_timeout")
     local self = setmetatable({
       size = n, initializer = opts.initializer, initargs = opts.initargs,
       maxtasks = opts.maxtasksperchild, task_timeout = opts.task_timeout,
@@ -436,15 +442,22 @@ return function(core, lmp)
     return size > 0 and size or 1
   end
 
-  local function check_fn(fn, what)
-    if type(fn) ~= "function" then
-      raise("TypeError", "%s: fn must be a function, not %s", what, type(fn))
+  -- The checks every submitting call makes: the pool runs, fn is a
+  -- function, the callbacks and the options are what they must be.
+  local function check_call(self, what, fn, callback, error_callback, opts)
+    self:_check_running(what)
+    I.check_type(fn, "function", what, "fn")
+    check_optional(callback, "function", what, "callback")
+    check_optional(error_callback, "function", what, "error_callback")
+    if opts ~= nil then
+      I.check_type(opts, "table", what, "options")
+      check_optional(opts.timeout, "number", what, "timeout")
     end
   end
 
   function Pool:apply_async(fn, args, callback, error_callback, opts)
-    self:_check_running("apply_async")
-    check_fn(fn, "apply_async")
+    check_call(self, "Pool:apply_async", fn, callback, error_callback, opts)
+    check_optional(args, "table", "Pool:apply_async", "args")
     args = args or {}
     local job = new_job(self, 1, {callback = callback, error_callback = error_callback,
                                   timeout = opts and opts.timeout})
@@ -455,19 +468,26 @@ return function(core, lmp)
   end
 
   function Pool:apply(fn, args, opts)
+    check_call(self, "Pool:apply", fn, nil, nil, opts)
+    check_optional(args, "table", "Pool:apply", "args")
     local r = self:apply_async(fn, args, nil, nil, opts)
     return r:get()
   end
 
   local function map_job(self, what, fn, list, star, chunksize, callback, error_callback, opts)
-    self:_check_running(what)
-    check_fn(fn, what)
-    if type(list) ~= "table" then
-      raise("TypeError", "%s: expected an array table, not %s", what, type(list))
-    end
+    check_call(self, what, fn, callback, error_callback, opts)
+    I.check_type(list, "table", what, "list", "an array table")
     local len = #list
-    chunksize = chunksize or default_chunksize(self, len)
-    check_positive_integer(chunksize, "chunksize")
+    if star then
+      for i = 1, len do
+        if type(list[i]) ~= "table" then
+          raise("TypeError", "%s: list[%d] must be a table of arguments, not %s", what, i,
+                type(list[i]))
+        end
+      end
+    end
+    if chunksize == nil then chunksize = default_chunksize(self, len) end
+    check_positive_integer(chunksize, what, "chunksize")
     local nchunks = math.ceil(len / chunksize)
     local job = new_job(self, nchunks, {callback = callback, error_callback = error_callback,
                                         timeout = opts and opts.timeout})
@@ -485,11 +505,11 @@ return function(core, lmp)
   end
 
   function Pool:map_async(fn, list, chunksize, callback, error_callback)
-    return map_job(self, "map_async", fn, list, false, chunksize, callback, error_callback)
+    return map_job(self, "Pool:map_async", fn, list, false, chunksize, callback, error_callback)
   end
 
   function Pool:starmap_async(fn, list, chunksize, callback, error_callback)
-    return map_job(self, "starmap_async", fn, list, true, chunksize, callback, error_callback)
+    return map_job(self, "Pool:starmap_async", fn, list, true, chunksize, callback, error_callback)
   end
 
   local progress_bar  -- defined below
@@ -497,7 +517,7 @@ return function(core, lmp)
   local function map_sync(self, what, star, fn, list, ...)
     local opts = last_options(select("#", ...), ...)
     local chunksize = select(1, ...)
-    if type(chunksize) ~= "number" then chunksize = nil end
+    if chunksize == opts then chunksize = nil end
     local job = map_job(self, what, fn, list, star, chunksize, nil, nil, opts)
     if opts and opts.progress then
       local bar = progress_bar(#list)
@@ -512,19 +532,19 @@ return function(core, lmp)
     return job:get()
   end
 
-  function Pool:map(fn, list, ...) return map_sync(self, "map", false, fn, list, ...) end
-  function Pool:starmap(fn, list, ...) return map_sync(self, "starmap", true, fn, list, ...) end
+  function Pool:map(fn, list, ...) return map_sync(self, "Pool:map", false, fn, list, ...) end
+  function Pool:starmap(fn, list, ...) return map_sync(self, "Pool:starmap", true, fn, list, ...) end
 
   -- imap / imap_unordered: lazily, with a bounded number of chunks ahead.
   local function imap(self, what, ordered, fn, iterable, ...)
-    self:_check_running(what)
-    check_fn(fn, what)
-    local opts = last_options(select("#", ...), ...) or {}
+    local opts = last_options(select("#", ...), ...)
+    check_call(self, what, fn, nil, nil, opts)
+    opts = opts or {}
     local chunksize = select(1, ...)
-    if type(chunksize) ~= "number" then chunksize = 1 end
-    check_positive_integer(chunksize, "chunksize")
+    if chunksize == nil or chunksize == opts then chunksize = 1 end
+    check_positive_integer(chunksize, what, "chunksize")
     local limit = opts.buffersize or BUFFER_PER_WORKER * self.size
-    check_positive_integer(limit, "buffersize")
+    check_positive_integer(limit, what, "buffersize")
     local source
     if type(iterable) == "table" then
       local i, n = 0, #iterable
@@ -634,9 +654,9 @@ return function(core, lmp)
     end
   end
 
-  function Pool:imap(fn, iterable, ...) return imap(self, "imap", true, fn, iterable, ...) end
+  function Pool:imap(fn, iterable, ...) return imap(self, "Pool:imap", true, fn, iterable, ...) end
   function Pool:imap_unordered(fn, iterable, ...)
-    return imap(self, "imap_unordered", false, fn, iterable, ...)
+    return imap(self, "Pool:imap_unordered", false, fn, iterable, ...)
   end
 
   function Pool:close()
@@ -664,7 +684,7 @@ return function(core, lmp)
 
   function Pool:join()
     if self.state == "running" then
-      raise("ValueError", "join: close() or terminate() the pool first")
+      raise("ValueError", "Pool:join: close() or terminate() the pool first")
     end
     while next(self.tasks) do self:_pump(nil) end
     live[self] = nil  -- no background work on a pool that is going away
@@ -679,7 +699,8 @@ return function(core, lmp)
   -- Runs due callbacks of every pool, waiting up to `timeout` seconds
   -- (no timeout: do not wait).
   function lmp.poll(timeout)
-    pump_all(timeout or 0)
+    if timeout == nil then return pump_all(0) end
+    pump_all(I.timeout(timeout, "lmp.poll"))
   end
 
   -- A progress bar on stderr, only if stderr is a terminal.
@@ -710,7 +731,7 @@ return function(core, lmp)
 
   -- At exit, open pools are terminated before lmp joins the children, so
   -- that no worker is replaced while the program ends.
-  lmp._atexit_hooks[#lmp._atexit_hooks + 1] = function()
+  I.at_exit[#I.at_exit + 1] = function()
     core.set_background(nil)
     for p in pairs(live) do pcall(p.terminate, p) end
   end

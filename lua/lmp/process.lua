@@ -6,13 +6,10 @@
 -- codec: name, package paths, working directory, target, arguments.  The
 -- descriptors of Connections among the arguments are inherited as fds
 -- 4, 5, ... and the arguments refer to them by position.
-return function(core, lmp)
+return function(core, lmp, I)
   local codec = lmp.codec
   local unpack = unpack or table.unpack
-
-  local function raise(kind, fmt, ...)
-    error(lmp.error(kind, fmt:format(...)), 3)
-  end
+  local raise = I.raise
 
   local state = {
     current = {name = "MainProcess", pid = core.getpid(), daemon = false},
@@ -26,7 +23,7 @@ return function(core, lmp)
   -- lmp objects that own descriptors travel to a child as the position of
   -- the descriptor among those it inherits (fds 4, 5, ...).  A shared one
   -- (a memory segment that holds several objects) is inherited once.
-  function lmp._attach_fd(fd, what, shared)
+  function I.attach_fd(fd, what, shared)
     local fds = state.attaching
     if not fds then
       error(lmp.error("CodecError", what .. " can only be passed to a child " ..
@@ -45,7 +42,7 @@ return function(core, lmp)
   -- Only a child's bootstrap record can name inherited descriptors: an lmp
   -- object arriving any other way (over a socket with safe = false, say)
   -- must not take over a descriptor of this process.
-  function lmp._inherited_fd(i)
+  function I.inherited_fd(i)
     if not state.inheriting then
       error(lmp.error("CodecError", "an lmp object that owns a descriptor can only " ..
                       "arrive in a child's arguments"), 0)
@@ -56,10 +53,10 @@ return function(core, lmp)
   codec.register_extension("lmp.Connection", core.connection_mt,
     function(conn)
       local fd, readable, writable = core.conn_info(conn)
-      return {lmp._attach_fd(fd, "a Connection"), readable, writable}
+      return {I.attach_fd(fd, "a Connection"), readable, writable}
     end,
     function(t)
-      return core.conn_from_fd(lmp._inherited_fd(t[1]), t[2], t[3])
+      return core.conn_from_fd(I.inherited_fd(t[1]), t[2], t[3])
     end)
 
   local Process = {}
@@ -102,6 +99,7 @@ return function(core, lmp)
     if type(args) ~= "table" then
       raise("TypeError", "Process: args must be a table, not %s", type(args))
     end
+    if opts.name ~= nil then I.check_type(opts.name, "string", "Process", "name") end
     state.count = state.count + 1
     local self = setmetatable({
       name = opts.name or ("Process-" .. state.count),
@@ -120,16 +118,16 @@ return function(core, lmp)
   end
 
   function methods:start()
-    if rawget(self, "_closed") then raise("ValueError", "start: process object is closed") end
+    if rawget(self, "_closed") then raise("ValueError", "Process:start: process object is closed") end
     if rawget(self, "_handle") then
-      raise("ProcessError", "start: process %s was already started (pid %d)", self.name, self.pid)
+      raise("ProcessError", "Process:start: process %s was already started (pid %d)", self.name, self.pid)
     end
     if state.current.daemon then
-      raise("ProcessError", "start: a daemon process cannot have children")
+      raise("ProcessError", "Process:start: a daemon process cannot have children")
     end
     local exe = lmp.get_executable()
     if not exe then
-      raise("ProcessError", "start: no worker executable (see lmp.set_executable)")
+      raise("ProcessError", "Process:start: no worker executable (see lmp.set_executable)")
     end
     local fds = {shared = {}}
     state.attaching = fds
@@ -150,17 +148,14 @@ return function(core, lmp)
   end
 
   function methods:join(timeout)
-    local h = handle(self, "join")
-    if timeout ~= nil and type(timeout) ~= "number" then
-      raise("TypeError", "join: timeout must be a number of seconds")
-    end
-    local code = h:wait(timeout)
+    local h = handle(self, "Process:join")
+    local code = h:wait(I.timeout(timeout, "Process:join"))
     if code then state.children[self] = nil end
     return code
   end
 
   function methods:is_alive()
-    if rawget(self, "_closed") then raise("ValueError", "is_alive: process object is closed") end
+    if rawget(self, "_closed") then raise("ValueError", "Process:is_alive: process object is closed") end
     local h = rawget(self, "_handle")
     if not h then return false end
     local alive = h.exitcode == nil
@@ -168,15 +163,15 @@ return function(core, lmp)
     return alive
   end
 
-  function methods:terminate() handle(self, "terminate"):signal(15) end
-  function methods:kill() handle(self, "kill"):signal(9) end
+  function methods:terminate() handle(self, "Process:terminate"):signal(15) end
+  function methods:kill() handle(self, "Process:kill"):signal(9) end
 
   function methods:close()
     if rawget(self, "_closed") then return end
     local h = rawget(self, "_handle")
     if h then
       if h.exitcode == nil then
-        raise("ValueError", "close: process %s (pid %d) is still running", self.name, self.pid)
+        raise("ValueError", "Process:close: process %s (pid %d) is still running", self.name, self.pid)
       end
       h:close()
       state.children[self] = nil
@@ -201,6 +196,7 @@ return function(core, lmp)
   function lmp.get_all_start_methods() return {unpack(methods_available)} end
   function lmp.get_start_method() return state.start_method end
   local function check_method(name)
+    I.check_type(name, "string", "start method", "name")
     if name ~= "spawn" then
       raise("ValueError", "unknown or unavailable start method %q (available: spawn)",
             tostring(name))
@@ -218,20 +214,20 @@ return function(core, lmp)
   end
 
   -- At the end of the main script (and at os.exit): daemon children are
-  -- terminated, the others joined, as Python does.
-  -- Other parts of lmp (the Pool) stop their work first.
-  lmp._atexit_hooks = {}
-
-  function lmp._atexit()
-    for _, hook in ipairs(lmp._atexit_hooks) do pcall(hook) end
+  -- terminated, the others joined, as Python does.  Other parts of lmp (the
+  -- Pool) stop their work first (I.at_exit).  runtime/lmp_worker.c calls
+  -- core.atexit.
+  function core.atexit()
+    for _, hook in ipairs(I.at_exit) do pcall(hook) end
     for p in pairs(state.children) do
       if p.daemon and p:is_alive() then p:terminate() end
     end
     for p in pairs(state.children) do p:join() end
   end
 
-  -- Runs in a new worker: the bootstrap record from the parent.
-  function lmp._run_child(bootstrap)
+  -- Runs in a new worker: the bootstrap record from the parent
+  -- (runtime/lmp_worker.c calls it).
+  function core.run_child(bootstrap)
     local rec = codec.decode(bootstrap)
     package.path, package.cpath = rec.path, rec.cpath
     if rec.cwd then core.chdir(rec.cwd) end

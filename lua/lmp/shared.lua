@@ -6,9 +6,9 @@
 -- `v.value` and `a[i]` go through metamethods that check the index and the
 -- value.  What a cdata cannot hold (its segment, its lock) is kept in
 -- `owners`, by _id, until the object is closed or collected.
-return function(core, lmp, shm, sync)
+return function(core, lmp, I, shm, sync)
   local ffi = require "ffi"
-  local raise, codec = shm.raise, lmp.codec
+  local raise, codec = I.raise, lmp.codec
 
   -- typecode -> C type, and for integer types the range [lo, hi + 1) as
   -- doubles (exact: 2^63 and 2^64 are, 2^63 - 1 is not) and as text.
@@ -90,9 +90,9 @@ return function(core, lmp, shm, sync)
   end
 
   local function check_typecode(tc, what)
-    if type(tc) ~= "string" or not TYPES[tc] then
-      raise("ValueError", "%s: typecode must be one of %s, not %s", what, TYPECODES,
-            type(tc) == "string" and ("'" .. tc .. "'") or type(tc))
+    I.check_type(tc, "string", what, "typecode", "one of " .. TYPECODES)
+    if not TYPES[tc] then
+      raise("ValueError", "%s: typecode must be one of %s, not '%s'", what, TYPECODES, tc)
     end
   end
 
@@ -327,7 +327,11 @@ return function(core, lmp, shm, sync)
     local creating = opts.create
     if creating == nil then creating = name == nil end
     if creating then
-      if type(opts.size) ~= "number" or opts.size < 1 or opts.size % 1 ~= 0 then
+      -- No size is size 0, as in Python: a ValueError.
+      if opts.size ~= nil then
+        I.check_type(opts.size, "number", "SharedMemory", "size", "a number of bytes")
+      end
+      if opts.size == nil or opts.size < 1 or opts.size % 1 ~= 0 then
         raise("ValueError", "SharedMemory: size must be a positive integer number of bytes")
       end
       if name == nil then
@@ -347,7 +351,7 @@ return function(core, lmp, shm, sync)
 
   local function segment(self, what)
     local seg = self._seg
-    if not seg then raise("ValueError", "%s: SharedMemory %q is closed", what, self.name) end
+    if not seg then raise("ValueError", "SharedMemory:%s: SharedMemory %q is closed", what, self.name) end
     return seg
   end
 
@@ -358,10 +362,10 @@ return function(core, lmp, shm, sync)
 
   local function range(self, what, offset, len)
     if type(offset) ~= "number" or offset % 1 ~= 0 then
-      raise("TypeError", "%s: offset must be an integer", what)
+      raise("TypeError", "SharedMemory:%s: offset must be an integer", what)
     end
     if offset < 0 or offset + len > self.size then
-      raise("IndexError", "%s: bytes %d..%d are outside SharedMemory %q (%d bytes)",
+      raise("IndexError", "SharedMemory:%s: bytes %d..%d are outside SharedMemory %q (%d bytes)",
             what, offset, offset + len - 1, self.name, self.size)
     end
   end
@@ -369,7 +373,7 @@ return function(core, lmp, shm, sync)
   function SharedMemory:read(offset, len)
     local seg = segment(self, "read")
     if type(len) ~= "number" or len % 1 ~= 0 or len < 0 then
-      raise("TypeError", "read: len must be an integer >= 0")
+      raise("TypeError", "SharedMemory:read: len must be an integer >= 0")
     end
     range(self, "read", offset, len)
     return seg:read(offset, len)
@@ -377,7 +381,7 @@ return function(core, lmp, shm, sync)
 
   function SharedMemory:write(offset, s)
     local seg = segment(self, "write")
-    if type(s) ~= "string" then raise("TypeError", "write: expected a string") end
+    I.check_type(s, "string", "SharedMemory:write", "data")
     range(self, "write", offset, #s)
     seg:write(offset, s)
   end

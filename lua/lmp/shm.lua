@@ -9,7 +9,7 @@
 -- initargs): the segment's descriptor is inherited and the object is named
 -- by (segment, offset).  Sending one over a Pipe later is refused, as in
 -- Python, because a descriptor cannot ride in a frame.
-return function(core, lmp)
+return function(core, lmp, I)
   local ffi = require "ffi"
 
   ffi.cdef(([[
@@ -44,10 +44,7 @@ typedef struct {
     SLOT = 64,  -- objects start on their own cache line
   }
 
-  local function raise(kind, fmt, ...)
-    error(lmp.error(kind, fmt:format(...)), 3)
-  end
-  M.raise = raise
+  local raise = I.raise
 
   -- Segment bookkeeping: base address and live objects per segment.
   local bases = setmetatable({}, {__mode = "k"})
@@ -104,14 +101,14 @@ typedef struct {
   -- inherited descriptor.
   function M.to_wire(seg, what)
     if seg:closed() then raise("ValueError", "%s is closed", what) end
-    return lmp._attach_fd(seg:fd(), what, true)
+    return I.attach_fd(seg:fd(), what, true)
   end
 
   local inherited = setmetatable({}, {__mode = "v"})
   function M.from_wire(index)
     local seg = inherited[index]
     if not seg then
-      seg = core.segment_from_fd(lmp._inherited_fd(index))
+      seg = core.segment_from_fd(I.inherited_fd(index))
       inherited[index] = seg
     end
     return seg
@@ -125,15 +122,6 @@ typedef struct {
   end
   function M.remember(seg, off, kind, obj)
     objects[tostring(seg) .. ":" .. off .. ":" .. kind] = obj
-  end
-
-  -- Timeouts as SPEC section 1 has them: nil blocks, 0 does not.
-  function M.timeout(t, what)
-    if t == nil then return nil end
-    if type(t) ~= "number" or t ~= t then
-      raise("TypeError", "%s: timeout must be a number of seconds", what)
-    end
-    return t > 0 and t or 0
   end
 
   return M

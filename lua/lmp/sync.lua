@@ -5,9 +5,9 @@
 -- the calls that do not block go straight to C through the FFI
 -- (runtime/lmp_sync.c), the waits go through core.sync_*, which let a
 -- Pool's callbacks run meanwhile.
-return function(core, lmp, shm)
+return function(core, lmp, I, shm)
   local ffi = require "ffi"
-  local api, raise, timeout_arg = shm.api, shm.raise, shm.timeout
+  local api, raise, timeout_arg = shm.api, I.raise, I.timeout
   local codec = lmp.codec
   local unpack = unpack or table.unpack
 
@@ -25,19 +25,18 @@ return function(core, lmp, shm)
   -- Objects are tables {_p = cdata pointer, _seg, _off}; _p is nil once
   -- closed.  Each kind has a class (metatable) and is registered with the
   -- codec so that it can be passed to a child when it starts.
+  -- tostring(obj): "lmp.<name>(<state>)", or "(closed)".
   local function class(name)
-    local cls = {_name = name}
-    cls.__index = cls
+    local cls = I.class(name)
     cls.__tostring = function(self)
       return ("lmp.%s(%s)"):format(name, self._p and self:_describe() or "closed")
     end
-    cls._describe = function() return "" end
     return cls
   end
 
   local function check(self, what)
     local p = self._p
-    if p == nil then raise("ValueError", "%s: %s is closed", what, self._name) end
+    if p == nil then raise("ValueError", "%s:%s: the %s is closed", self._name, what, self._name) end
     return p
   end
 
@@ -123,9 +122,9 @@ return function(core, lmp, shm)
     return self
   end
 
-  local function take(p, timeout)
-    if timeout == nil then return lock_result(api.lock_acquire(p, -1), "acquire") end
-    return lock_result(api.lock_acquire(p, timeout_arg(timeout, "acquire")), "acquire")
+  local function take(self, p, timeout)
+    local what = self._name .. ":acquire"
+    return lock_result(api.lock_acquire(p, timeout_arg(timeout, what) or -1), what)
   end
 
   local Lock = class("Lock")
@@ -135,17 +134,20 @@ return function(core, lmp, shm)
   function Lock:acquire(timeout)
     local p = self._p
     if p == nil then check(self, "acquire") end
-    return take(p, timeout)
+    return take(self, p, timeout)
   end
 
   function Lock:release()
     local p = self._p
     if p == nil then check(self, "release") end
-    if api.lock_release(p) ~= 0 then release_error(p, "release") end
+    if api.lock_release(p) ~= 0 then release_error(p, self._name .. ":release") end
   end
 
   -- with(fn, ...): fn's results, the lock held while fn runs.
   function Lock:with(fn, ...)
+    if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+      I.check_type(fn, "function", self._name .. ":with", "fn")
+    end
     self:acquire()
     return finish(self, pcall(fn, ...))
   end
@@ -173,17 +175,17 @@ return function(core, lmp, shm)
     local p = self._p
     if p == nil then check(self, "acquire") end
     if p.owner == TID then
-      if timeout ~= nil then timeout_arg(timeout, "acquire") end
+      if timeout ~= nil then timeout_arg(timeout, self._name .. ":acquire") end
       p.count = p.count + 1
       return true
     end
-    return take(p, timeout)
+    return take(self, p, timeout)
   end
 
   function RLock:release()
     local p = self._p
     if p == nil then check(self, "release") end
-    if p.owner ~= TID then release_error(p, "release") end
+    if p.owner ~= TID then release_error(p, self._name .. ":release") end
     if p.count > 1 then
       p.count = p.count - 1
     else
@@ -223,7 +225,7 @@ return function(core, lmp, shm)
     function cls:acquire(timeout)
       local p = self._p
       if p == nil then check(self, "acquire") end
-      if timeout ~= nil then timeout = timeout_arg(timeout, "acquire") end
+      if timeout ~= nil then timeout = timeout_arg(timeout, self._name .. ":acquire") end
       if api.permit_take(p) == 1 then return true end
       if timeout == nil then return core.sync_sem_acquire(self._seg, self._off) end
       if timeout == 0 then return false end
@@ -235,10 +237,10 @@ return function(core, lmp, shm)
       if p == nil then check(self, "release") end
       if api.permit_give(p, 1) ~= 0 then
         if cls == BoundedSemaphore then
-          raise("ValueError", "release: BoundedSemaphore released more times than " ..
+          raise("ValueError", "BoundedSemaphore:release: released more times than " ..
                 "acquired (its initial value is %d)", p.max)
         end
-        raise("ValueError", "release: Semaphore value would exceed %d", MAX_PERMITS)
+        raise("ValueError", "%s:release: the value would exceed %d", self._name, MAX_PERMITS)
       end
     end
 
@@ -305,7 +307,7 @@ int kill(int pid, int sig);
     local p = check(self, what)
     local lp = check(self._lock, what)
     if lp.owner ~= TID then
-      raise("ValueError", "%s: the condition's lock is not held by this process", what)
+      raise("ValueError", "Condition:%s: the condition's lock is not held by this process", what)
     end
     return p, lp
   end
@@ -320,14 +322,14 @@ int kill(int pid, int sig);
   -- a process that died holding it.
   function Condition:wait(timeout)
     local p, lp = held_lock(self, "wait")
-    timeout = timeout_arg(timeout, "wait")
+    timeout = timeout_arg(timeout, self._name .. ":wait")
     local i
     for k = 0, SLOTS - 1 do
       local tid = p.slot[k].tid
       if tid == 0 or not alive(tid) then i = k break end
     end
     if not i then
-      raise("ValueError", "wait: more than %d processes wait on this Condition", SLOTS)
+      raise("ValueError", "Condition:wait: more than %d processes wait on this Condition", SLOTS)
     end
     local slot = p.slot[i]
     slot.tid, slot.flag, slot.seq = TID, 0, p.next_seq
@@ -342,13 +344,14 @@ int kill(int pid, int sig);
     local got = slot.flag ~= 0  -- decided under the lock, with notify
     slot.tid = 0
     if r == EOWNERDEAD then return got, "owner-died" end
-    if r ~= 0 then lock_result(r, "wait") end
+    if r ~= 0 then lock_result(r, "Condition:wait") end
     return got
   end
 
   -- wait_for(predicate [, timeout]) -> the predicate's last result.
   function Condition:wait_for(predicate, timeout)
-    timeout = timeout_arg(timeout, "wait_for")
+    I.check_type(predicate, "function", "Condition:wait_for", "predicate")
+    timeout = timeout_arg(timeout, self._name .. ":wait_for")
     local result = predicate()
     local deadline = timeout and core.now() + timeout
     while not result do
@@ -384,9 +387,9 @@ int kill(int pid, int sig);
   function Condition:notify(n)
     if n == nil then n = 1 end
     if type(n) ~= "number" or n ~= n then
-      raise("TypeError", "notify: n must be a number")
+      raise("TypeError", "Condition:notify: n must be a number, not %s", n ~= n and "NaN" or type(n))
     end
-    if n < 0 then raise("ValueError", "notify: n must be >= 0, not %s", tostring(n)) end
+    if n < 0 then raise("ValueError", "Condition:notify: n must be >= 0, not %s", tostring(n)) end
     notify(self, math.floor(n), "notify")
   end
 
@@ -407,7 +410,7 @@ int kill(int pid, int sig);
 
   function Event:wait(timeout)
     local p = check(self, "wait")
-    if timeout ~= nil then timeout = timeout_arg(timeout, "wait") end
+    if timeout ~= nil then timeout = timeout_arg(timeout, self._name .. ":wait") end
     if p.flag ~= 0 then return true end
     if timeout == nil then return core.sync_event_wait(self._seg, self._off) end
     if timeout == 0 then return false end
@@ -489,7 +492,7 @@ int kill(int pid, int sig);
   -- wait([timeout]) -> index (0 .. parties-1) | nil, "broken"
   function barrier_methods:wait(timeout)
     local p = check(self, "wait")
-    if timeout == nil then timeout = self._timeout else timeout = timeout_arg(timeout, "wait") end
+    if timeout == nil then timeout = self._timeout else timeout = timeout_arg(timeout, self._name .. ":wait") end
     local deadline = timeout and core.now() + timeout
     local seg, genoff = self._seg, self._off + GEN_OFFSET
     enter(p)
