@@ -118,6 +118,8 @@ typedef struct {
 #define SLOT_CFUNCS(e) ((e)->base + 3)    /* C function -> {module, key} */
 } enc;
 
+static void push_module_name(enc *e, int idx);
+
 static int ctx_gc(lua_State *L) {
   enc_ctx *c = lua_touserdata(L, 1);
   free(c->tables.slots);
@@ -463,8 +465,7 @@ static int json_table(enc *e, int idx) {
   s->value = 0;
   e->ctx->tables.count++;
   /* A loaded module travels by reference, which JSON cannot say. */
-  lua_pushvalue(L, idx);
-  lua_rawget(L, SLOT_MODULES(e));
+  push_module_name(e, idx);
   if (!lua_isnil(L, -1)) {
     lua_pop(L, 1);
     return NOT_PLAIN;
@@ -638,9 +639,12 @@ static void build_module_maps(enc *e) {
 }
 
 /* Table -> module name, for the tables that package.loaded holds.  Built
- * at the start of each encoding: modules may be loaded at any time. */
+ * anew by each encoding, on its first table: modules may be loaded at any
+ * time, and a value without tables (a scalar, a function over scalars)
+ * needs no scan of package.loaded. */
 static void build_loaded_map(enc *e) {
   lua_State *L = e->L;
+  stack_room(e);
   lua_newtable(L);
   lua_replace(L, SLOT_MODULES(e));
   lua_getglobal(L, "package");
@@ -660,6 +664,14 @@ static void build_loaded_map(enc *e) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+}
+
+/* Pushes the module name of the table at idx, or nil. */
+static void push_module_name(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (lua_isnil(L, SLOT_MODULES(e))) build_loaded_map(e);
+  lua_pushvalue(L, idx);
+  lua_rawget(L, SLOT_MODULES(e));
 }
 
 static void bin_value(enc *e, int idx);
@@ -700,8 +712,7 @@ static void bin_table(enc *e, int idx) {
   lua_Integer n, i;
   uint64_t nhash = 0;
   size_t slot;
-  lua_pushvalue(L, idx);
-  lua_rawget(L, SLOT_MODULES(e));
+  push_module_name(e, idx);
   if (!lua_isnil(L, -1)) {
     size_t len;
     const char *name = lua_tolstring(L, -1, &len);
@@ -1016,13 +1027,6 @@ static int encode_protected(lua_State *L) {
     enc_nomem(e);
   ptrmap_reset(&e->ctx->tables);
   ptrmap_reset(&e->ctx->upvalues);
-  /* Only containers can hold modules; scalars skip the scan of
-   * package.loaded. */
-  if (lua_type(L, 1) >= LUA_TTABLE) build_loaded_map(e);
-  else {
-    lua_newtable(L);
-    lua_replace(L, SLOT_MODULES(e));
-  }
   if (e->opts->binary || json_value(e, 1) != 0) {
     e->out->len = start;
     e->depth = 0;
