@@ -16,6 +16,10 @@
 #include <luajit.h>
 
 #include "lmp_cli.h"
+#include "lmp_error.h"
+#include "lmp_platform.h"
+#include "lmp_repl.h"
+#include "lmp_worker.h"
 
 #define EXIT_USAGE 2
 

@@ -19,7 +19,4 @@ int lmp__cli_docall(lua_State *L, int nargs, int nresults);
 /* Prints the error at the top of the stack as "lmp: message" and pops it. */
 void lmp__cli_report(lua_State *L);
 
-/* The read-eval-print loop, on stdin/stdout; returns when input ends. */
-void lmp__repl(lua_State *L);
-
 #endif /* LMP_CLI_H */

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "lmp_buf.h"
-#include "lmp_internal.h"
+#include "lmp_error.h"
 
 #define LMP_CODEC_MAGIC 0xFF
 #define LMP_CODEC_VERSION 1
@@ -87,15 +87,7 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 /* lua_type() of an FFI cdata in LuaJIT (lua.h has no name for it). */
 #define LMP_TCDATA 10
 
-/* Pushes a new closure of the LuaJIT bytecode code[0..len), its upvalues
- * nil, and returns 0; or pushes an error message and returns -1.  Closures
- * of the same bytecode share one prototype (lmp_proto.c). */
-int lmp__proto_closure(lua_State *L, const char *code, size_t len);
-
 /* Pushes the registry table `key`, creating it if needed. */
 void lmp__codec_registry(lua_State *L, const char *key);
-
-/* Adds lmp.codec's functions to the table at the top of the stack. */
-void lmp__codec_open(lua_State *L);
 
 #endif /* LMP_CODEC_H */

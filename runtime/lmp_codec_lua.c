@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "lmp_codec.h"
+#include "lmp_codec_lua.h"
 
 void lmp__codec_registry(lua_State *L, const char *key) {
   lua_getfield(L, LUA_REGISTRYINDEX, key);

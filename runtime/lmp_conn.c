@@ -28,7 +28,7 @@
 #define READ_CHUNK (64 * 1024)
 #define KEEP_BUFFER (16u << 20)  /* larger buffers are freed after use */
 
-struct lmp_conn {
+typedef struct lmp_conn {
   int fd;              /* -1 once closed */
   int readable, writable;
   int is_socket;       /* send with MSG_NOSIGNAL: no SIGPIPE */
@@ -41,7 +41,7 @@ struct lmp_conn {
   int eof_seen;        /* the peer closed its end (seen while sending) */
   lmp_buf out;         /* the frame being sent */
   lmp_loop *lp;
-};
+} lmp_conn;
 
 static lmp_conn *check_conn(lua_State *L, int idx) {
   lmp_conn *c = luaL_checkudata(L, idx, CONN_MT);
@@ -464,16 +464,19 @@ static lmp_conn *conn_new(lua_State *L, int fd, int readable, int writable,
   return c;
 }
 
-lmp_conn *lmp__conn_new(lua_State *L, int fd, int readable, int writable) {
+static lmp_conn *conn_new_fd(lua_State *L, int fd, int readable, int writable) {
   return conn_new(L, fd, readable, writable, 0);
 }
 
-int lmp__conn_fd(lua_State *L, int idx) {
+/* The descriptor of the Connection at idx (-1 if closed), or -2 if the
+ * value is not a Connection. */
+static int conn_fd_at(lua_State *L, int idx) {
   lmp_conn *c = luaL_testudata(L, idx, CONN_MT);
   return c ? c->fd : -2;
 }
 
-int lmp__conn_has_data(lua_State *L, int idx) {
+/* Does the Connection at idx hold received bytes not read yet? */
+static int conn_has_data(lua_State *L, int idx) {
   lmp_conn *c = luaL_testudata(L, idx, CONN_MT);
   return c && c->fd >= 0 && buffered(c) > 0;
 }
@@ -490,8 +493,8 @@ static int l_pipe(lua_State *L) {
     shutdown(sv[1], SHUT_RD);
   }
   /* Create both userdata before either can raise, so neither fd leaks. */
-  lmp__conn_new(L, sv[0], 1, duplex);
-  lmp__conn_new(L, sv[1], duplex, 1);
+  conn_new_fd(L, sv[0], 1, duplex);
+  conn_new_fd(L, sv[1], duplex, 1);
   return 2;
 }
 
@@ -515,11 +518,11 @@ static int l_wait(lua_State *L) {
     events[i] = UV_READABLE;
     if (lua_type(L, -1) == LUA_TNUMBER) {
       fds[i] = (int)lua_tointeger(L, -1);
-    } else if ((fds[i] = lmp__conn_fd(L, -1)) != -2) {
+    } else if ((fds[i] = conn_fd_at(L, -1)) != -2) {
       if (fds[i] < 0)
         return lmp__error_raise(L, "ValueError", "wait: entry %d is a closed "
                                 "connection", i + 1);
-      if (lmp__conn_has_data(L, -1)) {
+      if (conn_has_data(L, -1)) {
         lua_rawseti(L, -2, ++nready);
         continue;
       }
@@ -551,7 +554,7 @@ static int l_wait(lua_State *L) {
     if (!ready[i]) continue;
     lua_rawgeti(L, 1, i + 1);
     /* an entry that was already counted as having buffered data */
-    if (lmp__conn_has_data(L, -1)) {
+    if (conn_has_data(L, -1)) {
       lua_pop(L, 1);
       continue;
     }
@@ -587,7 +590,7 @@ static int l_conn_from_fd(lua_State *L) {
   if (fcntl(fd, F_GETFD) < 0)
     return lmp__error_raise(L, "OSError", "descriptor %d is not open", fd);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
-  lmp__conn_new(L, fd, lua_toboolean(L, 2), lua_toboolean(L, 3));
+  conn_new_fd(L, fd, lua_toboolean(L, 2), lua_toboolean(L, 3));
   return 1;
 }
 

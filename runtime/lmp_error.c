@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "lmp_internal.h"
+#include "lmp_error.h"
 
 #define LMP_ERROR_MT "lmp.Error"
 

@@ -17,7 +17,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
-#include "lmp_internal.h"
+#include "lmp_error.h"
+#include "lmp_hash.h"
 
 /* The digest named by argument `arg`: "md5" or "sha256", names that
  * libcrypto knows too. */

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "lmp_loop.h"
-#include "lmp_sync.h"
+#include "lmp_process.h"
 
 #define LOOP_KEY "lmp.loop"
 

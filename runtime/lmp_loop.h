@@ -11,7 +11,7 @@
 
 #include <uv.h>
 
-#include "lmp_internal.h"
+#include "lmp_error.h"
 
 typedef struct {
   uv_loop_t loop;
@@ -45,15 +45,14 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
 int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
                      const int *events, int *ready, int n, double timeout);
 
+/* Is the background work of the state (lmp.Pool) waiting on anything? */
+int lmp__background_active(lua_State *L);
+
 /* core.set_background(fn | nil): the background function of the state. */
 int lmp__set_background(lua_State *L);
 
 /* Closes a handle and frees it (with free()) in its close callback. */
 void lmp__close_and_free(uv_handle_t *h);
-
-/* The close callback of process handles (lmp_process.c): the state they
- * report into is freed by whichever of it and the Lua object ends last. */
-void lmp__process_handle_closed(uv_handle_t *h);
 
 /* Monotonic time in seconds. */
 double lmp__now(void);

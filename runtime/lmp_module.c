@@ -5,9 +5,15 @@
  * (the core) and hands it to the embedded Lua chunk lua/lmp/init.lua, which
  * returns the table users see.  Logic that is not hot lives on the Lua side.
  */
-#include "lmp_codec.h"
+#include "lmp_codec_lua.h"
 #include "lmp_conn.h"
-#include "lmp_internal.h"
+#include "lmp_error.h"
+#include "lmp_hash.h"
+#include "lmp_net.h"
+#include "lmp_preload.h"
+#include "lmp_process.h"
+#include "lmp_queue.h"
+#include "lmp_shm.h"
 #include "lmp_sync.h"
 
 static int l_cpu_count(lua_State *L) {

@@ -17,8 +17,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "lmp_conn.h"
 #include "lmp_loop.h"
+#include "lmp_net.h"
 
 typedef struct {
   struct sockaddr_storage sa;

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "lmp_internal.h"
+#include "lmp_platform.h"
 
 int lmp_cpu_count(void) {
   unsigned n = uv_available_parallelism();

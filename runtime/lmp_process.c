@@ -23,8 +23,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "lmp_conn.h"
 #include "lmp_loop.h"
+#include "lmp_process.h"
 
 #define PROC_MT "lmp.ProcessHandle"
 #define RUNNING INT_MIN

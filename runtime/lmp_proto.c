@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "lmp_codec.h"
+#include "lmp_proto.h"
 
 #define CACHE_KEY "lmp.proto.factories"     /* bytecode -> factory */
 #define TEMPLATE_KEY "lmp.proto.templates"  /* upvalue count -> template */

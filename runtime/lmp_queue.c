@@ -39,6 +39,8 @@
 #include "lmp_buf.h"
 #include "lmp_codec.h"
 #include "lmp_loop.h"
+#include "lmp_queue.h"
+#include "lmp_shm.h"
 #include "lmp_sync.h"
 
 #define LMP_QUEUE_HEADER 4096

@@ -16,6 +16,7 @@
 #include <editline/readline.h>
 
 #include "lmp_cli.h"
+#include "lmp_repl.h"
 
 #define LINE_MAX_LEN 65536
 

@@ -26,7 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "lmp_sync.h"
+#include "lmp_shm.h"
 
 #define SEGMENT_MT "lmp.Segment"
 #define UNLINKED_SEALS (F_SEAL_GROW | F_SEAL_SHRINK)

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "lmp_loop.h"
+#include "lmp_shm.h"
 #include "lmp_sync.h"
 
 /* --- futex words ---------------------------------------------------------------- */

@@ -18,7 +18,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "lmp_internal.h"
+#include "lmp_error.h"
 
 /* Lock and RLock.  `owner` and `count` are written by the holder only. */
 typedef struct {
@@ -70,24 +70,6 @@ typedef struct {
  * they wait) to the core table at the top of the stack. */
 void lmp__sync_open(lua_State *L);
 
-/* Adds the queue functions (lmp_queue.c) to the core table. */
-void lmp__queue_open(lua_State *L);
-
-/* Adds the shared segment functions (lmp_shm.c) to the core table. */
-void lmp__shm_open(lua_State *L);
-
-/* The address of byte `offset` of the segment at idx, checked to hold
- * `size` bytes there; raises if closed or out of range.  *seg_out, if not
- * NULL, gets the segment for lmp__shm_pin. */
-typedef struct lmp_segment lmp_segment;
-void *lmp__shm_at(lua_State *L, int idx, size_t offset, size_t size,
-                  lmp_segment **seg_out);
-
-/* A pinned segment stays mapped across a close until it is unpinned (a
- * close from a callback run while a wait sleeps on it). */
-void lmp__shm_pin(lmp_segment *s);
-void lmp__shm_unpin(lmp_segment *s);
-
 /* For other C files (lmp_queue.c): the lock functions of lmp_sync_api, */
 int lmp__lock_init(lmp_lock *l);
 int lmp__lock_acquire(lmp_lock *l, double timeout);
@@ -104,8 +86,5 @@ int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
 
 /* and the deadline of timeout argument idx (nil: -1, no deadline). */
 double lmp__deadline_arg(lua_State *L, int idx);
-
-/* Is the background work of the state (lmp.Pool) waiting on anything? */
-int lmp__background_active(lua_State *L);
 
 #endif /* LMP_SYNC_H */

@@ -21,7 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lmp_internal.h"
+#include "lmp_error.h"
+#include "lmp_preload.h"
+#include "lmp_worker.h"
 
 #define WORKER_FLAG "--lmp-worker"
 
