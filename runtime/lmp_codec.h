@@ -87,7 +87,24 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 /* lua_type() of an FFI cdata in LuaJIT (lua.h has no name for it). */
 #define LMP_TCDATA 10
 
+/* --- the registry (lmp_codec.c) ------------------------------------------- */
+
 /* Pushes the registry table `key`, creating it if needed. */
 void lmp__codec_registry(lua_State *L, const char *key);
+
+/* Tables with the metatable at index `mt` travel under the string at index
+ * `name`, and get that metatable back on decode in every process that
+ * registered it.  Registering a name again replaces the old metatable. */
+void lmp__codec_register(lua_State *L, int name, int mt);
+
+/* Tables and userdata with the metatable at `mt` travel as the name at
+ * `name` plus to_wire(obj), an encodable value, and come back as
+ * from_wire(value).  Refused in safe mode. */
+void lmp__codec_register_extension(lua_State *L, int name, int mt,
+                                   int to_wire, int from_wire);
+
+/* The function at index `fn` decides which cdata travel: fn(cdata) ->
+ * extension name, payload (or nothing). */
+void lmp__codec_set_cdata_hook(lua_State *L, int fn);
 
 #endif /* LMP_CODEC_H */

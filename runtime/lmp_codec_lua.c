@@ -7,16 +7,6 @@
 #include "lmp_codec.h"
 #include "lmp_codec_lua.h"
 
-void lmp__codec_registry(lua_State *L, const char *key) {
-  lua_getfield(L, LUA_REGISTRYINDEX, key);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, key);
-  }
-}
-
 static int opt_field(lua_State *L, int idx, const char *name) {
   lua_getfield(L, idx, name);
   return lua_gettop(L);
@@ -59,31 +49,7 @@ static int l_decode(lua_State *L) {
 static int l_register(lua_State *L) {
   luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  lmp__codec_registry(L, LMP_CODEC_MT_BY_NAME);   /* 3 */
-  lmp__codec_registry(L, LMP_CODEC_NAME_BY_MT);   /* 4 */
-  lua_pushvalue(L, 1);
-  lua_rawget(L, 3);
-  if (!lua_isnil(L, -1)) {  /* forget the old metatable of this name */
-    lua_pushnil(L);
-    lua_rawset(L, 4);
-  } else {
-    lua_pop(L, 1);
-  }
-  lua_pushvalue(L, 2);
-  lua_rawget(L, 4);
-  if (!lua_isnil(L, -1)) {  /* and the old name of this metatable */
-    lua_pushnil(L);
-    lua_rawset(L, 3);
-  } else {
-    lua_pop(L, 1);
-  }
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawset(L, 3);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 1);
-  lua_rawset(L, 4);
+  lmp__codec_register(L, 1, 2);
   return 0;
 }
 
@@ -96,18 +62,7 @@ static int l_register_extension(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  lmp__codec_registry(L, LMP_CODEC_EXT_BY_MT);
-  lua_pushvalue(L, 2);
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, 1);
-  lua_pushvalue(L, 3);
-  lua_rawseti(L, -2, 2);
-  lua_rawset(L, -3);
-  lmp__codec_registry(L, LMP_CODEC_EXT_BY_NAME);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 4);
-  lua_rawset(L, -3);
+  lmp__codec_register_extension(L, 1, 2, 3, 4);
   return 0;
 }
 
@@ -115,8 +70,7 @@ static int l_register_extension(lua_State *L) {
  * nothing) decides which cdata travel; lmp's shared Values and Arrays. */
 static int l_cdata_hook(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
+  lmp__codec_set_cdata_hook(L, 1);
   return 0;
 }
 
@@ -139,8 +93,8 @@ void lmp__codec_open(lua_State *L) {
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   /* lmp's errors travel (a worker's error reaches the parent). */
-  lua_pushcfunction(L, l_register);
   lua_pushliteral(L, "lmp.Error");
   luaL_getmetatable(L, "lmp.Error");
-  lua_call(L, 2, 0);
+  lmp__codec_register(L, -2, -1);
+  lua_pop(L, 2);
 }
