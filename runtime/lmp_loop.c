@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "lmp_loop.h"
-#include "lmp_process.h"
 
 #define LOOP_KEY "lmp.loop"
 
@@ -25,10 +24,12 @@ void lmp__close_and_free(uv_handle_t *h) {
 
 static void close_walk(uv_handle_t *h, void *arg) {
   LMP_UNUSED(arg);
+  const lmp_handle_closer *closer = h->data;
   /* Handles still open at state close belong to objects already collected
-   * or never closed; each was allocated with malloc by its owner. */
+   * or never closed; each was allocated with malloc by its owner, which
+   * says how to end it (lmp_loop.h). */
   if (uv_is_closing(h)) return;
-  uv_close(h, h->type == UV_PROCESS ? lmp__process_handle_closed : free_handle);
+  uv_close(h, closer ? closer->close_cb : free_handle);
 }
 
 static int loop_gc(lua_State *L) {
@@ -72,14 +73,18 @@ static void finish_closing(lmp_loop *lp) {
   uv_run(&lp->loop, UV_RUN_NOWAIT);
 }
 
+typedef struct {
+  uv_timer_t timer;  /* first: the block is freed as a handle */
+  int expired;
+} deadline_timer;
+
 static void on_deadline(uv_timer_t *t) {
-  *(int *)t->data = 1;
+  ((deadline_timer *)t)->expired = 1;
 }
 
 int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
                    void *arg) {
-  uv_timer_t *timer = NULL;
-  int expired = 0;
+  deadline_timer *timer = NULL;
   if (!(timeout < 1e9)) timeout = -1;  /* math.huge, NaN: no limit */
   if (done(arg)) return 1;
   if (timeout == 0) {
@@ -89,18 +94,20 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
   if (timeout > 0) {
     timer = malloc(sizeof(*timer));
     if (timer == NULL) return done(arg);
-    uv_timer_init(&lp->loop, timer);
+    uv_timer_init(&lp->loop, &timer->timer);
+    timer->timer.data = NULL;
+    timer->expired = 0;
     /* The loop's clock is only updated when it runs: it may be stale by
      * however long the loop sat idle. */
     uv_update_time(&lp->loop);
-    timer->data = &expired;
-    uv_timer_start(timer, on_deadline, (uint64_t)(timeout * 1000 + 0.999), 0);
+    uv_timer_start(&timer->timer, on_deadline,
+                   (uint64_t)(timeout * 1000 + 0.999), 0);
   }
-  while (!done(arg) && !expired) uv_run(&lp->loop, UV_RUN_ONCE);
+  while (!done(arg) && !(timer && timer->expired))
+    uv_run(&lp->loop, UV_RUN_ONCE);
   if (timer) {
-    uv_timer_stop(timer);
-    timer->data = NULL;
-    lmp__close_and_free((uv_handle_t *)timer);
+    uv_timer_stop(&timer->timer);
+    lmp__close_and_free((uv_handle_t *)&timer->timer);
     finish_closing(lp);
   }
   return done(arg);
@@ -202,6 +209,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
       free(fw);
       break;
     }
+    fw->poll.data = NULL;
     watches[i] = fw;
     err = uv_poll_start(&fw->poll, events_union[i] | UV_DISCONNECT, on_poll);
   }

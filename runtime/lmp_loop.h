@@ -51,6 +51,17 @@ int lmp__background_active(lua_State *L);
 /* core.set_background(fn | nil): the background function of the state. */
 int lmp__set_background(lua_State *L);
 
+/* Handles on a state's loop are malloc'ed blocks that begin with the uv
+ * handle.  Most are closed by the call that opened them, with
+ * lmp__close_and_free.  A handle that stays open after that call (a running
+ * child's process handle) carries the callback that ends it: its `data`
+ * points to an lmp_handle_closer, and when the state closes, the loop
+ * closes the handle with that callback.  A handle whose data is NULL is
+ * freed with free() then. */
+typedef struct {
+  uv_close_cb close_cb;
+} lmp_handle_closer;
+
 /* Closes a handle and frees it (with free()) in its close callback. */
 void lmp__close_and_free(uv_handle_t *h);
 

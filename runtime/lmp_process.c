@@ -30,9 +30,10 @@
 #define RUNNING INT_MIN
 
 typedef struct {
-  uv_process_t handle;
+  uv_process_t handle; /* first: the handle's block is the state's */
   int exitcode;        /* RUNNING until the exit callback */
   int handle_closed;
+  int orphaned;        /* the Lua object is gone: the close callback frees */
 } proc_state;
 
 typedef struct {
@@ -43,18 +44,22 @@ typedef struct {
   lmp_loop *lp;
 } proc;
 
-void lmp__process_handle_closed(uv_handle_t *h) {
-  proc_state *st = h->data;
-  /* The Lua object may still look at exitcode: it frees the state then.
-   * If the object is gone (data cleared), free it here. */
-  if (st == NULL) free(h);
+/* The close callback of process handles, here or from the loop when the
+ * state closes (lmp_loop.h): the state they report into is freed by
+ * whichever of it and the Lua object ends last.  The Lua object may still
+ * look at exitcode: it frees the state then. */
+static void handle_closed(uv_handle_t *h) {
+  proc_state *st = (proc_state *)h;
+  if (st->orphaned) free(st);
   else st->handle_closed = 1;
 }
 
+static lmp_handle_closer closer = {handle_closed};
+
 static void on_child_exit(uv_process_t *h, int64_t status, int signal) {
-  proc_state *st = h->data;
-  if (st) st->exitcode = signal ? -signal : (int)status;
-  uv_close((uv_handle_t *)h, lmp__process_handle_closed);
+  proc_state *st = (proc_state *)h;
+  st->exitcode = signal ? -signal : (int)status;
+  uv_close((uv_handle_t *)h, handle_closed);
 }
 
 static proc *check_proc(lua_State *L, int idx) {
@@ -138,14 +143,14 @@ static int l_spawn(lua_State *L) {
   opts.stdio_count = 4 + nfds;
   opts.stdio = stdio;
   st->exitcode = RUNNING;
-  st->handle.data = st;
+  st->handle.data = &closer;
   err = uv_spawn(&lp->loop, &st->handle, &opts);
   close(sv[1]);
   if (err != 0) {
     close(sv[0]);
     /* libuv: a failed spawn must still be closed. */
-    st->handle.data = NULL;
-    uv_close((uv_handle_t *)&st->handle, lmp__process_handle_closed);
+    st->orphaned = 1;
+    uv_close((uv_handle_t *)&st->handle, handle_closed);
     return lmp__error_raise(L, "ProcessError", "cannot start '%s' (%s): %s",
                             name, exe, uv_strerror(err));
   }
@@ -244,7 +249,7 @@ static void proc_release(proc *p) {
       free(p->st);
     } else {
       /* Still running (or closing): libuv owns the state from now on. */
-      p->st->handle.data = NULL;
+      p->st->orphaned = 1;
     }
     p->st = NULL;
   }
