@@ -602,8 +602,6 @@ static int l_conn_from_socket(lua_State *L) {
 }
 
 void lmp__conn_open(lua_State *L) {
-  lua_pushcfunction(L, lmp__set_background);
-  lua_setfield(L, -2, "set_background");
   push_conn_mt(L);
   lua_setfield(L, -2, "connection_mt");
   lua_pushcfunction(L, l_conn_info);

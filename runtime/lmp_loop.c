@@ -322,8 +322,13 @@ int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
 }
 
 /* core.set_background(fn | nil) */
-int lmp__set_background(lua_State *L) {
+static int l_set_background(lua_State *L) {
   lua_settop(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, BACKGROUND_KEY);
   return 0;
+}
+
+void lmp__loop_open(lua_State *L) {
+  lua_pushcfunction(L, l_set_background);
+  lua_setfield(L, -2, "set_background");
 }

@@ -40,7 +40,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
 /* As lmp__loop_wait_fds, for a blocking call of user code: while it waits,
  * the state's background work (lmp.Pool collecting results and running
  * callbacks) is served too.  The background function, set in the registry
- * by lmp__set_background, returns the descriptors it waits on when called
+ * by core.set_background, returns the descriptors it waits on when called
  * with no argument and does its work when called with true. */
 int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
                      const int *events, int *ready, int n, double timeout);
@@ -48,8 +48,9 @@ int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
 /* Is the background work of the state (lmp.Pool) waiting on anything? */
 int lmp__background_active(lua_State *L);
 
-/* core.set_background(fn | nil): the background function of the state. */
-int lmp__set_background(lua_State *L);
+/* Adds set_background(fn | nil), which sets the background function of
+ * the state, to the core table at the top of the stack. */
+void lmp__loop_open(lua_State *L);
 
 /* Handles on a state's loop are malloc'ed blocks that begin with the uv
  * handle.  Most are closed by the call that opened them, with

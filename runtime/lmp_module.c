@@ -9,6 +9,7 @@
 #include "lmp_conn.h"
 #include "lmp_error.h"
 #include "lmp_hash.h"
+#include "lmp_loop.h"
 #include "lmp_net.h"
 #include "lmp_preload.h"
 #include "lmp_process.h"
@@ -60,6 +61,7 @@ int luaopen_lmp(lua_State *L) {
   lua_setfield(L, -2, "version");
   lmp__error_open(L);
   lmp__codec_open(L);
+  lmp__loop_open(L);
   lmp__conn_open(L);
   lmp__process_open(L);
   lmp__shm_open(L);
