@@ -21,10 +21,10 @@
 
 #include "lmp_codec.h"
 #include "lmp_conn.h"
+#include "lmp_frame.h"
 #include "lmp_loop.h"
 
 #define CONN_MT "lmp.Connection"
-#define HEADER_MAX 12            /* -1 and an 8-byte length */
 #define READ_CHUNK (64 * 1024)
 #define KEEP_BUFFER (16u << 20)  /* larger buffers are freed after use */
 
@@ -94,16 +94,13 @@ static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
 }
 
 /* Writes the header for a payload of `len` bytes just before `payload`
- * (HEADER_MAX bytes are free there) and returns where the frame starts. */
+ * (LMP_FRAME_HEADER_MAX bytes are free there) and returns where the frame
+ * starts. */
 static char *put_header(char *payload, uint64_t len) {
-  int i;
-  if (len < 0x7fffffff) {
-    for (i = 0; i < 4; i++) payload[-4 + i] = (char)(len >> (24 - 8 * i));
-    return payload - 4;
-  }
-  memset(payload - 12, 0xff, 4);
-  for (i = 0; i < 8; i++) payload[-8 + i] = (char)(len >> (56 - 8 * i));
-  return payload - 12;
+  unsigned char header[LMP_FRAME_HEADER_MAX];
+  size_t n = lmp__frame_header(header, len);
+  memcpy(payload - n, header, n);
+  return payload - n;
 }
 
 static void check_writable(lua_State *L, lmp_conn *c) {
@@ -125,13 +122,13 @@ static int conn_send(lua_State *L) {
   check_writable(L, c);
   memset(&opts, 0, sizeof(opts));
   c->out.len = 0;
-  if (lmp__buf_reserve(&c->out, HEADER_MAX))
+  if (lmp__buf_reserve(&c->out, LMP_FRAME_HEADER_MAX))
     return lmp__error_raise(L, "OSError", "send: out of memory");
-  c->out.len = HEADER_MAX;
+  c->out.len = LMP_FRAME_HEADER_MAX;
   lmp__codec_encode(L, 2, &c->out, &opts);
-  payload = c->out.data + HEADER_MAX;
+  payload = c->out.data + LMP_FRAME_HEADER_MAX;
   {
-    char *frame = put_header(payload, c->out.len - HEADER_MAX);
+    char *frame = put_header(payload, c->out.len - LMP_FRAME_HEADER_MAX);
     send_all(L, c, frame, (size_t)(c->out.data + c->out.len - frame));
   }
   reset_out(c);
@@ -145,7 +142,7 @@ static int conn_send_bytes(lua_State *L) {
   const char *s = luaL_checklstring(L, 2, &len);
   lua_Number offset = luaL_optnumber(L, 3, 0);
   lua_Number size;
-  char header[HEADER_MAX], *frame;
+  char header[LMP_FRAME_HEADER_MAX], *frame;
   check_writable(L, c);
   if (offset < 0 || offset > (lua_Number)len || offset != (lua_Number)(size_t)offset)
     return lmp__error_raise(L, "ValueError", "send_bytes: offset %f is outside "
@@ -155,17 +152,17 @@ static int conn_send_bytes(lua_State *L) {
     return lmp__error_raise(L, "ValueError", "send_bytes: offset + size "
                             "(%f + %f) exceeds the %d bytes", offset, size,
                             (int)len);
-  frame = put_header(header + HEADER_MAX, (uint64_t)size);
+  frame = put_header(header + LMP_FRAME_HEADER_MAX, (uint64_t)size);
   if ((size_t)size <= READ_CHUNK) {
     /* One write for a small message: no second wake-up for the peer. */
     c->out.len = 0;
-    if (lmp__buf_append(&c->out, frame, (size_t)(header + HEADER_MAX - frame)) ||
+    if (lmp__buf_append(&c->out, frame, (size_t)(header + LMP_FRAME_HEADER_MAX - frame)) ||
         lmp__buf_append(&c->out, s + (size_t)offset, (size_t)size))
       return lmp__error_raise(L, "OSError", "send_bytes: out of memory");
     send_all(L, c, c->out.data, c->out.len);
     reset_out(c);
   } else {
-    send_all(L, c, frame, (size_t)(header + HEADER_MAX - frame));
+    send_all(L, c, frame, (size_t)(header + LMP_FRAME_HEADER_MAX - frame));
     send_all(L, c, s + (size_t)offset, (size_t)size);
   }
   return 0;
@@ -246,10 +243,8 @@ static void stalled(lua_State *L, lmp_conn *c) {
 static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
                           size_t maxlength) {
   uint64_t len = 0;
-  size_t hlen = 4;
-  int i;
+  size_t hlen = LMP_FRAME_HEADER_MIN;
   double begun = 0;
-  const unsigned char *h;
   if (!c->readable)
     lmp__error_raise(L, "ValueError", "the connection is write-only");
   while (buffered(c) < hlen) {
@@ -261,30 +256,15 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
       lmp__error_raise(L, "OSError", "recv: the peer closed the connection "
                        "in the middle of a message");
     }
-    if (buffered(c) >= 4 && hlen == 4) {
-      h = (const unsigned char *)c->in.data + c->in_pos;
-      if (h[0] == 0xff && h[1] == 0xff && h[2] == 0xff && h[3] == 0xff)
-        hlen = 12;
-    }
+    if (buffered(c) >= LMP_FRAME_HEADER_MIN)
+      hlen = lmp__frame_header_size(
+          (const unsigned char *)c->in.data + c->in_pos);
   }
-  h = (const unsigned char *)c->in.data + c->in_pos;
-  if (h[0] == 0xff && h[1] == 0xff && h[2] == 0xff && h[3] == 0xff) {
-    hlen = 12;
-    while (buffered(c) < hlen) {
-      int r = fill(L, c, READ_CHUNK, stall_timeout(c, &begun));
-      if (r < 0) stalled(L, c);
-      if (r == 0)
-        lmp__error_raise(L, "OSError", "recv: truncated message header");
-      h = (const unsigned char *)c->in.data + c->in_pos;
-    }
-    for (i = 4; i < 12; i++) len = len << 8 | h[i];
-  } else {
-    if (h[0] & 0x80) {
-      conn_release(c);
-      lmp__error_raise(L, "OSError", "recv: bad message length; connection "
-                       "closed");
-    }
-    for (i = 0; i < 4; i++) len = len << 8 | h[i];
+  if (lmp__frame_length((const unsigned char *)c->in.data + c->in_pos,
+                        &len) != 0) {
+    conn_release(c);
+    lmp__error_raise(L, "OSError", "recv: bad message length; connection "
+                     "closed");
   }
   if ((c->max_frame && len > c->max_frame) || (maxlength && len > maxlength)) {
     uint64_t limit = maxlength && (!c->max_frame || maxlength < c->max_frame)

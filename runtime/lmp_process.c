@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_process.h"
 
@@ -93,7 +94,7 @@ static int l_spawn(lua_State *L) {
   uv_process_options_t opts;
   uv_stdio_container_t *stdio;
   char ppid[32], nfdarg[16], *args[7];
-  unsigned char header[12];
+  unsigned char header[LMP_FRAME_HEADER_MAX];
   size_t hlen;
   proc *p;
   proc_state *st;
@@ -164,14 +165,7 @@ static int l_spawn(lua_State *L) {
   p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
 #endif
   /* The bootstrap frame: header as on every connection, then the record. */
-  if (blen < 0x7fffffff) {
-    for (i = 0; i < 4; i++) header[i] = (unsigned char)(blen >> (24 - 8 * i));
-    hlen = 4;
-  } else {
-    memset(header, 0xff, 4);
-    for (i = 0; i < 8; i++) header[4 + i] = (unsigned char)((uint64_t)blen >> (56 - 8 * i));
-    hlen = 12;
-  }
+  hlen = lmp__frame_header(header, blen);
   send_bootstrap(sv[0], (const char *)header, hlen);
   send_bootstrap(sv[0], boot, blen);
   close(sv[0]);
