@@ -26,6 +26,7 @@
 #include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_process.h"
+#include "lmp_worker.h"
 
 #define PROC_MT "lmp.ProcessHandle"
 #define RUNNING INT_MIN
@@ -130,7 +131,7 @@ static int l_spawn(lua_State *L) {
   }
   snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
   args[0] = (char *)exe;
-  args[1] = "--lmp-worker";
+  args[1] = LMP_WORKER_FLAG;
   args[2] = "3";
   args[3] = (char *)name;
   args[4] = ppid;

@@ -26,8 +26,6 @@
 #include "lmp_preload.h"
 #include "lmp_worker.h"
 
-#define WORKER_FLAG "--lmp-worker"
-
 /* The bootstrap message is a frame as on every lmp connection
  * (lmp_frame.h).  It comes from our own parent, but is still bounded so
  * that a stray fd cannot make us allocate without limit. */
@@ -173,7 +171,7 @@ int lmp_worker_main(int argc, char **argv) {
   char *end;
   long fd;
   int err;
-  if (argc < 3 || strcmp(argv[1], WORKER_FLAG) != 0) return -1;
+  if (argc < 3 || strcmp(argv[1], LMP_WORKER_FLAG) != 0) return -1;
   memset(&w, 0, sizeof(w));
   errno = 0;
   fd = strtol(argv[2], &end, 10);

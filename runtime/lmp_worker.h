@@ -7,6 +7,11 @@
 
 #include "lmp_internal.h"
 
+/* The first argument that makes a process a worker: a parent starts one as
+ * `EXE --lmp-worker FD NAME PARENT_PID NFDS` (lmp_process.c), and
+ * lmp_worker_main() looks for it. */
+#define LMP_WORKER_FLAG "--lmp-worker"
+
 /* Replaces os.exit in a state that lmp owns (the host's, a worker's) with
  * one that closes the state before exiting unless told not to. */
 void lmp__install_closing_exit(lua_State *L);
