@@ -11,7 +11,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "lmp_conn.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
+#include "lmp_time.h"
 
 #define CONN_MT "lmp.Connection"
 #define READ_CHUNK (64 * 1024)
@@ -35,7 +35,7 @@ typedef struct lmp_conn {
   int safe;            /* decode in safe mode (data from a socket peer) */
   size_t max_frame;    /* 0: no limit */
   double stall;        /* seconds the rest of a begun message may take
-                          (0: no limit) */
+                          (LMP_FOREVER: no limit) */
   lmp_buf in;          /* received bytes; [in_pos, in.len) not consumed */
   size_t in_pos;
   int eof_seen;        /* the peer closed its end (seen while sending) */
@@ -222,11 +222,9 @@ static void absorb(lua_State *L, lmp_conn *c) {
  * now), or -1 with no limit.  The whole message shares one deadline, so a
  * peer cannot hold a recv by trickling a byte at a time. */
 static double stall_timeout(lmp_conn *c, double *begun) {
-  double left;
-  if (c->stall <= 0) return -1;
+  if (c->stall < 0) return LMP_FOREVER;
   if (*begun == 0) *begun = lmp__now();
-  left = *begun + c->stall - lmp__now();
-  return left > 0 ? left : 0;
+  return lmp__remaining(*begun + c->stall);
 }
 
 static void conn_release(lmp_conn *c);
@@ -338,11 +336,9 @@ static int conn_recv_bytes(lua_State *L) {
  * or the end of file)?  No timeout means do not wait, as in Python. */
 static int conn_poll(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
-  double timeout = luaL_optnumber(L, 2, 0);
+  double timeout = lmp__timeout_arg(L, 2, 0);
   if (!c->readable)
     return lmp__error_raise(L, "ValueError", "the connection is write-only");
-  if (timeout < 0) timeout = 0;
-  if (timeout == HUGE_VAL) timeout = -1;
   lua_pushboolean(L, buffered(c) > 0 ||
                          wait_fd(L, c, UV_READABLE, timeout));
   return 1;
@@ -429,6 +425,7 @@ static lmp_conn *conn_new(lua_State *L, int fd, int readable, int writable,
   socklen_t tlen = sizeof(type);
   memset(c, 0, sizeof(*c));
   c->fd = -1;  /* born closed: a failure below leaves nothing to undo */
+  c->stall = LMP_FOREVER;
   c->lp = lp;
   push_conn_mt(L);
   lua_setmetatable(L, -2);
@@ -486,8 +483,7 @@ static int l_wait(lua_State *L) {
   double timeout;
   int *fds, *events, *ready;
   luaL_checktype(L, 1, LUA_TTABLE);
-  timeout = lua_isnoneornil(L, 2) ? -1 : luaL_checknumber(L, 2);
-  if (!lua_isnoneornil(L, 2) && timeout < 0) timeout = 0;  /* as Python */
+  timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   n = (int)lua_objlen(L, 1);
   fds = lua_newuserdata(L, sizeof(int) * 3 * (size_t)(n ? n : 1));
   events = fds + n;
@@ -551,7 +547,8 @@ static int l_conn_configure(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   c->safe = lua_toboolean(L, 2);
   c->max_frame = (size_t)luaL_optnumber(L, 3, 0);
-  c->stall = luaL_optnumber(L, 4, 0);
+  lua_Number stall = luaL_optnumber(L, 4, 0);
+  c->stall = stall > 0 ? lmp__timeout(stall) : LMP_FOREVER;
   return 0;
 }
 

@@ -7,12 +7,9 @@
 #include <string.h>
 
 #include "lmp_loop.h"
+#include "lmp_time.h"
 
 #define LOOP_KEY "lmp.loop"
-
-double lmp__now(void) {
-  return (double)uv_hrtime() / 1e9;
-}
 
 static void free_handle(uv_handle_t *h) {
   free(h);
@@ -85,7 +82,7 @@ static void on_deadline(uv_timer_t *t) {
 int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
                    void *arg) {
   deadline_timer *timer = NULL;
-  if (!(timeout < 1e9)) timeout = -1;  /* math.huge, NaN: no limit */
+  timeout = lmp__timeout(timeout);
   if (done(arg)) return 1;
   if (timeout == 0) {
     uv_run(&lp->loop, UV_RUN_NOWAIT);
@@ -145,9 +142,8 @@ static int fd_wait_done(void *arg) {
  * nine that a libuv poll handle costs here (each about 1 us). */
 static int wait_fds_directly(const int *fds, const int *events, int *ready,
                              int n, double timeout) {
-  if (!(timeout < 1e9)) timeout = -1;  /* math.huge, NaN: no limit */
   struct pollfd stack[8], *p = n <= 8 ? stack : calloc((size_t)n, sizeof(*p));
-  double deadline = timeout > 0 ? lmp__now() + timeout : 0;
+  double deadline = lmp__deadline(timeout);
   int i, r;
   if (p == NULL) return UV_ENOMEM;
   for (i = 0; i < n; i++) {
@@ -157,10 +153,8 @@ static int wait_fds_directly(const int *fds, const int *events, int *ready,
     p[i].revents = 0;
   }
   for (;;) {
-    int ms = timeout < 0 ? -1 : timeout == 0 ? 0
-             : (int)((deadline - lmp__now()) * 1000 + 0.999);
-    if (timeout > 0 && ms < 0) ms = 0;
-    r = poll(p, (nfds_t)n, ms);
+    double left = lmp__remaining(deadline);
+    r = poll(p, (nfds_t)n, left < 0 ? -1 : (int)(left * 1000 + 0.999));
     if (r >= 0 || errno != EINTR) break;
   }
   for (i = 0; i < n; i++) {
@@ -282,7 +276,7 @@ int lmp__background_active(lua_State *L) {
 
 int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
                      const int *events, int *ready, int n, double timeout) {
-  double deadline = timeout > 0 && timeout < 1e9 ? lmp__now() + timeout : 0;
+  double deadline = lmp__deadline(timeout);
   for (;;) {
     int nbg, i, r, primary = 0, background = 0;
     int *bg = background_fds(L, lp, &nbg), *all, *allev, *allready;
@@ -313,11 +307,8 @@ int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
     if (r < 0) return r;
     if (background) run_background(L, lp);
     if (primary) return primary;
+    timeout = lmp__remaining(deadline);
     if (timeout == 0) return 0;
-    if (deadline) {
-      timeout = deadline - lmp__now();
-      if (timeout <= 0) return 0;
-    }
   }
 }
 

@@ -23,7 +23,8 @@ typedef struct {
 lmp_loop *lmp__loop(lua_State *L);
 
 /* Runs the loop until done(arg) is true or `timeout` seconds have passed
- * (timeout < 0: no limit; 0: poll once without blocking).  Returns 1 when
+ * (by the rule of lmp_time.h: 0 polls once without blocking, a negative
+ * timeout or one of LMP_FOREVER_S or more has no limit).  Returns 1 when
  * done, 0 on timeout.  done() is checked before the first wait, so a
  * condition already true returns at once. */
 int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
@@ -65,8 +66,5 @@ typedef struct {
 
 /* Closes a handle and frees it (with free()) in its close callback. */
 void lmp__close_and_free(uv_handle_t *h);
-
-/* Monotonic time in seconds. */
-double lmp__now(void);
 
 #endif /* LMP_LOOP_H */

@@ -16,6 +16,7 @@
 #include "lmp_queue.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
+#include "lmp_time.h"
 
 static int l_cpu_count(lua_State *L) {
   lua_pushinteger(L, lmp_cpu_count());
@@ -62,6 +63,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__error_open(L);
   lmp__codec_open(L);
   lmp__loop_open(L);
+  lmp__time_open(L);
   lmp__conn_open(L);
   lmp__process_open(L);
   lmp__shm_open(L);

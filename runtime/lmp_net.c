@@ -19,6 +19,7 @@
 
 #include "lmp_loop.h"
 #include "lmp_net.h"
+#include "lmp_time.h"
 
 typedef struct {
   struct sockaddr_storage sa;
@@ -140,7 +141,7 @@ static int l_listen(lua_State *L) {
 /* core.net_accept(fd, timeout) -> fd, peer | nil */
 static int l_accept(lua_State *L) {
   int fd = (int)luaL_checkinteger(L, 1);
-  double timeout = luaL_optnumber(L, 2, -1);
+  double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   struct sockaddr_storage peer;
   for (;;) {
     socklen_t plen = sizeof(peer);
@@ -166,7 +167,7 @@ static int l_accept(lua_State *L) {
 static int l_connect(lua_State *L) {
   size_t len;
   const char *address = luaL_checklstring(L, 1, &len);
-  double timeout = luaL_optnumber(L, 2, -1);
+  double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   net_addr a;
   int fd, err = 0;
   parse_address(L, address, len, &a);

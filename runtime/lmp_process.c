@@ -26,6 +26,7 @@
 #include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_process.h"
+#include "lmp_time.h"
 #include "lmp_worker.h"
 
 #define PROC_MT "lmp.ProcessHandle"
@@ -181,19 +182,16 @@ static int exited(void *arg) {
 /* handle:wait([timeout]) -> exitcode | nil */
 static int proc_wait(lua_State *L) {
   proc *p = check_proc(L, 1);
-  double timeout = lua_isnoneornil(L, 2) ? -1 : luaL_checknumber(L, 2);
+  double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   int done;
-  if (timeout < 0 && !lua_isnoneornil(L, 2)) timeout = 0;
   if (!p->st->handle_closed) uv_ref((uv_handle_t *)&p->st->handle);
   if (p->pidfd >= 0 && p->st->exitcode == RUNNING) {
     /* Wait on the pidfd, serving background work meanwhile, then let
      * libuv collect the exit (its SIGCHLD may come a moment later). */
-    double deadline = timeout > 0 && timeout < 1e9 ? lmp__now() + timeout : 0;
+    double deadline = lmp__deadline(timeout);
     int ev = UV_READABLE, ready;
     for (;;) {
-      double left = timeout < 0 || timeout >= 1e9 ? -1 : timeout == 0 ? 0
-                    : deadline - lmp__now();
-      if (left != -1 && left < 0) left = 0;
+      double left = lmp__remaining(deadline);
       int fd = p->pidfd, r = lmp__wait_fds_bg(L, p->lp, &fd, &ev, &ready, 1, left);
       /* Background work (a pool burying its worker) may have closed this
        * very process while we waited. */
@@ -316,19 +314,12 @@ static int l_chdir(lua_State *L) {
   return 0;
 }
 
-static int l_now(lua_State *L) {
-  lua_pushnumber(L, lmp__now());
-  return 1;
-}
-
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
   return 1;
 }
 
 void lmp__process_open(lua_State *L) {
-  lua_pushcfunction(L, l_now);
-  lua_setfield(L, -2, "now");
   lua_pushcfunction(L, l_isatty);
   lua_setfield(L, -2, "isatty");
   if (luaL_newmetatable(L, PROC_MT)) {

@@ -42,6 +42,7 @@
 #include "lmp_queue.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
+#include "lmp_time.h"
 
 #define LMP_QUEUE_HEADER 4096
 #define LMP_QUEUE_RING ((uint64_t)1 << 30)    /* mapped; the most in use */
@@ -136,13 +137,6 @@ static void spin_pause(void) {
 #endif
 }
 
-static double remaining(double deadline) {
-  double left;
-  if (deadline < 0) return -1;
-  left = deadline - lmp__now();
-  return left > 0 ? left : 0;
-}
-
 /* A process died holding one of the locks: recount the items between head
  * and tail.  Both locks are held. */
 static void recount_locked(lmp_queue *q) {
@@ -176,7 +170,7 @@ static void recount(lmp_queue *q) {
  * process is taken after a recount. */
 static int take(lmp_queue *q, lmp_lock *lock, double deadline) {
   for (;;) {
-    int r = lmp__lock_acquire(lock, remaining(deadline));
+    int r = lmp__lock_acquire(lock, lmp__remaining(deadline));
     if (r == 0) return 0;
     if (r == EOWNERDEAD) {
       lmp__lock_release(lock);
@@ -233,7 +227,7 @@ static int grow_for(lmp_queue *q, uint64_t need) {
 static int l_queue_put(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
-  double deadline = lmp__deadline_arg(L, 3);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
   lmp_codec_opts opts = {1, 0, 0, "item"};
   const char *data = NULL;
   uint64_t len = 0, kind, need;
@@ -360,7 +354,7 @@ static void shrink_empty(lmp_queue *q) {
 static int l_queue_get(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
-  double deadline = lmp__deadline_arg(L, 2);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 2, LMP_FOREVER));
   uint64_t head, len, kind;
   decode_args a;
   int status, spun = 0;
@@ -483,7 +477,7 @@ static int all_done(lmp_queue *q) {
 static int l_queue_join(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
-  double deadline = lmp__deadline_arg(L, 2);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 2, LMP_FOREVER));
   lmp__shm_pin(seg);
   atomic_fetch_add(AT32(&q->join_waiters), 1);
   for (;;) {

@@ -32,6 +32,7 @@
 #include "lmp_loop.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
+#include "lmp_time.h"
 
 /* --- futex words ---------------------------------------------------------------- */
 
@@ -100,12 +101,13 @@ int lmp__lock_init(lmp_lock *l) {
 
 int lmp__lock_acquire(lmp_lock *l, double timeout) {
   int r = pthread_mutex_trylock(&l->mutex);
+  timeout = lmp__timeout(timeout);
   if (r == EBUSY || r == EDEADLK) {
     int32_t me = self_tid();
     if (l->owner == me || r == EDEADLK) {
       /* Our own lock: waiting cannot help.  Python waits out the
        * timeout and fails; without one it would hang for ever. */
-      if (timeout < 0 || timeout >= 1e9) return EDEADLK;
+      if (timeout < 0) return EDEADLK;
       if (timeout > 0) {
         struct timespec ts = deadline_timespec(lmp__now() + timeout);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
@@ -113,7 +115,7 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
       }
       return timeout == 0 ? EBUSY : ETIMEDOUT;
     }
-    if (timeout < 0 || timeout >= 1e9) {  /* math.huge: no deadline */
+    if (timeout < 0) {
       r = pthread_mutex_lock(&l->mutex);
     } else if (timeout > 0) {
       struct timespec ts = deadline_timespec(lmp__now() + timeout);
@@ -191,7 +193,6 @@ int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
   pthread_t thread;
   sigset_t all, old;
   int ev = UV_READABLE, ready = 0, r, started;
-  double timeout;
   if (!lmp__background_active(L)) return futex_wait(word, expected, deadline);
   lp = lmp__loop(L);
   w.word = word;
@@ -208,16 +209,15 @@ int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
     close(w.efd);
     return futex_wait(word, expected, deadline);
   }
-  timeout = deadline < 0 ? -1 : deadline - lmp__now();
   r = lmp__wait_fds_bg(L, lp, &w.efd, &ev, &ready, 1,
-                       timeout < 0 && deadline >= 0 ? 0 : timeout);
+                       lmp__remaining(deadline));
   /* On a timeout the watcher's own deadline is the same one; on an error
    * it is woken (with whoever else waits: they re-check). */
   if (r < 0) lmp__futex_wake(word, INT_MAX);
   pthread_join(thread, NULL);
   close(w.efd);
   if (r > 0 || load(word) != expected) return 0;
-  return deadline >= 0 && lmp__now() >= deadline ? ETIMEDOUT : 0;
+  return lmp__remaining(deadline) == 0 ? ETIMEDOUT : 0;
 }
 
 /* --- the Lua half: blocking waits -------------------------------------------- */
@@ -228,15 +228,6 @@ static void *object_at(lua_State *L, size_t size, lmp_segment **seg) {
   lua_Number off = luaL_checknumber(L, 2);
   if (!(off >= 0)) luaL_argerror(L, 2, "bad offset");
   return lmp__shm_at(L, 1, (size_t)off, size, seg);
-}
-
-double lmp__deadline_arg(lua_State *L, int idx) {
-  double t;
-  if (lua_isnoneornil(L, idx)) return -1;
-  t = luaL_checknumber(L, idx);
-  if (t != t) luaL_argerror(L, idx, "timeout is NaN");
-  if (t >= 1e9) return -1;  /* math.huge and the like: no deadline */
-  return lmp__now() + (t > 0 ? t : 0);
 }
 
 /* Takes a permit, waiting until `deadline`.  1 taken, 0 timed out. */
@@ -261,7 +252,7 @@ static int sem_take(lua_State *L, lmp_sem *s, double deadline) {
 static int l_sem_acquire(lua_State *L) {
   lmp_segment *seg;
   lmp_sem *s = object_at(L, sizeof(lmp_sem), &seg);
-  double deadline = lmp__deadline_arg(L, 3);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
   int got;
   lmp__shm_pin(seg);
   got = sem_take(L, s, deadline);
@@ -274,7 +265,7 @@ static int l_sem_acquire(lua_State *L) {
 static int l_event_wait(lua_State *L) {
   lmp_segment *seg;
   lmp_event *e = object_at(L, sizeof(lmp_event), &seg);
-  double deadline = lmp__deadline_arg(L, 3);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
   lmp__shm_pin(seg);
   fetch_add(&e->waiters, 1);
   while (load(&e->flag) == 0 &&
@@ -291,7 +282,7 @@ static int l_wait_change(lua_State *L) {
   lmp_segment *seg;
   uint32_t *word = object_at(L, sizeof(uint32_t), &seg);
   uint32_t expected = (uint32_t)luaL_checknumber(L, 3);
-  double deadline = lmp__deadline_arg(L, 4);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 4, LMP_FOREVER));
   lmp__shm_pin(seg);
   while (load(word) == expected &&
          lmp__wait_word(L, word, expected, deadline) != ETIMEDOUT) {}

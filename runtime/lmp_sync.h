@@ -80,11 +80,9 @@ void lmp__futex_wake(uint32_t *word, int32_t n);
 
 /* sleeping while *word == expected until `deadline` (monotonic seconds, or
  * < 0 for none), serving the state's background work: 0 when woken (maybe
- * spuriously) or ETIMEDOUT, */
+ * spuriously) or ETIMEDOUT. */
 int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
                    double deadline);
 
-/* and the deadline of timeout argument idx (nil: -1, no deadline). */
-double lmp__deadline_arg(lua_State *L, int idx);
 
 #endif /* LMP_SYNC_H */
