@@ -57,7 +57,7 @@ static int wait_fd(lua_State *L, lmp_conn *c, int events, double timeout) {
   int ready, n = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, timeout);
   if (n < 0)
     lmp__error_raise(L, "OSError", "waiting on the connection: %s",
-                     uv_strerror(n));
+                     lmp_strerror(n));
   return n > 0;
 }
 
@@ -85,7 +85,7 @@ static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
       if (c->readable && !c->eof_seen) events |= UV_READABLE;
       r = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, -1);
       if (r < 0)
-        lmp__error_raise(L, "OSError", "send: waiting: %s", uv_strerror(r));
+        lmp__error_raise(L, "OSError", "send: waiting: %s", lmp_strerror(r));
       if (ready & UV_READABLE) absorb(L, c);
     } else if (errno != EINTR) {
       lmp__error_raise(L, "OSError", "send: %s", strerror(errno));
@@ -525,7 +525,7 @@ static int l_wait(lua_State *L) {
   if (nready > 0) timeout = 0;
   count = lmp__wait_fds_bg(L, lmp__loop(L), fds, events, ready, n, timeout);
   if (count < 0)
-    return lmp__error_raise(L, "OSError", "wait: %s", uv_strerror(count));
+    return lmp__error_raise(L, "OSError", "wait: %s", lmp_strerror(count));
   for (i = 0; i < n; i++) {
     if (!ready[i]) continue;
     lua_rawgeti(L, 1, i + 1);

@@ -4,7 +4,8 @@
  *
  * A Lua-visible lmp error is a table {kind = "ValueError", message = "..."}
  * with one shared metatable, so `tostring(e)` reads "lmp.ValueError: ..."
- * and code can branch on e.kind.  The kinds are listed once, below.
+ * and code can branch on e.kind.  The kinds are listed once, below; the
+ * error codes of C functions once, in lmp.h.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "lmp_error.h"
+#include "lmp_platform.h"
 
 #define LMP_ERROR_MT "lmp.Error"
 
@@ -38,12 +40,15 @@ const char *lmp_strerror(int err) {
 }
 
 const char *lmp_err_name(int err) {
+  const char *name;
   switch (err) {
 #define XX(name, code, text) case LMP_E##name: return "LMP_E" #name;
     LMP_ERRNO_MAP(XX)
 #undef XX
     case 0: return "LMP_OK";
   }
+  if (err < 0 && err > -4000 && (name = lmp__errno_name(-err)) != NULL)
+    return name;
   return "LMP_EUNKNOWN";
 }
 
@@ -136,10 +141,27 @@ static int l_is_error(lua_State *L) {
   return 1;
 }
 
+/* core.strerror(code) -> lmp_strerror(code) */
+static int l_strerror(lua_State *L) {
+  lua_pushstring(L, lmp_strerror((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 void lmp__error_open(lua_State *L) {
   int i;
   push_error_mt(L);
   lua_pop(L, 1);
+  /* core.E: the codes of LMP_ERRNO_MAP by name (E.TIMEDOUT), for the Lua
+   * code that calls C through the FFI. */
+  lua_newtable(L);
+#define XX(name, code, text) \
+  lua_pushinteger(L, LMP_E##name); \
+  lua_setfield(L, -2, #name);
+  LMP_ERRNO_MAP(XX)
+#undef XX
+  lua_setfield(L, -2, "E");
+  lua_pushcfunction(L, l_strerror);
+  lua_setfield(L, -2, "strerror");
   lua_newtable(L);
   for (i = 0; error_kinds[i]; i++) {
     lua_pushstring(L, error_kinds[i]);

@@ -52,7 +52,7 @@ lmp_loop *lmp__loop(lua_State *L) {
   if ((err = uv_loop_init(&lp->loop)) != 0) {
     lp->closed = 1;
     lmp__error_raise(L, "OSError", "cannot create an event loop: %s",
-                     uv_strerror(err));
+                     lmp_strerror(err));
   }
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, loop_gc);
@@ -145,7 +145,7 @@ static int wait_fds_directly(const int *fds, const int *events, int *ready,
   struct pollfd stack[8], *p = n <= 8 ? stack : calloc((size_t)n, sizeof(*p));
   double deadline = lmp__deadline(timeout);
   int i, r;
-  if (p == NULL) return UV_ENOMEM;
+  if (p == NULL) return LMP_ENOMEM;
   for (i = 0; i < n; i++) {
     p[i].fd = fds[i];
     p[i].events = (short)(((events[i] & UV_READABLE) ? POLLIN : 0) |
@@ -155,7 +155,8 @@ static int wait_fds_directly(const int *fds, const int *events, int *ready,
   for (;;) {
     double left = lmp__remaining(deadline);
     r = poll(p, (nfds_t)n, left < 0 ? -1 : (int)(left * 1000 + 0.999));
-    if (r >= 0 || errno != EINTR) break;
+    if (r < 0) r = -errno;
+    if (r != -EINTR) break;
   }
   for (i = 0; i < n; i++) {
     ready[i] = 0;
@@ -164,7 +165,7 @@ static int wait_fds_directly(const int *fds, const int *events, int *ready,
     ready[i] &= events[i] | ((p[i].revents & (POLLHUP | POLLERR | POLLNVAL)) ? ~0 : 0);
   }
   if (p != stack) free(p);
-  if (r < 0) return uv_translate_sys_error(errno);
+  if (r < 0) return r;
   for (i = 0, r = 0; i < n; i++) r += ready[i] != 0;
   return r;
 }
@@ -180,7 +181,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
   w.count = 0;
   for (i = 0; i < n; i++) ready[i] = 0;
   watches = calloc((size_t)(n > 0 ? n : 1), sizeof(*watches) + sizeof(int));
-  if (watches == NULL) return UV_ENOMEM;
+  if (watches == NULL) return LMP_ENOMEM;
   events_union = (int *)(watches + (n > 0 ? n : 1));
   for (i = 0; i < n; i++) events_union[i] = events[i];
   for (i = 0; i < n && err == 0; i++) {
@@ -192,7 +193,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
     if (j < i) continue;
     fw = malloc(sizeof(*fw));
     if (fw == NULL) {
-      err = UV_ENOMEM;
+      err = LMP_ENOMEM;
       break;
     }
     fw->wait = &w;

@@ -34,7 +34,7 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
  * (UV_READABLE, UV_WRITABLE), running the loop meanwhile.  On return,
  * ready[i] holds the events seen on fds[i] (a hang-up or error counts as
  * ready).  Returns the number of ready descriptors: 0 on timeout, or a
- * negative libuv error. */
+ * negative LMP_E* code (libuv's are -errno on Unix, hence LMP_E* too). */
 int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
                        int *ready, int n, double timeout);
 

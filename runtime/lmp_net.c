@@ -158,7 +158,7 @@ static int l_accept(lua_State *L) {
       return lmp__error_raise(L, "OSError", "accept: %s", strerror(errno));
     n = lmp__wait_fds_bg(L, lmp__loop(L), &fd, &ev, &ready, 1, timeout);
     if (n < 0)
-      return lmp__error_raise(L, "OSError", "accept: %s", uv_strerror(n));
+      return lmp__error_raise(L, "OSError", "accept: %s", lmp_strerror(n));
     if (n == 0) return 0;
   }
 }
@@ -182,7 +182,7 @@ static int l_connect(lua_State *L) {
       if (n <= 0) {
         close(fd);
         if (n < 0)
-          return lmp__error_raise(L, "OSError", "Client: %s", uv_strerror(n));
+          return lmp__error_raise(L, "OSError", "Client: %s", lmp_strerror(n));
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;

@@ -12,4 +12,8 @@ const char *lmp__self_exe(void);
  * Static storage. */
 const char *lmp__self_image(void);
 
+/* The symbolic name of errno value e ("EACCES"), or NULL if unknown.
+ * Static storage. */
+const char *lmp__errno_name(int e);
+
 #endif /* LMP_PLATFORM_H */

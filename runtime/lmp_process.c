@@ -155,7 +155,7 @@ static int l_spawn(lua_State *L) {
     st->orphaned = 1;
     uv_close((uv_handle_t *)&st->handle, handle_closed);
     return lmp__error_raise(L, "ProcessError", "cannot start '%s' (%s): %s",
-                            name, exe, uv_strerror(err));
+                            name, exe, lmp_strerror(err));
   }
   p->st = st;
   p->pid = st->handle.pid;
@@ -224,9 +224,9 @@ static int proc_signal(lua_State *L) {
     return 1;
   }
   err = uv_process_kill(&p->st->handle, sig);
-  if (err != 0 && err != UV_ESRCH) {
+  if (err != 0 && err != LMP_ESRCH) {
     lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(err));
+    lua_pushstring(L, lmp_strerror(err));
     return 2;
   }
   lua_pushboolean(L, 1);

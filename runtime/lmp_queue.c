@@ -151,10 +151,10 @@ static void recount_locked(lmp_queue *q) {
 }
 
 /* Takes a lock that may have been left by a dead process (then the items
- * are recounted by the caller): 0 or EOWNERDEAD, or the error. */
+ * are recounted by the caller): 0, or the error. */
 static int grab(lmp_lock *lock, double timeout) {
   int r = lmp__lock_acquire(lock, timeout);
-  return r == 0 || r == EOWNERDEAD ? 0 : r;
+  return r == 0 || r == LMP_EOWNERDEAD ? 0 : r;
 }
 
 /* As recount_locked, with neither lock held; takes both, in order. */
@@ -166,18 +166,18 @@ static void recount(lmp_queue *q) {
   lmp__lock_release(&q->put_lock);
 }
 
-/* Takes `lock` by the deadline: 0, or ETIMEDOUT.  A lock left by a dead
+/* Takes `lock` by the deadline: 0, or LMP_ETIMEDOUT.  A lock left by a dead
  * process is taken after a recount. */
 static int take(lmp_queue *q, lmp_lock *lock, double deadline) {
   for (;;) {
     int r = lmp__lock_acquire(lock, lmp__remaining(deadline));
     if (r == 0) return 0;
-    if (r == EOWNERDEAD) {
+    if (r == LMP_EOWNERDEAD) {
       lmp__lock_release(lock);
       recount(q);
       continue;
     }
-    return ETIMEDOUT;
+    return LMP_ETIMEDOUT;
   }
 }
 
@@ -205,7 +205,7 @@ static int l_queue_init(lua_State *L) {
 static int grow_for(lmp_queue *q, uint64_t need) {
   uint64_t size = q->size, live, h;
   int grown = 0;
-  if (lmp__lock_acquire(&q->get_lock, -1) == EOWNERDEAD) recount_locked(q);
+  if (lmp__lock_acquire(&q->get_lock, -1) == LMP_EOWNERDEAD) recount_locked(q);
   live = q->tail - q->head;
   if (live + need > size && size < LMP_QUEUE_RING) {
     h = q->head % size;
@@ -294,7 +294,7 @@ static int l_queue_put(lua_State *L) {
       data = own;
     }
     if (!room && (deadline >= 0 && lmp__now() >= deadline)) full = 1;
-    else if (!room && lmp__wait_word(L, &q->space_seq, seq, deadline) == ETIMEDOUT)
+    else if (!room && lmp__wait_word(L, &q->space_seq, seq, deadline) == LMP_ETIMEDOUT)
       full = 1;
     atomic_fetch_sub(AT32(&q->put_waiters), 1);
     if (full) break;
@@ -338,7 +338,7 @@ static int decode_protected(lua_State *L) {
  * back to its small size, and its memory to the system (if no put runs). */
 static void shrink_empty(lmp_queue *q) {
   int r = lmp__lock_acquire(&q->put_lock, 0);
-  if (r == EOWNERDEAD) recount_locked(q);  /* a put died: it left nothing */
+  if (r == LMP_EOWNERDEAD) recount_locked(q);  /* a put died: it left nothing */
   else if (r != 0) return;
   if (q->head == q->tail) {
     madvise(ring(q) + LMP_QUEUE_SMALL, q->size - LMP_QUEUE_SMALL, MADV_REMOVE);
@@ -387,7 +387,7 @@ static int l_queue_get(lua_State *L) {
       lmp__lock_release(&q->get_lock);
       if (!ready && deadline >= 0 && lmp__now() >= deadline) empty = 1;
       else if (!ready &&
-               lmp__wait_word(L, &q->data_seq, seq, deadline) == ETIMEDOUT)
+               lmp__wait_word(L, &q->data_seq, seq, deadline) == LMP_ETIMEDOUT)
         empty = 1;
       atomic_fetch_sub(AT32(&q->get_waiters), 1);
     }
@@ -484,7 +484,7 @@ static int l_queue_join(lua_State *L) {
     uint32_t seq = atomic_load(AT32(&q->done_seq));
     if (all_done(q)) break;
     if (deadline >= 0 && lmp__now() >= deadline) break;
-    if (lmp__wait_word(L, &q->done_seq, seq, deadline) == ETIMEDOUT) break;
+    if (lmp__wait_word(L, &q->done_seq, seq, deadline) == LMP_ETIMEDOUT) break;
   }
   atomic_fetch_sub(AT32(&q->join_waiters), 1);
   lmp__shm_unpin(seg);

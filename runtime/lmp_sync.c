@@ -46,7 +46,7 @@ static struct timespec deadline_timespec(double deadline) {
 
 /* Sleeps while *word == expected, until woken or `deadline` (monotonic
  * seconds; < 0: none).  Returns 0 when woken or the word differs, or
- * ETIMEDOUT.  A wake-up may be spurious: callers re-check their state. */
+ * LMP_ETIMEDOUT.  A wake-up may be spurious: callers re-check their state. */
 static int futex_wait(uint32_t *word, uint32_t expected, double deadline) {
   struct timespec ts;
   long r;
@@ -54,7 +54,7 @@ static int futex_wait(uint32_t *word, uint32_t expected, double deadline) {
   r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected,
               deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
   if (r == 0) return 0;
-  if (errno == ETIMEDOUT) return ETIMEDOUT;
+  if (errno == ETIMEDOUT) return LMP_ETIMEDOUT;
   return 0;  /* EAGAIN: the word changed; EINTR: a signal */
 }
 
@@ -90,13 +90,13 @@ int lmp__lock_init(lmp_lock *l) {
   pthread_mutexattr_t a;
   int r;
   memset(l, 0, sizeof(*l));
-  if ((r = pthread_mutexattr_init(&a)) != 0) return r;
+  if ((r = pthread_mutexattr_init(&a)) != 0) return -r;
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
   pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
   r = pthread_mutex_init(&l->mutex, &a);
   pthread_mutexattr_destroy(&a);
-  return r;
+  return -r;
 }
 
 int lmp__lock_acquire(lmp_lock *l, double timeout) {
@@ -107,13 +107,13 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
     if (l->owner == me || r == EDEADLK) {
       /* Our own lock: waiting cannot help.  Python waits out the
        * timeout and fails; without one it would hang for ever. */
-      if (timeout < 0) return EDEADLK;
+      if (timeout < 0) return LMP_EDEADLK;
       if (timeout > 0) {
         struct timespec ts = deadline_timespec(lmp__now() + timeout);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
                EINTR) {}
       }
-      return timeout == 0 ? EBUSY : ETIMEDOUT;
+      return timeout == 0 ? LMP_EBUSY : LMP_ETIMEDOUT;
     }
     if (timeout < 0) {
       r = pthread_mutex_lock(&l->mutex);
@@ -123,17 +123,17 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
     }
   }
   if (r == EOWNERDEAD) pthread_mutex_consistent(&l->mutex);
-  else if (r != 0) return r;
+  else if (r != 0) return r == ETIMEDOUT ? LMP_ETIMEDOUT : -r;
   l->owner = self_tid();
   l->count = 1;
-  return r;
+  return -r;
 }
 
 int lmp__lock_release(lmp_lock *l) {
-  if (l->owner != self_tid()) return EPERM;
+  if (l->owner != self_tid()) return LMP_EPERM;
   l->owner = 0;
   l->count = 0;
-  return pthread_mutex_unlock(&l->mutex);
+  return -pthread_mutex_unlock(&l->mutex);
 }
 
 static int permit_take(lmp_sem *s) {
@@ -148,7 +148,7 @@ static int permit_give(lmp_sem *s, uint32_t n) {
   _Atomic uint32_t *v = (_Atomic uint32_t *)&s->value;
   uint32_t old = atomic_load(v);
   do {
-    if (old > s->max || n > s->max - old) return EOVERFLOW;
+    if (old > s->max || n > s->max - old) return LMP_EOVERFLOW;
   } while (!atomic_compare_exchange_weak(v, &old, old + n));
   if (load(&s->waiters) > 0) lmp__futex_wake(&s->value, (int32_t)n);
   return 0;
@@ -217,7 +217,7 @@ int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
   pthread_join(thread, NULL);
   close(w.efd);
   if (r > 0 || load(word) != expected) return 0;
-  return lmp__remaining(deadline) == 0 ? ETIMEDOUT : 0;
+  return lmp__remaining(deadline) == 0 ? LMP_ETIMEDOUT : 0;
 }
 
 /* --- the Lua half: blocking waits -------------------------------------------- */
@@ -239,7 +239,7 @@ static int sem_take(lua_State *L, lmp_sem *s, double deadline) {
       got = 1;
       break;
     }
-    if (lmp__wait_word(L, &s->value, 0, deadline) == ETIMEDOUT) {
+    if (lmp__wait_word(L, &s->value, 0, deadline) == LMP_ETIMEDOUT) {
       got = permit_take(s);
       break;
     }
@@ -269,7 +269,7 @@ static int l_event_wait(lua_State *L) {
   lmp__shm_pin(seg);
   fetch_add(&e->waiters, 1);
   while (load(&e->flag) == 0 &&
-         lmp__wait_word(L, &e->flag, 0, deadline) != ETIMEDOUT) {}
+         lmp__wait_word(L, &e->flag, 0, deadline) != LMP_ETIMEDOUT) {}
   fetch_add(&e->waiters, -1);
   lua_pushboolean(L, load(&e->flag) != 0);
   lmp__shm_unpin(seg);
@@ -285,7 +285,7 @@ static int l_wait_change(lua_State *L) {
   double deadline = lmp__deadline(lmp__timeout_arg(L, 4, LMP_FOREVER));
   lmp__shm_pin(seg);
   while (load(word) == expected &&
-         lmp__wait_word(L, word, expected, deadline) != ETIMEDOUT) {}
+         lmp__wait_word(L, word, expected, deadline) != LMP_ETIMEDOUT) {}
   lua_pushboolean(L, load(word) != expected);
   lmp__shm_unpin(seg);
   return 1;

@@ -54,13 +54,16 @@ typedef struct {
 /* The functions lua/lmp/sync.lua calls through the FFI (no lua_State):
  * the fast paths that do not block, or block without serving callbacks. */
 typedef struct {
+  /* Each returns 0 or a negative LMP_E* code (lmp.h), which Lua reads
+   * by name from core.E. */
   int (*lock_init)(lmp_lock *l);
-  /* 0 or EOWNERDEAD (held now, either way); EBUSY, ETIMEDOUT, EDEADLK
-   * (this thread holds it and timeout < 0), or another errno value. */
+  /* 0 or LMP_EOWNERDEAD (held now, either way); LMP_EBUSY (timeout 0),
+   * LMP_ETIMEDOUT, LMP_EDEADLK (this thread holds it and would wait for
+   * ever), or another -errno.  The timeout follows lmp_time.h. */
   int (*lock_acquire)(lmp_lock *l, double timeout);
-  int (*lock_release)(lmp_lock *l);  /* 0, or EPERM if not the holder */
+  int (*lock_release)(lmp_lock *l);  /* 0, or LMP_EPERM if not the holder */
   int (*permit_take)(lmp_sem *s);        /* 1 if a permit was taken */
-  int (*permit_give)(lmp_sem *s, uint32_t n);  /* 0, or EOVERFLOW past max */
+  int (*permit_give)(lmp_sem *s, uint32_t n);  /* 0, or LMP_EOVERFLOW past max */
   void (*wake)(uint32_t *word, int32_t n);
   void (*event_set)(lmp_event *e);
   int32_t (*self_tid)(void);
@@ -80,7 +83,7 @@ void lmp__futex_wake(uint32_t *word, int32_t n);
 
 /* sleeping while *word == expected until `deadline` (monotonic seconds, or
  * < 0 for none), serving the state's background work: 0 when woken (maybe
- * spuriously) or ETIMEDOUT. */
+ * spuriously) or LMP_ETIMEDOUT. */
 int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
                    double deadline);
 
