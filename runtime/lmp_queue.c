@@ -24,21 +24,14 @@
  * goes back to the system.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "lmp_buf.h"
 #include "lmp_codec.h"
-#include "lmp_loop.h"
+#include "lmp_futex.h"
 #include "lmp_queue.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
@@ -494,46 +487,27 @@ static int l_queue_join(lua_State *L) {
 
 /* --- readiness for lmp.connection.wait ------------------------------------- */
 
-/* A watcher is a thread that sleeps until the queue has an item, then
- * makes an eventfd readable; connection.wait polls that descriptor. */
+/* A watcher (lmp_futex.h) sleeps on data_seq until the queue has an item;
+ * connection.wait polls its descriptor.  While it lives it counts as a
+ * sleeping consumer, so that puts wake it. */
 typedef struct {
+  lmp_watcher w;
   lmp_queue *q;
   lmp_segment *seg;  /* pinned: a callback may close the queue meanwhile */
-  int efd;
-  int started;
-  _Atomic int stop;
-  pthread_t thread;
 } watcher;
 
-static void *watch_main(void *arg) {
-  watcher *w = arg;
-  lmp_queue *q = w->q;
-  uint64_t one = 1;
-  atomic_fetch_add(AT32(&q->get_waiters), 1);
-  while (!atomic_load(&w->stop)) {
-    uint32_t seq = atomic_load(AT32(&q->data_seq));
-    atomic_store(AT32(&q->woken), 0);
-    if (atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail))) {
-      while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR) {}
-      break;
-    }
-    syscall(SYS_futex, &q->data_seq, FUTEX_WAIT, seq, NULL, NULL, 0);
-  }
-  atomic_fetch_sub(AT32(&q->get_waiters), 1);
-  return NULL;
+static int has_item(lmp_watcher *w, uint32_t *seen) {
+  lmp_queue *q = w->arg;
+  *seen = atomic_load(AT32(&q->data_seq));
+  atomic_store(AT32(&q->woken), 0);
+  return atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail));
 }
 
 static int watcher_close(lua_State *L) {
   watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
-  if (w->started) {
-    atomic_store(&w->stop, 1);
-    wake_all(&w->q->data_seq);
-    pthread_join(w->thread, NULL);
-    w->started = 0;
-  }
-  if (w->efd >= 0) {
-    close(w->efd);
-    w->efd = -1;
+  if (w->w.started) {
+    lmp__watcher_stop(&w->w);
+    atomic_fetch_sub(AT32(&w->q->get_waiters), 1);
   }
   if (w->seg) {
     lmp__shm_unpin(w->seg);
@@ -544,7 +518,7 @@ static int watcher_close(lua_State *L) {
 
 static int watcher_fd(lua_State *L) {
   watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
-  lua_pushinteger(L, w->efd);
+  lua_pushinteger(L, w->w.fd);
   return 1;
 }
 
@@ -553,10 +527,14 @@ static int l_queue_watch(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
   watcher *w = lua_newuserdata(L, sizeof(*w));
-  sigset_t all, old;
+  int err;
   memset(w, 0, sizeof(*w));
   w->q = q;
-  w->efd = -1;
+  w->w.fd = -1;
+  w->w.word = &q->data_seq;
+  w->w.ready = has_item;
+  w->w.arg = q;
+  w->w.deadline = LMP_FOREVER;
   luaL_getmetatable(L, "lmp.QueueWatcher");
   lua_setmetatable(L, -2);
   lua_createtable(L, 1, 0);  /* the watcher keeps the segment alive */
@@ -565,14 +543,11 @@ static int l_queue_watch(lua_State *L) {
   lua_setfenv(L, -2);
   lmp__shm_pin(seg);
   w->seg = seg;
-  if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
-    return lmp__error_raise(L, "OSError", "wait: %s", strerror(errno));
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  w->started = pthread_create(&w->thread, NULL, watch_main, w) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!w->started)
-    return lmp__error_raise(L, "OSError", "wait: cannot start a thread");
+  atomic_fetch_add(AT32(&q->get_waiters), 1);
+  if ((err = lmp__watcher_start(&w->w)) != 0) {
+    atomic_fetch_sub(AT32(&q->get_waiters), 1);
+    return lmp__error_raise(L, "OSError", "wait: %s", lmp_strerror(err));
+  }
   return 1;
 }
 

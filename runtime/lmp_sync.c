@@ -5,11 +5,8 @@
  * and giving locks and permits without blocking, which LuaJIT calls from
  * compiled code at the cost of a C call.  The Lua half (core.sync_*) holds
  * the blocking waits.  Those must let lmp.Pool collect results and run
- * callbacks meanwhile (SPEC section 8), and a futex cannot be polled with
- * descriptors, so while a pool is busy a helper thread sleeps on the futex
- * word and signals an eventfd that the state's loop waits on next to the
- * pool's descriptors.  With no pool, the calling thread sleeps on the word
- * itself.
+ * callbacks meanwhile (SPEC section 8): they wait with lmp__wait_word
+ * (lmp_futex.c).
  *
  * Lock acquisition does not serve callbacks: a lock is released by its
  * holder whatever the pool does, so the wait cannot depend on them.
@@ -20,47 +17,18 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "lmp_loop.h"
+#include "lmp_futex.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
 #include "lmp_time.h"
 
-/* --- futex words ---------------------------------------------------------------- */
-
-static struct timespec deadline_timespec(double deadline) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)deadline;  /* deadlines are positive */
-  ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) ts.tv_nsec = 999999999L;
-  return ts;
-}
-
-/* Sleeps while *word == expected, until woken or `deadline` (monotonic
- * seconds; < 0: none).  Returns 0 when woken or the word differs, or
- * LMP_ETIMEDOUT.  A wake-up may be spurious: callers re-check their state. */
-static int futex_wait(uint32_t *word, uint32_t expected, double deadline) {
-  struct timespec ts;
-  long r;
-  if (deadline >= 0) ts = deadline_timespec(deadline);
-  r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected,
-              deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
-  if (r == 0) return 0;
-  if (errno == ETIMEDOUT) return LMP_ETIMEDOUT;
-  return 0;  /* EAGAIN: the word changed; EINTR: a signal */
-}
-
-void lmp__futex_wake(uint32_t *word, int32_t n) {
-  syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
-}
+/* --- shared words ----------------------------------------------------------- */
 
 static uint32_t load(uint32_t *word) {
   return atomic_load((_Atomic uint32_t *)word);
@@ -109,7 +77,7 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
        * timeout and fails; without one it would hang for ever. */
       if (timeout < 0) return LMP_EDEADLK;
       if (timeout > 0) {
-        struct timespec ts = deadline_timespec(lmp__now() + timeout);
+        struct timespec ts = lmp__timespec(lmp__now() + timeout);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
                EINTR) {}
       }
@@ -118,7 +86,7 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
     if (timeout < 0) {
       r = pthread_mutex_lock(&l->mutex);
     } else if (timeout > 0) {
-      struct timespec ts = deadline_timespec(lmp__now() + timeout);
+      struct timespec ts = lmp__timespec(lmp__now() + timeout);
       r = pthread_mutex_clocklock(&l->mutex, CLOCK_MONOTONIC, &ts);
     }
   }
@@ -167,58 +135,6 @@ static const lmp_sync_api sync_api = {
   lmp__lock_init, lmp__lock_acquire, lmp__lock_release, permit_take,
   permit_give, wake, event_set, self_tid,
 };
-
-/* --- waiting while the pool is served ------------------------------------ */
-
-typedef struct {
-  uint32_t *word;
-  uint32_t expected;
-  double deadline;
-  int efd;
-} word_watch;
-
-static void *watch_main(void *arg) {
-  word_watch *w = arg;
-  uint64_t one = 1;
-  futex_wait(w->word, w->expected, w->deadline);
-  while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR) {}
-  return NULL;
-}
-
-/* As futex_wait, while the state's background work is served. */
-int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
-                     double deadline) {
-  lmp_loop *lp;
-  word_watch w;
-  pthread_t thread;
-  sigset_t all, old;
-  int ev = UV_READABLE, ready = 0, r, started;
-  if (!lmp__background_active(L)) return futex_wait(word, expected, deadline);
-  lp = lmp__loop(L);
-  w.word = word;
-  w.expected = expected;
-  w.deadline = deadline;
-  w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (w.efd < 0) return futex_wait(word, expected, deadline);
-  /* Signals stay with the thread that runs Lua. */
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  started = pthread_create(&thread, NULL, watch_main, &w) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!started) {
-    close(w.efd);
-    return futex_wait(word, expected, deadline);
-  }
-  r = lmp__wait_fds_bg(L, lp, &w.efd, &ev, &ready, 1,
-                       lmp__remaining(deadline));
-  /* On a timeout the watcher's own deadline is the same one; on an error
-   * it is woken (with whoever else waits: they re-check). */
-  if (r < 0) lmp__futex_wake(word, INT_MAX);
-  pthread_join(thread, NULL);
-  close(w.efd);
-  if (r > 0 || load(word) != expected) return 0;
-  return lmp__remaining(deadline) == 0 ? LMP_ETIMEDOUT : 0;
-}
 
 /* --- the Lua half: blocking waits -------------------------------------------- */
 

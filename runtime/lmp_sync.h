@@ -6,11 +6,9 @@
  * are read and written by C and, through the LuaJIT FFI, by
  * lua/lmp/sync.lua, whose cdef must match them.
  *
- * Waiting is done on futex words: the kernel puts a waiter to sleep only if
- * the word still holds the value it saw, so a wake-up is never lost, and
- * nothing spins or sleeps in a loop.  Locks are robust process-shared
- * pthread mutexes: when a holder dies, the kernel marks the mutex and the
- * next acquirer gets it with EOWNERDEAD.
+ * Waiting is done on futex words (lmp_futex.h).  Locks are robust
+ * process-shared pthread mutexes: when a holder dies, the kernel marks the
+ * mutex and the next acquirer gets it with LMP_EOWNERDEAD.
  */
 #ifndef LMP_SYNC_H
 #define LMP_SYNC_H
@@ -73,19 +71,9 @@ typedef struct {
  * they wait) to the core table at the top of the stack. */
 void lmp__sync_open(lua_State *L);
 
-/* For other C files (lmp_queue.c): the lock functions of lmp_sync_api, */
+/* For other C files (lmp_queue.c): the lock functions of lmp_sync_api. */
 int lmp__lock_init(lmp_lock *l);
 int lmp__lock_acquire(lmp_lock *l, double timeout);
 int lmp__lock_release(lmp_lock *l);
-
-/* waking the sleepers on a futex word, */
-void lmp__futex_wake(uint32_t *word, int32_t n);
-
-/* sleeping while *word == expected until `deadline` (monotonic seconds, or
- * < 0 for none), serving the state's background work: 0 when woken (maybe
- * spuriously) or LMP_ETIMEDOUT. */
-int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
-                   double deadline);
-
 
 #endif /* LMP_SYNC_H */

@@ -11,6 +11,14 @@ double lmp__now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+struct timespec lmp__timespec(double t) {
+  struct timespec ts;
+  ts.tv_sec = (time_t)t;
+  ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) ts.tv_nsec = 999999999L;
+  return ts;
+}
+
 double lmp__timeout(double t) {
   return t >= 0 && t < LMP_FOREVER_S ? t : LMP_FOREVER;
 }

@@ -13,6 +13,8 @@
 #ifndef LMP_TIME_H
 #define LMP_TIME_H
 
+#include <time.h>
+
 #include "lmp_internal.h"
 
 #define LMP_FOREVER (-1.0)
@@ -31,6 +33,10 @@ double lmp__deadline(double timeout);
 
 /* The time left until a deadline: 0 or more, or LMP_FOREVER. */
 double lmp__remaining(double deadline);
+
+/* A time of lmp__now() (0 or more) for the kernel's absolute
+ * CLOCK_MONOTONIC waits. */
+struct timespec lmp__timespec(double t);
 
 /* The timeout argument idx of a Lua call, by the rule above: `if_nil`
  * when it is none or nil.  Raises an argument error for a value that is
