@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "lmp_arg.h"
 #include "lmp_codec.h"
 #include "lmp_conn.h"
 #include "lmp_frame.h"
@@ -44,7 +45,7 @@ typedef struct lmp_conn {
 } lmp_conn;
 
 static lmp_conn *check_conn(lua_State *L, int idx) {
-  lmp_conn *c = luaL_checkudata(L, idx, CONN_MT);
+  lmp_conn *c = lmp__check_udata(L, idx, CONN_MT);
   if (c->fd < 0)
     lmp__error_raise(L, "ValueError", "the connection is closed");
   return c;
@@ -118,7 +119,7 @@ static int conn_send(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   lmp_codec_opts opts;
   char *payload;
-  luaL_checkany(L, 2);
+  lmp__check_any(L, 2);
   check_writable(L, c);
   memset(&opts, 0, sizeof(opts));
   c->out.len = 0;
@@ -139,15 +140,15 @@ static int conn_send(lua_State *L) {
 static int conn_send_bytes(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   size_t len;
-  const char *s = luaL_checklstring(L, 2, &len);
-  lua_Number offset = luaL_optnumber(L, 3, 0);
+  const char *s = lmp__check_lstring(L, 2, &len);
+  lua_Number offset = lmp__opt_number(L, 3, 0);
   lua_Number size;
   char header[LMP_FRAME_HEADER_MAX], *frame;
   check_writable(L, c);
   if (offset < 0 || offset > (lua_Number)len || offset != (lua_Number)(size_t)offset)
     return lmp__error_raise(L, "ValueError", "send_bytes: offset %f is outside "
                             "the %d bytes", offset, (int)len);
-  size = luaL_optnumber(L, 4, (lua_Number)len - offset);
+  size = lmp__opt_number(L, 4, (lua_Number)len - offset);
   if (size < 0 || offset + size > (lua_Number)len || size != (lua_Number)(size_t)size)
     return lmp__error_raise(L, "ValueError", "send_bytes: offset + size "
                             "(%f + %f) exceeds the %d bytes", offset, size,
@@ -316,7 +317,7 @@ static int conn_recv(lua_State *L) {
 /* conn:recv_bytes([maxlength]) -> string | nil, "eof" */
 static int conn_recv_bytes(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
-  lua_Number maxlength = luaL_optnumber(L, 2, 0);
+  lua_Number maxlength = lmp__opt_number(L, 2, 0);
   const char *payload;
   int64_t len;
   if (lua_gettop(L) >= 2 && maxlength < 0)
@@ -355,13 +356,13 @@ static void conn_release(lmp_conn *c) {
 }
 
 static int conn_close(lua_State *L) {
-  lmp_conn *c = luaL_checkudata(L, 1, CONN_MT);
+  lmp_conn *c = lmp__check_udata(L, 1, CONN_MT);
   conn_release(c);
   return 0;
 }
 
 static int conn_gc(lua_State *L) {
-  conn_release(lua_touserdata(L, 1));
+  conn_release(lmp__check_udata(L, 1, CONN_MT));
   return 0;
 }
 
@@ -371,7 +372,7 @@ static int conn_fileno(lua_State *L) {
 }
 
 static int conn_tostring(lua_State *L) {
-  lmp_conn *c = luaL_checkudata(L, 1, CONN_MT);
+  lmp_conn *c = lmp__check_udata(L, 1, CONN_MT);
   if (c->fd < 0) lua_pushliteral(L, "lmp.Connection (closed)");
   else lua_pushfstring(L, "lmp.Connection (fd %d)", c->fd);
   return 1;
@@ -390,8 +391,8 @@ static const luaL_Reg conn_methods[] = {
 
 /* Fields closed, readable, writable; methods from the table upvalue. */
 static int conn_index(lua_State *L) {
-  lmp_conn *c = luaL_checkudata(L, 1, CONN_MT);
-  const char *k = luaL_checkstring(L, 2);
+  lmp_conn *c = lmp__check_udata(L, 1, CONN_MT);
+  const char *k = lmp__check_string(L, 2);
   if (strcmp(k, "closed") == 0) lua_pushboolean(L, c->fd < 0);
   else if (strcmp(k, "readable") == 0) lua_pushboolean(L, c->readable);
   else if (strcmp(k, "writable") == 0) lua_pushboolean(L, c->writable);
@@ -403,15 +404,20 @@ static int conn_index(lua_State *L) {
 }
 
 static void push_conn_mt(lua_State *L) {
+  static const luaL_Reg meta[] = {
+    {"__gc", conn_gc},
+    {"__tostring", conn_tostring},
+    {NULL, NULL}
+  };
+  static const luaL_Reg index_fn[] = {
+    {"__index", conn_index},
+    {NULL, NULL}
+  };
   if (luaL_newmetatable(L, CONN_MT)) {
+    lmp__register(L, "Connection.", meta, 0);
     lua_newtable(L);
-    luaL_register(L, NULL, conn_methods);
-    lua_pushcclosure(L, conn_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conn_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, conn_tostring);
-    lua_setfield(L, -2, "__tostring");
+    lmp__register(L, "Connection:", conn_methods, 0);
+    lmp__register(L, "Connection.", index_fn, 1);  /* upvalue: the methods */
   }
 }
 
@@ -458,11 +464,26 @@ static int conn_has_data(lua_State *L, int idx) {
   return c && c->fd >= 0 && buffered(c) > 0;
 }
 
-/* lmp.Pipe([duplex]) -> a, b.  Both ends are sockets (send() never raises
- * SIGPIPE); a one-way pipe shuts the unused directions down. */
+/* lmp.Pipe([duplex]) or lmp.Pipe{duplex = d} -> a, b.  Both ends are
+ * sockets (send() never raises SIGPIPE); a one-way pipe shuts the unused
+ * directions down. */
 static int l_pipe(lua_State *L) {
-  int duplex = lua_isnoneornil(L, 1) || lua_toboolean(L, 1);
-  int sv[2];
+  int duplex = 1, sv[2];
+  switch (lua_type(L, 1)) {
+    case LUA_TNONE:
+    case LUA_TNIL: break;
+    case LUA_TBOOLEAN: duplex = lua_toboolean(L, 1); break;
+    case LUA_TTABLE:  /* {duplex = false} */
+      lua_getfield(L, 1, "duplex");
+      if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        return lmp__argerror(L, 1, lua_pushfstring(L, "duplex: boolean "
+                             "expected, got %s", luaL_typename(L, -1)));
+      duplex = lua_isnil(L, -1) || lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      break;
+    default:
+      return lmp__typeerror(L, 1, "boolean or options table");
+  }
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return lmp__error_raise(L, "OSError", "Pipe: %s", strerror(errno));
   if (!duplex) {
@@ -482,7 +503,7 @@ static int l_wait(lua_State *L) {
   int n, i, count, nready = 0;
   double timeout;
   int *fds, *events, *ready;
-  luaL_checktype(L, 1, LUA_TTABLE);
+  lmp__check_type(L, 1, LUA_TTABLE);
   timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   n = (int)lua_objlen(L, 1);
   fds = lua_newuserdata(L, sizeof(int) * 3 * (size_t)(n ? n : 1));
@@ -502,6 +523,9 @@ static int l_wait(lua_State *L) {
         lua_rawseti(L, -2, ++nready);
         continue;
       }
+    } else if (!lua_istable(L, -1) && lua_type(L, -1) != LUA_TUSERDATA) {
+      return lmp__error_raise(L, "TypeError", "wait: entry %d is not a "
+                              "connection, process or descriptor", i + 1);
     } else {
       /* Process (sentinel) or any object with fileno() */
       lua_getfield(L, -1, "sentinel");
@@ -546,8 +570,9 @@ static int l_wait(lua_State *L) {
 static int l_conn_configure(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   c->safe = lua_toboolean(L, 2);
-  c->max_frame = (size_t)luaL_optnumber(L, 3, 0);
-  lua_Number stall = luaL_optnumber(L, 4, 0);
+  lua_Number stall;
+  c->max_frame = (size_t)lmp__opt_number(L, 3, 0);
+  stall = lmp__opt_number(L, 4, 0);
   c->stall = stall > 0 ? lmp__timeout(stall) : LMP_FOREVER;
   return 0;
 }
@@ -563,7 +588,7 @@ static int l_conn_info(lua_State *L) {
 
 /* core.conn_from_fd(fd, readable, writable) -> Connection owning fd */
 static int l_conn_from_fd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+  int fd = (int)lmp__check_integer(L, 1);
   if (fcntl(fd, F_GETFD) < 0)
     return lmp__error_raise(L, "OSError", "descriptor %d is not open", fd);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -574,25 +599,31 @@ static int l_conn_from_fd(lua_State *L) {
 /* core.conn_from_socket(fd) -> Connection owning fd, a non-blocking,
  * close-on-exec socket made by lmp_net.c */
 static int l_conn_from_socket(lua_State *L) {
-  conn_new(L, (int)luaL_checkinteger(L, 1), 1, 1, 1);
+  conn_new(L, (int)lmp__check_integer(L, 1), 1, 1, 1);
   return 1;
 }
 
 void lmp__conn_open(lua_State *L) {
+  static const luaL_Reg functions[] = {
+    {"Pipe", l_pipe},
+    {NULL, NULL}
+  };
+  static const luaL_Reg connection[] = {
+    {"wait", l_wait},
+    {NULL, NULL}
+  };
+  static const luaL_Reg core_functions[] = {
+    {"conn_info", l_conn_info},
+    {"conn_configure", l_conn_configure},
+    {"conn_from_socket", l_conn_from_socket},
+    {"conn_from_fd", l_conn_from_fd},
+    {NULL, NULL}
+  };
   push_conn_mt(L);
   lua_setfield(L, -2, "connection_mt");
-  lua_pushcfunction(L, l_conn_info);
-  lua_setfield(L, -2, "conn_info");
-  lua_pushcfunction(L, l_conn_configure);
-  lua_setfield(L, -2, "conn_configure");
-  lua_pushcfunction(L, l_conn_from_socket);
-  lua_setfield(L, -2, "conn_from_socket");
-  lua_pushcfunction(L, l_conn_from_fd);
-  lua_setfield(L, -2, "conn_from_fd");
-  lua_pushcfunction(L, l_pipe);
-  lua_setfield(L, -2, "Pipe");
+  lmp__register(L, "lmp core.", core_functions, 0);
+  lmp__register(L, "lmp.", functions, 0);
   lua_newtable(L);
-  lua_pushcfunction(L, l_wait);
-  lua_setfield(L, -2, "wait");
+  lmp__register(L, "lmp.connection.", connection, 0);
   lua_setfield(L, -2, "connection");
 }

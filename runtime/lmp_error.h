@@ -14,9 +14,9 @@ void lmp__error_push(lua_State *L, const char *kind, const char *fmt, ...);
 /* Raises an lmp error.  Never returns. */
 int lmp__error_raise(lua_State *L, const char *kind, const char *fmt, ...);
 
-/* Registers lmp.errors, lmp.error and the error metatable into the table
- * at the top of the stack. */
-void lmp__error_open(lua_State *L);
+/* Pushes the metatable that every lmp error table has (created on first
+ * use). */
+void lmp__error_push_mt(lua_State *L);
 
 /* The message handler used for every protected call that reports to a
  * person: turns the error into a string (honouring __tostring) and appends

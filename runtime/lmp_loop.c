@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmp_arg.h"
 #include "lmp_loop.h"
 #include "lmp_time.h"
 
@@ -321,6 +322,9 @@ static int l_set_background(lua_State *L) {
 }
 
 void lmp__loop_open(lua_State *L) {
-  lua_pushcfunction(L, l_set_background);
-  lua_setfield(L, -2, "set_background");
+  static const luaL_Reg functions[] = {
+    {"set_background", l_set_background},
+    {NULL, NULL}
+  };
+  lmp__register(L, "lmp core.", functions, 0);
 }

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "lmp_arg.h"
 #include "lmp_loop.h"
 #include "lmp_net.h"
 #include "lmp_time.h"
@@ -109,8 +110,8 @@ static void tune(int fd, int family) {
 /* core.net_listen(address, backlog) -> fd, address */
 static int l_listen(lua_State *L) {
   size_t len;
-  const char *address = luaL_checklstring(L, 1, &len);
-  int backlog = (int)luaL_optinteger(L, 2, 16), fd, one = 1;
+  const char *address = lmp__check_lstring(L, 1, &len);
+  int backlog = (int)lmp__opt_integer(L, 2, 16), fd, one = 1;
   net_addr a;
   struct sockaddr_storage bound;
   socklen_t blen = sizeof(bound);
@@ -140,7 +141,7 @@ static int l_listen(lua_State *L) {
 
 /* core.net_accept(fd, timeout) -> fd, peer | nil */
 static int l_accept(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+  int fd = (int)lmp__check_integer(L, 1);
   double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   struct sockaddr_storage peer;
   for (;;) {
@@ -166,7 +167,7 @@ static int l_accept(lua_State *L) {
 /* core.net_connect(address, timeout) -> fd | nil, "timeout" */
 static int l_connect(lua_State *L) {
   size_t len;
-  const char *address = luaL_checklstring(L, 1, &len);
+  const char *address = lmp__check_lstring(L, 1, &len);
   double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   net_addr a;
   int fd, err = 0;
@@ -206,7 +207,7 @@ static int l_connect(lua_State *L) {
 /* core.net_close(fd [, unix_path]): closes a listening socket and removes
  * its socket file. */
 static int l_close(lua_State *L) {
-  close((int)luaL_checkinteger(L, 1));
+  close((int)lmp__check_integer(L, 1));
   if (lua_isstring(L, 2)) {
     const char *path = lua_tostring(L, 2);
     if (path[0] != '\0') unlink(path);
@@ -222,5 +223,5 @@ void lmp__net_open(lua_State *L) {
     {"net_close", l_close},
     {NULL, NULL}
   };
-  luaL_register(L, NULL, functions);
+  lmp__register(L, "lmp core.", functions, 0);
 }

@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "lmp_arg.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_process.h"
@@ -66,7 +67,7 @@ static void on_child_exit(uv_process_t *h, int64_t status, int signal) {
 }
 
 static proc *check_proc(lua_State *L, int idx) {
-  proc *p = luaL_checkudata(L, idx, PROC_MT);
+  proc *p = lmp__check_udata(L, idx, PROC_MT);
   if (p->st == NULL)
     lmp__error_raise(L, "ValueError", "process object is closed");
   return p;
@@ -87,10 +88,10 @@ static void send_bootstrap(int fd, const char *buf, size_t len) {
 /* core.spawn(exe, name, bootstrap, fds) -> handle
  * `fds` lists descriptors the child gets as 4, 5, ...  */
 static int l_spawn(lua_State *L) {
-  const char *exe = luaL_checkstring(L, 1);
-  const char *name = luaL_checkstring(L, 2);
+  const char *exe = lmp__check_string(L, 1);
+  const char *name = lmp__check_string(L, 2);
   size_t blen;
-  const char *boot = luaL_checklstring(L, 3, &blen);
+  const char *boot = lmp__check_lstring(L, 3, &blen);
   int nfds = lua_istable(L, 4) ? (int)lua_objlen(L, 4) : 0;
   lmp_loop *lp = lmp__loop(L);
   uv_process_options_t opts;
@@ -218,7 +219,7 @@ static int proc_wait(lua_State *L) {
 /* handle:signal(signum) -> true | nil, message */
 static int proc_signal(lua_State *L) {
   proc *p = check_proc(L, 1);
-  int sig = (int)luaL_checkinteger(L, 2), err;
+  int sig = (int)lmp__check_integer(L, 2), err;
   if (p->st->exitcode != RUNNING || p->st->handle_closed) {
     lua_pushboolean(L, 1);  /* already gone: nothing to do, as in Python */
     return 1;
@@ -249,7 +250,7 @@ static void proc_release(proc *p) {
 }
 
 static int proc_close(lua_State *L) {
-  proc *p = luaL_checkudata(L, 1, PROC_MT);
+  proc *p = lmp__check_udata(L, 1, PROC_MT);
   if (p->st && p->st->exitcode == RUNNING)
     return lmp__error_raise(L, "ValueError", "cannot close a process that is "
                             "still running (pid %d)", p->pid);
@@ -258,13 +259,13 @@ static int proc_close(lua_State *L) {
 }
 
 static int proc_gc(lua_State *L) {
-  proc_release(lua_touserdata(L, 1));
+  proc_release(lmp__check_udata(L, 1, PROC_MT));
   return 0;
 }
 
 static int proc_index(lua_State *L) {
-  proc *p = luaL_checkudata(L, 1, PROC_MT);
-  const char *k = luaL_checkstring(L, 2);
+  proc *p = lmp__check_udata(L, 1, PROC_MT);
+  const char *k = lmp__check_string(L, 2);
   if (strcmp(k, "pid") == 0) lua_pushinteger(L, p->pid);
   else if (strcmp(k, "sentinel") == 0) {
     if (p->pidfd >= 0) lua_pushinteger(L, p->pidfd);
@@ -307,7 +308,7 @@ static int l_getcwd(lua_State *L) {
 }
 
 static int l_chdir(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = lmp__check_string(L, 1);
   if (chdir(dir) != 0)
     return lmp__error_raise(L, "OSError", "cannot enter directory '%s': %s",
                             dir, strerror(errno));
@@ -315,28 +316,33 @@ static int l_chdir(lua_State *L) {
 }
 
 static int l_isatty(lua_State *L) {
-  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  lua_pushboolean(L, isatty((int)lmp__check_integer(L, 1)));
   return 1;
 }
 
 void lmp__process_open(lua_State *L) {
-  lua_pushcfunction(L, l_isatty);
-  lua_setfield(L, -2, "isatty");
+  static const luaL_Reg meta[] = {
+    {"__gc", proc_gc},
+    {NULL, NULL}
+  };
+  static const luaL_Reg index_fn[] = {
+    {"__index", proc_index},
+    {NULL, NULL}
+  };
+  static const luaL_Reg functions[] = {
+    {"spawn", l_spawn},
+    {"getpid", l_getpid},
+    {"getcwd", l_getcwd},
+    {"chdir", l_chdir},
+    {"isatty", l_isatty},
+    {NULL, NULL}
+  };
   if (luaL_newmetatable(L, PROC_MT)) {
+    lmp__register(L, "ProcessHandle.", meta, 0);
     lua_newtable(L);
-    luaL_register(L, NULL, proc_methods);
-    lua_pushcclosure(L, proc_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, proc_gc);
-    lua_setfield(L, -2, "__gc");
+    lmp__register(L, "ProcessHandle:", proc_methods, 0);
+    lmp__register(L, "ProcessHandle.", index_fn, 1);  /* upvalue: methods */
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_spawn);
-  lua_setfield(L, -2, "spawn");
-  lua_pushcfunction(L, l_getpid);
-  lua_setfield(L, -2, "getpid");
-  lua_pushcfunction(L, l_getcwd);
-  lua_setfield(L, -2, "getcwd");
-  lua_pushcfunction(L, l_chdir);
-  lua_setfield(L, -2, "chdir");
+  lmp__register(L, "lmp core.", functions, 0);
 }

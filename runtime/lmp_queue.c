@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "lmp_arg.h"
 #include "lmp_buf.h"
 #include "lmp_codec.h"
 #include "lmp_futex.h"
@@ -182,7 +183,7 @@ static void wake_all(uint32_t *word) {
 /* core.queue_init(segment, maxsize) */
 static int l_queue_init(lua_State *L) {
   lmp_queue *q = queue_at(L, 1, NULL);
-  lua_Number maxsize = luaL_optnumber(L, 2, 0);
+  lua_Number maxsize = lmp__opt_number(L, 2, 0);
   if (lmp__lock_init(&q->put_lock) || lmp__lock_init(&q->get_lock))
     return lmp__error_raise(L, "OSError", "Queue: cannot create its locks");
   q->maxsize = maxsize > 0 && maxsize < UINT32_MAX ? (uint32_t)maxsize : 0;
@@ -504,7 +505,7 @@ static int has_item(lmp_watcher *w, uint32_t *seen) {
 }
 
 static int watcher_close(lua_State *L) {
-  watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
+  watcher *w = lmp__check_udata(L, 1, "lmp.QueueWatcher");
   if (w->w.started) {
     lmp__watcher_stop(&w->w);
     atomic_fetch_sub(AT32(&w->q->get_waiters), 1);
@@ -517,7 +518,7 @@ static int watcher_close(lua_State *L) {
 }
 
 static int watcher_fd(lua_State *L) {
-  watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
+  watcher *w = lmp__check_udata(L, 1, "lmp.QueueWatcher");
   lua_pushinteger(L, w->w.fd);
   return 1;
 }
@@ -562,14 +563,19 @@ void lmp__queue_open(lua_State *L) {
     {"queue_watch", l_queue_watch},
     {NULL, NULL}
   };
+  static const luaL_Reg meta[] = {
+    {"__gc", watcher_close},
+    {NULL, NULL}
+  };
+  static const luaL_Reg methods[] = {
+    {"close", watcher_close},
+    {"fd", watcher_fd},
+    {NULL, NULL}
+  };
   if (luaL_newmetatable(L, "lmp.QueueWatcher")) {
-    lua_pushcfunction(L, watcher_close);
-    lua_setfield(L, -2, "__gc");
+    lmp__register(L, "QueueWatcher.", meta, 0);
     lua_newtable(L);
-    lua_pushcfunction(L, watcher_close);
-    lua_setfield(L, -2, "close");
-    lua_pushcfunction(L, watcher_fd);
-    lua_setfield(L, -2, "fd");
+    lmp__register(L, "QueueWatcher:", methods, 0);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
@@ -582,5 +588,5 @@ void lmp__queue_open(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, "lmp.queue.scratch");
   lua_pushnumber(L, (lua_Number)(LMP_QUEUE_HEADER + LMP_QUEUE_RING));
   lua_setfield(L, -2, "queue_segment_size");
-  luaL_register(L, NULL, functions);
+  lmp__register(L, "lmp core.", functions, 0);
 }

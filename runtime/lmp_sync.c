@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lmp_arg.h"
 #include "lmp_futex.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
@@ -141,8 +142,8 @@ static const lmp_sync_api sync_api = {
 /* Arguments (segment, offset, ..., timeout): the object's memory, pinned
  * while the wait runs, and the deadline. */
 static void *object_at(lua_State *L, size_t size, lmp_segment **seg) {
-  lua_Number off = luaL_checknumber(L, 2);
-  if (!(off >= 0)) luaL_argerror(L, 2, "bad offset");
+  lua_Number off = lmp__check_number(L, 2);
+  if (!(off >= 0)) lmp__argerror(L, 2, "offset must be 0 or more");
   return lmp__shm_at(L, 1, (size_t)off, size, seg);
 }
 
@@ -197,7 +198,7 @@ static int l_event_wait(lua_State *L) {
 static int l_wait_change(lua_State *L) {
   lmp_segment *seg;
   uint32_t *word = object_at(L, sizeof(uint32_t), &seg);
-  uint32_t expected = (uint32_t)luaL_checknumber(L, 3);
+  uint32_t expected = (uint32_t)lmp__check_number(L, 3);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 4, LMP_FOREVER));
   lmp__shm_pin(seg);
   while (load(word) == expected &&
@@ -217,7 +218,7 @@ void lmp__sync_open(lua_State *L) {
   };
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, install_fork_handler);
-  luaL_register(L, NULL, functions);
+  lmp__register(L, "lmp core.", functions, 0);
   lua_pushlightuserdata(L, (void *)&sync_api);
   lua_setfield(L, -2, "sync_api");
   /* The size of pthread_mutex_t, for the FFI declarations of the layouts. */

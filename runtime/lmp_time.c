@@ -3,6 +3,7 @@
  */
 #include <time.h>
 
+#include "lmp_arg.h"
 #include "lmp_time.h"
 
 double lmp__now(void) {
@@ -38,8 +39,8 @@ double lmp__remaining(double deadline) {
 double lmp__timeout_arg(lua_State *L, int idx, double if_nil) {
   double t;
   if (lua_isnoneornil(L, idx)) return if_nil;
-  t = luaL_checknumber(L, idx);
-  if (t != t) luaL_argerror(L, idx, "timeout is NaN");
+  t = lmp__check_number(L, idx);
+  if (t != t) lmp__argerror(L, idx, "timeout is NaN");
   return t > 0 ? lmp__timeout(t) : 0;
 }
 
@@ -49,6 +50,9 @@ static int l_now(lua_State *L) {
 }
 
 void lmp__time_open(lua_State *L) {
-  lua_pushcfunction(L, l_now);
-  lua_setfield(L, -2, "now");
+  static const luaL_Reg functions[] = {
+    {"now", l_now},
+    {NULL, NULL}
+  };
+  lmp__register(L, "lmp core.", functions, 0);
 }
