@@ -12,16 +12,7 @@
 #define NAMES_KEY "lmp.names"
 
 static void push_names(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, NAMES_KEY);
-  if (lua_istable(L, -1)) return;
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, NAMES_KEY);
+  lmp__registry_table(L, NAMES_KEY, "k");
 }
 
 void lmp__register(lua_State *L, const char *prefix, const luaL_Reg *l,
@@ -39,6 +30,34 @@ void lmp__register(lua_State *L, const char *prefix, const luaL_Reg *l,
     lua_setfield(L, names - 1, l->name);
   }
   lua_pop(L, nup + 1);
+}
+
+void lmp__push_class(lua_State *L, const char *tname, const luaL_Reg *meta,
+                     const luaL_Reg *methods, lua_CFunction index) {
+  static const luaL_Reg none[] = {{NULL, NULL}};
+  const char *name = strncmp(tname, "lmp.", 4) == 0 ? tname + 4 : tname;
+  const char *dot, *colon;
+  int mt;
+  if (!luaL_newmetatable(L, tname)) return;
+  mt = lua_gettop(L);
+  dot = lua_pushfstring(L, "%s.", name);
+  colon = lua_pushfstring(L, "%s:", name);
+  lua_pushvalue(L, mt);
+  lmp__register(L, dot, meta ? meta : none, 0);
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lmp__register(L, colon, methods ? methods : none, 0);
+  if (index) {
+    luaL_Reg index_fn[] = {{"__index", NULL}, {NULL, NULL}};
+    index_fn[0].func = index;
+    lua_pushvalue(L, mt);
+    lua_insert(L, -2);
+    lmp__register(L, dot, index_fn, 1);  /* upvalue: the methods */
+    lua_pop(L, 1);
+  } else {
+    lua_setfield(L, mt, "__index");
+  }
+  lua_settop(L, mt);
 }
 
 /* Pushes the public name of the running C function; "?" if it has none

@@ -29,6 +29,15 @@
 void lmp__register(lua_State *L, const char *prefix, const luaL_Reg *l,
                    int nup);
 
+/* Pushes the metatable `tname` ("lmp.Connection") of a userdata type,
+ * made on first use (as by luaL_newmetatable) with the metamethods `meta`
+ * and the methods `methods` (either may be NULL): the methods are in a
+ * table that is __index, or, given an `index` function, that function's
+ * upvalue, and it is __index.  The functions are named after tname without
+ * "lmp.": "Connection:send", "Connection.__gc". */
+void lmp__push_class(lua_State *L, const char *tname, const luaL_Reg *meta,
+                     const luaL_Reg *methods, lua_CFunction index);
+
 /* Raise a TypeError for argument `arg` of the running function: "bad
  * argument #n (extramsg)", or "(tname expected, got <type>)".  Never
  * return. */

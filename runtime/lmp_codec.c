@@ -7,13 +7,16 @@
  */
 #include "lmp_codec.h"
 
-void lmp__codec_registry(lua_State *L, const char *key) {
-  lua_getfield(L, LUA_REGISTRYINDEX, key);
-  if (lua_isnil(L, -1)) {
+/* If map[key] is set, clears reverse[map[key]]: the other half of an old
+ * pair of the two-way map. */
+static void forget(lua_State *L, int map, int key, int reverse) {
+  lua_pushvalue(L, key);
+  lua_rawget(L, map);
+  if (!lua_isnil(L, -1)) {
+    lua_pushnil(L);
+    lua_rawset(L, reverse);
+  } else {
     lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, key);
   }
 }
 
@@ -21,26 +24,12 @@ void lmp__codec_register(lua_State *L, int name, int mt) {
   int by_name, by_mt;
   name = lmp__absindex(L, name);
   mt = lmp__absindex(L, mt);
-  lmp__codec_registry(L, LMP_CODEC_MT_BY_NAME);
+  lmp__registry_table(L, LMP_CODEC_MT_BY_NAME, NULL);
   by_name = lua_gettop(L);
-  lmp__codec_registry(L, LMP_CODEC_NAME_BY_MT);
+  lmp__registry_table(L, LMP_CODEC_NAME_BY_MT, NULL);
   by_mt = lua_gettop(L);
-  lua_pushvalue(L, name);
-  lua_rawget(L, by_name);
-  if (!lua_isnil(L, -1)) {  /* forget the old metatable of this name */
-    lua_pushnil(L);
-    lua_rawset(L, by_mt);
-  } else {
-    lua_pop(L, 1);
-  }
-  lua_pushvalue(L, mt);
-  lua_rawget(L, by_mt);
-  if (!lua_isnil(L, -1)) {  /* and the old name of this metatable */
-    lua_pushnil(L);
-    lua_rawset(L, by_name);
-  } else {
-    lua_pop(L, 1);
-  }
+  forget(L, by_name, name, by_mt);  /* the old metatable of this name */
+  forget(L, by_mt, mt, by_name);    /* and the old name of this metatable */
   lua_pushvalue(L, name);
   lua_pushvalue(L, mt);
   lua_rawset(L, by_name);
@@ -56,7 +45,7 @@ void lmp__codec_register_extension(lua_State *L, int name, int mt,
   mt = lmp__absindex(L, mt);
   to_wire = lmp__absindex(L, to_wire);
   from_wire = lmp__absindex(L, from_wire);
-  lmp__codec_registry(L, LMP_CODEC_EXT_BY_MT);
+  lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);
   lua_pushvalue(L, mt);
   lua_createtable(L, 2, 0);
   lua_pushvalue(L, name);
@@ -65,7 +54,7 @@ void lmp__codec_register_extension(lua_State *L, int name, int mt,
   lua_rawseti(L, -2, 2);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  lmp__codec_registry(L, LMP_CODEC_EXT_BY_NAME);
+  lmp__registry_table(L, LMP_CODEC_EXT_BY_NAME, NULL);
   lua_pushvalue(L, name);
   lua_pushvalue(L, from_wire);
   lua_rawset(L, -3);

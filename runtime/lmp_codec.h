@@ -76,7 +76,7 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
   return h;
 }
 
-/* Registry keys of the codec's per-state tables. */
+/* Registry keys of the codec's per-state tables (lmp__registry_table). */
 #define LMP_CODEC_MT_BY_NAME "lmp.codec.mt_by_name"
 #define LMP_CODEC_NAME_BY_MT "lmp.codec.name_by_mt"
 #define LMP_CODEC_EXT_BY_MT "lmp.codec.ext_by_mt"     /* mt -> {name, encode} */
@@ -88,9 +88,6 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 #define LMP_TCDATA 10
 
 /* --- the registry (lmp_codec.c) ------------------------------------------- */
-
-/* Pushes the registry table `key`, creating it if needed. */
-void lmp__codec_registry(lua_State *L, const char *key);
 
 /* Tables with the metatable at index `mt` travel under the string at index
  * `name`, and get that metatable back on decode in every process that

@@ -403,22 +403,14 @@ static int conn_index(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg conn_meta[] = {
+  {"__gc", conn_gc},
+  {"__tostring", conn_tostring},
+  {NULL, NULL}
+};
+
 static void push_conn_mt(lua_State *L) {
-  static const luaL_Reg meta[] = {
-    {"__gc", conn_gc},
-    {"__tostring", conn_tostring},
-    {NULL, NULL}
-  };
-  static const luaL_Reg index_fn[] = {
-    {"__index", conn_index},
-    {NULL, NULL}
-  };
-  if (luaL_newmetatable(L, CONN_MT)) {
-    lmp__register(L, "Connection.", meta, 0);
-    lua_newtable(L);
-    lmp__register(L, "Connection:", conn_methods, 0);
-    lmp__register(L, "Connection.", index_fn, 1);  /* upvalue: the methods */
-  }
+  lmp__push_class(L, CONN_MT, conn_meta, conn_methods, conn_index);
 }
 
 /* A new Connection over fd, which is a non-blocking socket already when

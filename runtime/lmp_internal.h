@@ -22,4 +22,24 @@
 #define lmp__absindex(L, i) \
   ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
 
+/* --- per-state tables ---------------------------------------------------- */
+
+/* Pushes the table registry[key], creating it if needed; a new table gets
+ * a metatable with __mode = mode ("k": weak keys), unless mode is NULL. */
+static inline void lmp__registry_table(lua_State *L, const char *key,
+                                       const char *mode) {
+  lua_getfield(L, LUA_REGISTRYINDEX, key);
+  if (lua_istable(L, -1)) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  if (mode) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, key);
+}
+
 #endif /* LMP_INTERNAL_H */

@@ -325,10 +325,6 @@ void lmp__process_open(lua_State *L) {
     {"__gc", proc_gc},
     {NULL, NULL}
   };
-  static const luaL_Reg index_fn[] = {
-    {"__index", proc_index},
-    {NULL, NULL}
-  };
   static const luaL_Reg functions[] = {
     {"spawn", l_spawn},
     {"getpid", l_getpid},
@@ -337,12 +333,7 @@ void lmp__process_open(lua_State *L) {
     {"isatty", l_isatty},
     {NULL, NULL}
   };
-  if (luaL_newmetatable(L, PROC_MT)) {
-    lmp__register(L, "ProcessHandle.", meta, 0);
-    lua_newtable(L);
-    lmp__register(L, "ProcessHandle:", proc_methods, 0);
-    lmp__register(L, "ProcessHandle.", index_fn, 1);  /* upvalue: methods */
-  }
+  lmp__push_class(L, PROC_MT, meta, proc_methods, proc_index);
   lua_pop(L, 1);
   lmp__register(L, "lmp core.", functions, 0);
 }

@@ -572,12 +572,7 @@ void lmp__queue_open(lua_State *L) {
     {"fd", watcher_fd},
     {NULL, NULL}
   };
-  if (luaL_newmetatable(L, "lmp.QueueWatcher")) {
-    lmp__register(L, "QueueWatcher.", meta, 0);
-    lua_newtable(L);
-    lmp__register(L, "QueueWatcher:", methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
+  lmp__push_class(L, "lmp.QueueWatcher", meta, methods, NULL);
   lua_pop(L, 1);
   lua_newuserdata(L, sizeof(lmp_buf));
   memset(lua_touserdata(L, -1), 0, sizeof(lmp_buf));

@@ -365,12 +365,7 @@ void lmp__shm_open(lua_State *L) {
     {"__gc", l_gc},
     {NULL, NULL}
   };
-  if (luaL_newmetatable(L, SEGMENT_MT)) {
-    lmp__register(L, "Segment.", meta, 0);
-    lua_newtable(L);
-    lmp__register(L, "Segment:", segment_methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
+  lmp__push_class(L, SEGMENT_MT, meta, segment_methods, NULL);
   lua_pop(L, 1);
   lmp__register(L, "lmp core.", shm_functions, 0);
 }
