@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "lmp_buf.h"
-#include "lmp_error.h"
+#include "lmp_internal.h"
 
 #define LMP_CODEC_MAGIC 0xFF
 #define LMP_CODEC_VERSION 1

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "lmp_codec.h"
+#include "lmp_error.h"
 #include "lmp_proto.h"
 
 typedef struct {

@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmp_buf.h"
 #include "lmp_codec.h"
+#include "lmp_error.h"
 
 #define CTX_KEY "lmp.codec.encoder"
 #define NOT_PLAIN 1  /* json_*: give up on JSON, use the binary format */

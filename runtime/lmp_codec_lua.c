@@ -7,6 +7,7 @@
 #include "lmp_arg.h"
 #include "lmp_codec.h"
 #include "lmp_codec_lua.h"
+#include "lmp_error.h"
 
 /* Pushes field `name` of the options table at idx; returns its index. */
 static int opt_field(lua_State *L, int idx, const char *name) {

@@ -19,8 +19,10 @@
 #include <unistd.h>
 
 #include "lmp_arg.h"
+#include "lmp_buf.h"
 #include "lmp_codec.h"
 #include "lmp_conn.h"
+#include "lmp_error.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_time.h"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lmp_arg.h"
+#include "lmp_error.h"
 #include "lmp_loop.h"
 #include "lmp_time.h"
 

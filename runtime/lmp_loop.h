@@ -11,7 +11,7 @@
 
 #include <uv.h>
 
-#include "lmp_error.h"
+#include "lmp_internal.h"
 
 typedef struct {
   uv_loop_t loop;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "lmp_arg.h"
+#include "lmp_error.h"
 #include "lmp_loop.h"
 #include "lmp_net.h"
 #include "lmp_time.h"

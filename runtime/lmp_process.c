@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "lmp_arg.h"
+#include "lmp_error.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_process.h"

@@ -32,6 +32,7 @@
 #include "lmp_arg.h"
 #include "lmp_buf.h"
 #include "lmp_codec.h"
+#include "lmp_error.h"
 #include "lmp_futex.h"
 #include "lmp_queue.h"
 #include "lmp_shm.h"

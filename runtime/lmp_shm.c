@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "lmp_arg.h"
+#include "lmp_error.h"
 #include "lmp_shm.h"
 
 #define SEGMENT_MT "lmp.Segment"

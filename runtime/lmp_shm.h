@@ -5,7 +5,7 @@
 #ifndef LMP_SHM_H
 #define LMP_SHM_H
 
-#include "lmp_error.h"
+#include "lmp_internal.h"
 
 typedef struct lmp_segment lmp_segment;
 

@@ -92,7 +92,7 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
     }
   }
   if (r == EOWNERDEAD) pthread_mutex_consistent(&l->mutex);
-  else if (r != 0) return r == ETIMEDOUT ? LMP_ETIMEDOUT : -r;
+  else if (r != 0) return -r;
   l->owner = self_tid();
   l->count = 1;
   return -r;

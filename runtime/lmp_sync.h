@@ -16,7 +16,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "lmp_error.h"
+#include "lmp_internal.h"
 
 /* Lock and RLock.  `owner` and `count` are written by the holder only. */
 typedef struct {
