@@ -7,7 +7,7 @@
 
 #include "lmp_internal.h"
 
-/* Adds spawn, getpid, getcwd, chdir to the core table. */
+/* Adds spawn, getpid, getcwd, chdir and isatty to the core table. */
 void lmp__process_open(lua_State *L);
 
 #endif /* LMP_PROCESS_H */
