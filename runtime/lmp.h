@@ -20,25 +20,36 @@
 extern "C" {
 #endif
 
+#include <errno.h>
+
 #include <lua.h>
 
 #define LMP_VERSION_MAJOR 0
 #define LMP_VERSION_MINOR 1
 #define LMP_VERSION_PATCH 0
 
-/* Error codes.  OS failures are reported as the negated errno value, as in
- * libuv; the codes of lmp's own failures lie outside the errno range. */
+/* Error codes: every code lmp's C functions return, listed once.  OS
+ * failures are the negated errno value, as in libuv (the errno values lmp
+ * itself returns are named here; lmp_err_name() names any other); the
+ * codes of lmp's own failures lie outside the errno range. */
 #define LMP_ERRNO_MAP(XX)                                                    \
-  XX(NOMEM,  -12,   "out of memory")                                         \
-  XX(INVAL,  -22,   "invalid argument")                                      \
-  XX(IO,     -5,    "input/output error")                                    \
-  XX(NOENT,  -2,    "no such file or directory")                             \
-  XX(CODEC,  -4001, "value cannot be encoded or decoded")                    \
-  XX(CLOSED, -4002, "object is closed")                                      \
-  XX(EOF,    -4003, "end of file")                                           \
-  XX(TOOBIG, -4004, "message exceeds the size limit")                        \
-  XX(AUTH,   -4005, "authentication failed")                                 \
-  XX(PROTO,  -4006, "protocol error")
+  XX(NOMEM,     -ENOMEM,     "out of memory")                                \
+  XX(INVAL,     -EINVAL,     "invalid argument")                             \
+  XX(IO,        -EIO,        "input/output error")                           \
+  XX(NOENT,     -ENOENT,     "no such file or directory")                    \
+  XX(PERM,      -EPERM,      "operation not permitted")                      \
+  XX(SRCH,      -ESRCH,      "no such process")                              \
+  XX(BUSY,      -EBUSY,      "resource busy")                                \
+  XX(DEADLK,    -EDEADLK,    "waiting would never end")                      \
+  XX(OVERFLOW,  -EOVERFLOW,  "value too large")                              \
+  XX(TIMEDOUT,  -ETIMEDOUT,  "timed out")                                    \
+  XX(OWNERDEAD, -EOWNERDEAD, "the previous holder died")                     \
+  XX(CODEC,     -4001,       "value cannot be encoded or decoded")           \
+  XX(CLOSED,    -4002,       "object is closed")                             \
+  XX(EOF,       -4003,       "end of file")                                  \
+  XX(TOOBIG,    -4004,       "message exceeds the size limit")               \
+  XX(AUTH,      -4005,       "authentication failed")                        \
+  XX(PROTO,     -4006,       "protocol error")
 
 enum {
 #define LMP_ERRNO_ENUM(name, code, text) LMP_E##name = (code),

@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,11 @@
 #include <luajit.h>
 
 #include "lmp_cli.h"
+#include "lmp_docall.h"
+#include "lmp_error.h"
+#include "lmp_platform.h"
+#include "lmp_repl.h"
+#include "lmp_worker.h"
 
 #define EXIT_USAGE 2
 
@@ -41,39 +45,6 @@ static void print_version(void) {
   printf("lmp %s (%s) -- Lua multiprocessing\n", lmp_version(),
          LUAJIT_VERSION);
   fflush(stdout);
-}
-
-void lmp__cli_report(lua_State *L) {
-  lmp__report(L, LMP_PROGNAME);
-}
-
-/* --- Ctrl-C: turn SIGINT into a Lua error at the next hook ------------------ */
-
-static lua_State *interrupted_state;
-
-static void interrupted_hook(lua_State *L, lua_Debug *ar) {
-  LMP_UNUSED(ar);
-  lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
-}
-
-static void on_sigint(int sig) {
-  signal(sig, SIG_DFL);  /* a second Ctrl-C kills the process */
-  lua_sethook(interrupted_state, interrupted_hook,
-              LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-}
-
-int lmp__cli_docall(lua_State *L, int nargs, int nresults) {
-  int status;
-  interrupted_state = L;
-  signal(SIGINT, on_sigint);
-  status = lmp__pcall_traceback(L, nargs, nresults);
-  signal(SIGINT, SIG_DFL);
-  if (status != 0) {
-    lmp__cli_report(L);
-    return 1;
-  }
-  return 0;
 }
 
 /* --- --env ------------------------------------------------------------------- */
@@ -199,10 +170,10 @@ static void create_arg_table(lua_State *L, struct cli *c) {
 
 static int dochunk(lua_State *L, int load_status) {
   if (load_status != 0) {
-    lmp__cli_report(L);
+    lmp__docall_report(L);
     return 1;
   }
-  return lmp__cli_docall(L, 0, 0);
+  return lmp__docall(L, 0, 0);
 }
 
 static int dostring(lua_State *L, const char *s, const char *name) {
@@ -212,7 +183,7 @@ static int dostring(lua_State *L, const char *s, const char *name) {
 static int dolibrary(lua_State *L, const char *name) {
   lua_getglobal(L, "require");
   lua_pushstring(L, name);
-  if (lmp__cli_docall(L, 1, 1) != 0) return 1;
+  if (lmp__docall(L, 1, 1) != 0) return 1;
   lua_setglobal(L, name);  /* as luajit and lua 5.1 do */
   return 0;
 }
@@ -225,16 +196,16 @@ static int dojitcmd(lua_State *L, const char *cmd) {
   if (eq == NULL &&
       (!strcmp(cmd, "on") || !strcmp(cmd, "off") || !strcmp(cmd, "flush"))) {
     lua_pushliteral(L, "jit");
-    if (lmp__cli_docall(L, 1, 1) != 0) return 1;
+    if (lmp__docall(L, 1, 1) != 0) return 1;
     lua_getfield(L, -1, cmd);
     lua_remove(L, -2);
-    return lmp__cli_docall(L, 0, 0);
+    return lmp__docall(L, 0, 0);
   }
   lua_pushliteral(L, "jit.");
   if (eq) lua_pushlstring(L, cmd, (size_t)(eq - cmd));
   else lua_pushstring(L, cmd);
   lua_concat(L, 2);
-  if (lmp__cli_docall(L, 1, 1) != 0) return 1;
+  if (lmp__docall(L, 1, 1) != 0) return 1;
   lua_getfield(L, -1, "start");
   lua_remove(L, -2);
   if (!lua_isfunction(L, -1)) {
@@ -244,7 +215,7 @@ static int dojitcmd(lua_State *L, const char *cmd) {
     return 1;
   }
   if (eq) lua_pushstring(L, eq + 1);
-  return lmp__cli_docall(L, eq ? 1 : 0, 0);
+  return lmp__docall(L, eq ? 1 : 0, 0);
 }
 
 /* -O[opt,opt...]: jit.opt.start(opt, opt, ...) */
@@ -252,7 +223,7 @@ static int dojitopt(lua_State *L, const char *opts) {
   int n = 0;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "jit.opt");
-  if (lmp__cli_docall(L, 1, 1) != 0) return 1;
+  if (lmp__docall(L, 1, 1) != 0) return 1;
   lua_getfield(L, -1, "start");
   lua_remove(L, -2);
   while (*opts) {
@@ -262,7 +233,7 @@ static int dojitopt(lua_State *L, const char *opts) {
     n++;
     opts += len + (comma != NULL);
   }
-  return lmp__cli_docall(L, n, 0);
+  return lmp__docall(L, n, 0);
 }
 
 /* -b ...: hand the rest of the command line to jit.bcsave. */
@@ -270,7 +241,7 @@ static int dobytecode(lua_State *L, struct cli *c) {
   int i, n = 0;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "jit.bcsave");
-  if (lmp__cli_docall(L, 1, 1) != 0) return 1;
+  if (lmp__docall(L, 1, 1) != 0) return 1;
   lua_getfield(L, -1, "start");
   lua_remove(L, -2);
   if (c->argv[c->script][2]) {
@@ -278,7 +249,7 @@ static int dobytecode(lua_State *L, struct cli *c) {
     n++;
   }
   for (i = c->script + 1; i < c->argc; i++, n++) lua_pushstring(L, c->argv[i]);
-  return lmp__cli_docall(L, n, 0);
+  return lmp__docall(L, n, 0);
 }
 
 /* Second pass: run -e, -l, -j and -O in command-line order. */
@@ -315,12 +286,12 @@ static int run_script(lua_State *L, struct cli *c) {
   if (strcmp(name, "-") == 0) name = NULL;
   status = luaL_loadfile(L, name);
   if (status != 0) {
-    lmp__cli_report(L);
+    lmp__docall_report(L);
     return 1;
   }
   luaL_checkstack(L, nargs, "too many arguments to script");
   for (i = c->script + 1; i < c->argc; i++) lua_pushstring(L, c->argv[i]);
-  return lmp__cli_docall(L, nargs, 0);
+  return lmp__docall(L, nargs, 0);
 }
 
 static int stdin_is_tty(void) {
@@ -393,7 +364,7 @@ int lmp__cli_main(int argc, char **argv) {
   lua_pushcfunction(L, pmain);
   lua_pushlightuserdata(L, &c);
   if (lmp__pcall_traceback(L, 1, 0) != 0) {
-    lmp__cli_report(L);
+    lmp__docall_report(L);
     c.status = 1;
   }
   lua_close(L);

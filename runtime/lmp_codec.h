@@ -76,7 +76,7 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
   return h;
 }
 
-/* Registry keys of the codec's per-state tables. */
+/* Registry keys of the codec's per-state tables (lmp__registry_table). */
 #define LMP_CODEC_MT_BY_NAME "lmp.codec.mt_by_name"
 #define LMP_CODEC_NAME_BY_MT "lmp.codec.name_by_mt"
 #define LMP_CODEC_EXT_BY_MT "lmp.codec.ext_by_mt"     /* mt -> {name, encode} */
@@ -87,15 +87,21 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 /* lua_type() of an FFI cdata in LuaJIT (lua.h has no name for it). */
 #define LMP_TCDATA 10
 
-/* Pushes a new closure of the LuaJIT bytecode code[0..len), its upvalues
- * nil, and returns 0; or pushes an error message and returns -1.  Closures
- * of the same bytecode share one prototype (lmp_proto.c). */
-int lmp__proto_closure(lua_State *L, const char *code, size_t len);
+/* --- the registry (lmp_codec.c) ------------------------------------------- */
 
-/* Pushes the registry table `key`, creating it if needed. */
-void lmp__codec_registry(lua_State *L, const char *key);
+/* Tables with the metatable at index `mt` travel under the string at index
+ * `name`, and get that metatable back on decode in every process that
+ * registered it.  Registering a name again replaces the old metatable. */
+void lmp__codec_register(lua_State *L, int name, int mt);
 
-/* Adds lmp.codec's functions to the table at the top of the stack. */
-void lmp__codec_open(lua_State *L);
+/* Tables and userdata with the metatable at `mt` travel as the name at
+ * `name` plus to_wire(obj), an encodable value, and come back as
+ * from_wire(value).  Refused in safe mode. */
+void lmp__codec_register_extension(lua_State *L, int name, int mt,
+                                   int to_wire, int from_wire);
+
+/* The function at index `fn` decides which cdata travel: fn(cdata) ->
+ * extension name, payload (or nothing). */
+void lmp__codec_set_cdata_hook(lua_State *L, int fn);
 
 #endif /* LMP_CODEC_H */

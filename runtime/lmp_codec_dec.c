@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "lmp_codec.h"
+#include "lmp_error.h"
+#include "lmp_proto.h"
 
 typedef struct {
   lua_State *L;
@@ -389,7 +391,7 @@ static void bin_table(dec *d, int with_mt) {
     lua_rawset(L, -3);
   }
   if (name) {
-    lmp__codec_registry(L, LMP_CODEC_MT_BY_NAME);
+    lmp__registry_table(L, LMP_CODEC_MT_BY_NAME, NULL);
     lua_pushlstring(L, name, namelen);
     lua_rawget(L, -2);
     if (!lua_istable(L, -1)) {
@@ -550,7 +552,7 @@ static void bin_value(dec *d) {
       const char *name;
       refuse_code(d, "lmp object");
       name = bin_tagged_string(d, &len);
-      lmp__codec_registry(L, LMP_CODEC_EXT_BY_NAME);
+      lmp__registry_table(L, LMP_CODEC_EXT_BY_NAME, NULL);
       lua_pushlstring(L, name, len);
       lua_rawget(L, -2);
       lua_remove(L, -2);

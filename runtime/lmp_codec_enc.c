@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmp_buf.h"
 #include "lmp_codec.h"
+#include "lmp_error.h"
 
 #define CTX_KEY "lmp.codec.encoder"
 #define NOT_PLAIN 1  /* json_*: give up on JSON, use the binary format */
@@ -792,17 +794,7 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
 static void push_bytecode(enc *e, int idx) {
   lua_State *L = e->L;
   enc_ctx *c = e->ctx;
-  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_DUMPS);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_DUMPS);
-  }
+  lmp__registry_table(L, LMP_CODEC_DUMPS, "k");
   lua_pushvalue(L, idx);
   lua_rawget(L, -2);
   if (lua_isnil(L, -1)) {
@@ -1018,8 +1010,8 @@ static int encode_protected(lua_State *L) {
   enc *e = lua_touserdata(L, 2);
   size_t start = e->out->len;
   e->base = 3;
-  lmp__codec_registry(L, LMP_CODEC_NAME_BY_MT);
-  lmp__codec_registry(L, LMP_CODEC_EXT_BY_MT);
+  lmp__registry_table(L, LMP_CODEC_NAME_BY_MT, NULL);
+  lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);
   lua_pushnil(L);
   lua_pushnil(L);
   if (e->ctx->tables.slots == NULL &&

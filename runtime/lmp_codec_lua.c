@@ -4,39 +4,45 @@
  */
 #include <string.h>
 
+#include "lmp_arg.h"
 #include "lmp_codec.h"
+#include "lmp_codec_lua.h"
+#include "lmp_error.h"
 
-void lmp__codec_registry(lua_State *L, const char *key) {
-  lua_getfield(L, LUA_REGISTRYINDEX, key);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, key);
-  }
-}
-
+/* Pushes field `name` of the options table at idx; returns its index. */
 static int opt_field(lua_State *L, int idx, const char *name) {
   lua_getfield(L, idx, name);
   return lua_gettop(L);
 }
 
+/* A field that must be nil or of type `type`: a bad one is a bad
+ * argument idx (the options table). */
+static int typed_field(lua_State *L, int idx, const char *name, int type) {
+  int f = opt_field(L, idx, name);
+  if (!lua_isnil(L, f) && lua_type(L, f) != type)
+    lmp__argerror(L, idx, lua_pushfstring(L, "%s: %s expected, got %s", name,
+                                          lua_typename(L, type),
+                                          luaL_typename(L, f)));
+  return f;
+}
+
 static void read_opts(lua_State *L, int idx, lmp_codec_opts *o) {
   memset(o, 0, sizeof(*o));
   if (lua_isnoneornil(L, idx)) return;
-  luaL_checktype(L, idx, LUA_TTABLE);
+  lmp__check_type(L, idx, LUA_TTABLE);
   o->binary = lua_toboolean(L, opt_field(L, idx, "binary"));
   o->safe = lua_toboolean(L, opt_field(L, idx, "safe"));
-  o->max_depth = (int)luaL_optinteger(L, opt_field(L, idx, "max_depth"), 0);
-  if (o->max_depth < 0) luaL_argerror(L, idx, "max_depth must be positive");
-  o->role = luaL_optstring(L, opt_field(L, idx, "role"), NULL);
+  o->max_depth = (int)lua_tointeger(L, typed_field(L, idx, "max_depth",
+                                                   LUA_TNUMBER));
+  if (o->max_depth < 0) lmp__argerror(L, idx, "max_depth must be positive");
+  o->role = lua_tostring(L, typed_field(L, idx, "role", LUA_TSTRING));
   /* The option values stay on the stack, which keeps `role` alive. */
 }
 
 /* lmp.codec.encode(v [, opts]) -> string */
 static int l_encode(lua_State *L) {
   lmp_codec_opts o;
-  luaL_checkany(L, 1);
+  lmp__check_any(L, 1);
   read_opts(L, 2, &o);
   lmp__codec_encode_string(L, 1, &o);
   return 1;
@@ -46,7 +52,7 @@ static int l_encode(lua_State *L) {
 static int l_decode(lua_State *L) {
   lmp_codec_opts o;
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = lmp__check_lstring(L, 1, &len);
   read_opts(L, 2, &o);
   lmp__codec_decode(L, s, len, &o);
   return 1;
@@ -56,33 +62,9 @@ static int l_decode(lua_State *L) {
  * name, and get mt back on decode in every process that registered it.
  * Registering a name again replaces the old metatable (a REPL redefines). */
 static int l_register(lua_State *L) {
-  luaL_checkstring(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  lmp__codec_registry(L, LMP_CODEC_MT_BY_NAME);   /* 3 */
-  lmp__codec_registry(L, LMP_CODEC_NAME_BY_MT);   /* 4 */
-  lua_pushvalue(L, 1);
-  lua_rawget(L, 3);
-  if (!lua_isnil(L, -1)) {  /* forget the old metatable of this name */
-    lua_pushnil(L);
-    lua_rawset(L, 4);
-  } else {
-    lua_pop(L, 1);
-  }
-  lua_pushvalue(L, 2);
-  lua_rawget(L, 4);
-  if (!lua_isnil(L, -1)) {  /* and the old name of this metatable */
-    lua_pushnil(L);
-    lua_rawset(L, 3);
-  } else {
-    lua_pop(L, 1);
-  }
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 2);
-  lua_rawset(L, 3);
-  lua_pushvalue(L, 2);
-  lua_pushvalue(L, 1);
-  lua_rawset(L, 4);
+  lmp__check_string(L, 1);
+  lmp__check_type(L, 2, LUA_TTABLE);
+  lmp__codec_register(L, 1, 2);
   return 0;
 }
 
@@ -91,31 +73,19 @@ static int l_register(lua_State *L) {
  * come back as from_wire(value).  Used by lmp's own objects; refused in
  * safe mode. */
 static int l_register_extension(lua_State *L) {
-  luaL_checkstring(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TFUNCTION);
-  luaL_checktype(L, 4, LUA_TFUNCTION);
-  lmp__codec_registry(L, LMP_CODEC_EXT_BY_MT);
-  lua_pushvalue(L, 2);
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, 1);
-  lua_pushvalue(L, 3);
-  lua_rawseti(L, -2, 2);
-  lua_rawset(L, -3);
-  lmp__codec_registry(L, LMP_CODEC_EXT_BY_NAME);
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 4);
-  lua_rawset(L, -3);
+  lmp__check_string(L, 1);
+  lmp__check_type(L, 2, LUA_TTABLE);
+  lmp__check_type(L, 3, LUA_TFUNCTION);
+  lmp__check_type(L, 4, LUA_TFUNCTION);
+  lmp__codec_register_extension(L, 1, 2, 3, 4);
   return 0;
 }
 
 /* core.codec_cdata_hook(fn): fn(cdata) -> extension name, payload (or
  * nothing) decides which cdata travel; lmp's shared Values and Arrays. */
 static int l_cdata_hook(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  lua_settop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
+  lmp__check_type(L, 1, LUA_TFUNCTION);
+  lmp__codec_set_cdata_hook(L, 1);
   return 0;
 }
 
@@ -127,19 +97,23 @@ static const luaL_Reg codec_functions[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg core_functions[] = {
+  {"codec_cdata_hook", l_cdata_hook},
+  {NULL, NULL}
+};
+
 void lmp__codec_open(lua_State *L) {
   lua_newtable(L);
-  luaL_register(L, NULL, codec_functions);
+  lmp__register(L, "lmp.codec.", codec_functions, 0);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   lua_setfield(L, -2, "codec");
-  lua_pushcfunction(L, l_cdata_hook);
-  lua_setfield(L, -2, "codec_cdata_hook");
+  lmp__register(L, "lmp core.", core_functions, 0);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   /* lmp's errors travel (a worker's error reaches the parent). */
-  lua_pushcfunction(L, l_register);
   lua_pushliteral(L, "lmp.Error");
-  luaL_getmetatable(L, "lmp.Error");
-  lua_call(L, 2, 0);
+  lmp__error_push_mt(L);
+  lmp__codec_register(L, -2, -1);
+  lua_pop(L, 2);
 }

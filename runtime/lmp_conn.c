@@ -11,7 +11,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,32 +18,36 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "lmp_arg.h"
+#include "lmp_buf.h"
 #include "lmp_codec.h"
 #include "lmp_conn.h"
+#include "lmp_error.h"
+#include "lmp_frame.h"
 #include "lmp_loop.h"
+#include "lmp_time.h"
 
 #define CONN_MT "lmp.Connection"
-#define HEADER_MAX 12            /* -1 and an 8-byte length */
 #define READ_CHUNK (64 * 1024)
 #define KEEP_BUFFER (16u << 20)  /* larger buffers are freed after use */
 
-struct lmp_conn {
+typedef struct lmp_conn {
   int fd;              /* -1 once closed */
   int readable, writable;
   int is_socket;       /* send with MSG_NOSIGNAL: no SIGPIPE */
   int safe;            /* decode in safe mode (data from a socket peer) */
   size_t max_frame;    /* 0: no limit */
   double stall;        /* seconds the rest of a begun message may take
-                          (0: no limit) */
+                          (LMP_FOREVER: no limit) */
   lmp_buf in;          /* received bytes; [in_pos, in.len) not consumed */
   size_t in_pos;
   int eof_seen;        /* the peer closed its end (seen while sending) */
   lmp_buf out;         /* the frame being sent */
   lmp_loop *lp;
-};
+} lmp_conn;
 
 static lmp_conn *check_conn(lua_State *L, int idx) {
-  lmp_conn *c = luaL_checkudata(L, idx, CONN_MT);
+  lmp_conn *c = lmp__check_udata(L, idx, CONN_MT);
   if (c->fd < 0)
     lmp__error_raise(L, "ValueError", "the connection is closed");
   return c;
@@ -57,7 +60,7 @@ static int wait_fd(lua_State *L, lmp_conn *c, int events, double timeout) {
   int ready, n = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, timeout);
   if (n < 0)
     lmp__error_raise(L, "OSError", "waiting on the connection: %s",
-                     uv_strerror(n));
+                     lmp_strerror(n));
   return n > 0;
 }
 
@@ -85,7 +88,7 @@ static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
       if (c->readable && !c->eof_seen) events |= UV_READABLE;
       r = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, -1);
       if (r < 0)
-        lmp__error_raise(L, "OSError", "send: waiting: %s", uv_strerror(r));
+        lmp__error_raise(L, "OSError", "send: waiting: %s", lmp_strerror(r));
       if (ready & UV_READABLE) absorb(L, c);
     } else if (errno != EINTR) {
       lmp__error_raise(L, "OSError", "send: %s", strerror(errno));
@@ -94,16 +97,13 @@ static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
 }
 
 /* Writes the header for a payload of `len` bytes just before `payload`
- * (HEADER_MAX bytes are free there) and returns where the frame starts. */
+ * (LMP_FRAME_HEADER_MAX bytes are free there) and returns where the frame
+ * starts. */
 static char *put_header(char *payload, uint64_t len) {
-  int i;
-  if (len < 0x7fffffff) {
-    for (i = 0; i < 4; i++) payload[-4 + i] = (char)(len >> (24 - 8 * i));
-    return payload - 4;
-  }
-  memset(payload - 12, 0xff, 4);
-  for (i = 0; i < 8; i++) payload[-8 + i] = (char)(len >> (56 - 8 * i));
-  return payload - 12;
+  unsigned char header[LMP_FRAME_HEADER_MAX];
+  size_t n = lmp__frame_header(header, len);
+  memcpy(payload - n, header, n);
+  return payload - n;
 }
 
 static void check_writable(lua_State *L, lmp_conn *c) {
@@ -121,17 +121,17 @@ static int conn_send(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   lmp_codec_opts opts;
   char *payload;
-  luaL_checkany(L, 2);
+  lmp__check_any(L, 2);
   check_writable(L, c);
   memset(&opts, 0, sizeof(opts));
   c->out.len = 0;
-  if (lmp__buf_reserve(&c->out, HEADER_MAX))
+  if (lmp__buf_reserve(&c->out, LMP_FRAME_HEADER_MAX))
     return lmp__error_raise(L, "OSError", "send: out of memory");
-  c->out.len = HEADER_MAX;
+  c->out.len = LMP_FRAME_HEADER_MAX;
   lmp__codec_encode(L, 2, &c->out, &opts);
-  payload = c->out.data + HEADER_MAX;
+  payload = c->out.data + LMP_FRAME_HEADER_MAX;
   {
-    char *frame = put_header(payload, c->out.len - HEADER_MAX);
+    char *frame = put_header(payload, c->out.len - LMP_FRAME_HEADER_MAX);
     send_all(L, c, frame, (size_t)(c->out.data + c->out.len - frame));
   }
   reset_out(c);
@@ -142,30 +142,30 @@ static int conn_send(lua_State *L) {
 static int conn_send_bytes(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   size_t len;
-  const char *s = luaL_checklstring(L, 2, &len);
-  lua_Number offset = luaL_optnumber(L, 3, 0);
+  const char *s = lmp__check_lstring(L, 2, &len);
+  lua_Number offset = lmp__opt_number(L, 3, 0);
   lua_Number size;
-  char header[HEADER_MAX], *frame;
+  char header[LMP_FRAME_HEADER_MAX], *frame;
   check_writable(L, c);
   if (offset < 0 || offset > (lua_Number)len || offset != (lua_Number)(size_t)offset)
     return lmp__error_raise(L, "ValueError", "send_bytes: offset %f is outside "
                             "the %d bytes", offset, (int)len);
-  size = luaL_optnumber(L, 4, (lua_Number)len - offset);
+  size = lmp__opt_number(L, 4, (lua_Number)len - offset);
   if (size < 0 || offset + size > (lua_Number)len || size != (lua_Number)(size_t)size)
     return lmp__error_raise(L, "ValueError", "send_bytes: offset + size "
                             "(%f + %f) exceeds the %d bytes", offset, size,
                             (int)len);
-  frame = put_header(header + HEADER_MAX, (uint64_t)size);
+  frame = put_header(header + LMP_FRAME_HEADER_MAX, (uint64_t)size);
   if ((size_t)size <= READ_CHUNK) {
     /* One write for a small message: no second wake-up for the peer. */
     c->out.len = 0;
-    if (lmp__buf_append(&c->out, frame, (size_t)(header + HEADER_MAX - frame)) ||
+    if (lmp__buf_append(&c->out, frame, (size_t)(header + LMP_FRAME_HEADER_MAX - frame)) ||
         lmp__buf_append(&c->out, s + (size_t)offset, (size_t)size))
       return lmp__error_raise(L, "OSError", "send_bytes: out of memory");
     send_all(L, c, c->out.data, c->out.len);
     reset_out(c);
   } else {
-    send_all(L, c, frame, (size_t)(header + HEADER_MAX - frame));
+    send_all(L, c, frame, (size_t)(header + LMP_FRAME_HEADER_MAX - frame));
     send_all(L, c, s + (size_t)offset, (size_t)size);
   }
   return 0;
@@ -225,11 +225,9 @@ static void absorb(lua_State *L, lmp_conn *c) {
  * now), or -1 with no limit.  The whole message shares one deadline, so a
  * peer cannot hold a recv by trickling a byte at a time. */
 static double stall_timeout(lmp_conn *c, double *begun) {
-  double left;
-  if (c->stall <= 0) return -1;
+  if (c->stall < 0) return LMP_FOREVER;
   if (*begun == 0) *begun = lmp__now();
-  left = *begun + c->stall - lmp__now();
-  return left > 0 ? left : 0;
+  return lmp__remaining(*begun + c->stall);
 }
 
 static void conn_release(lmp_conn *c);
@@ -246,10 +244,8 @@ static void stalled(lua_State *L, lmp_conn *c) {
 static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
                           size_t maxlength) {
   uint64_t len = 0;
-  size_t hlen = 4;
-  int i;
+  size_t hlen = LMP_FRAME_HEADER_MIN;
   double begun = 0;
-  const unsigned char *h;
   if (!c->readable)
     lmp__error_raise(L, "ValueError", "the connection is write-only");
   while (buffered(c) < hlen) {
@@ -261,30 +257,15 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
       lmp__error_raise(L, "OSError", "recv: the peer closed the connection "
                        "in the middle of a message");
     }
-    if (buffered(c) >= 4 && hlen == 4) {
-      h = (const unsigned char *)c->in.data + c->in_pos;
-      if (h[0] == 0xff && h[1] == 0xff && h[2] == 0xff && h[3] == 0xff)
-        hlen = 12;
-    }
+    if (buffered(c) >= LMP_FRAME_HEADER_MIN)
+      hlen = lmp__frame_header_size(
+          (const unsigned char *)c->in.data + c->in_pos);
   }
-  h = (const unsigned char *)c->in.data + c->in_pos;
-  if (h[0] == 0xff && h[1] == 0xff && h[2] == 0xff && h[3] == 0xff) {
-    hlen = 12;
-    while (buffered(c) < hlen) {
-      int r = fill(L, c, READ_CHUNK, stall_timeout(c, &begun));
-      if (r < 0) stalled(L, c);
-      if (r == 0)
-        lmp__error_raise(L, "OSError", "recv: truncated message header");
-      h = (const unsigned char *)c->in.data + c->in_pos;
-    }
-    for (i = 4; i < 12; i++) len = len << 8 | h[i];
-  } else {
-    if (h[0] & 0x80) {
-      conn_release(c);
-      lmp__error_raise(L, "OSError", "recv: bad message length; connection "
-                       "closed");
-    }
-    for (i = 0; i < 4; i++) len = len << 8 | h[i];
+  if (lmp__frame_length((const unsigned char *)c->in.data + c->in_pos,
+                        &len) != 0) {
+    conn_release(c);
+    lmp__error_raise(L, "OSError", "recv: bad message length; connection "
+                     "closed");
   }
   if ((c->max_frame && len > c->max_frame) || (maxlength && len > maxlength)) {
     uint64_t limit = maxlength && (!c->max_frame || maxlength < c->max_frame)
@@ -338,7 +319,7 @@ static int conn_recv(lua_State *L) {
 /* conn:recv_bytes([maxlength]) -> string | nil, "eof" */
 static int conn_recv_bytes(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
-  lua_Number maxlength = luaL_optnumber(L, 2, 0);
+  lua_Number maxlength = lmp__opt_number(L, 2, 0);
   const char *payload;
   int64_t len;
   if (lua_gettop(L) >= 2 && maxlength < 0)
@@ -358,11 +339,9 @@ static int conn_recv_bytes(lua_State *L) {
  * or the end of file)?  No timeout means do not wait, as in Python. */
 static int conn_poll(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
-  double timeout = luaL_optnumber(L, 2, 0);
+  double timeout = lmp__timeout_arg(L, 2, 0);
   if (!c->readable)
     return lmp__error_raise(L, "ValueError", "the connection is write-only");
-  if (timeout < 0) timeout = 0;
-  if (timeout == HUGE_VAL) timeout = -1;
   lua_pushboolean(L, buffered(c) > 0 ||
                          wait_fd(L, c, UV_READABLE, timeout));
   return 1;
@@ -379,13 +358,13 @@ static void conn_release(lmp_conn *c) {
 }
 
 static int conn_close(lua_State *L) {
-  lmp_conn *c = luaL_checkudata(L, 1, CONN_MT);
+  lmp_conn *c = lmp__check_udata(L, 1, CONN_MT);
   conn_release(c);
   return 0;
 }
 
 static int conn_gc(lua_State *L) {
-  conn_release(lua_touserdata(L, 1));
+  conn_release(lmp__check_udata(L, 1, CONN_MT));
   return 0;
 }
 
@@ -395,7 +374,7 @@ static int conn_fileno(lua_State *L) {
 }
 
 static int conn_tostring(lua_State *L) {
-  lmp_conn *c = luaL_checkudata(L, 1, CONN_MT);
+  lmp_conn *c = lmp__check_udata(L, 1, CONN_MT);
   if (c->fd < 0) lua_pushliteral(L, "lmp.Connection (closed)");
   else lua_pushfstring(L, "lmp.Connection (fd %d)", c->fd);
   return 1;
@@ -414,8 +393,8 @@ static const luaL_Reg conn_methods[] = {
 
 /* Fields closed, readable, writable; methods from the table upvalue. */
 static int conn_index(lua_State *L) {
-  lmp_conn *c = luaL_checkudata(L, 1, CONN_MT);
-  const char *k = luaL_checkstring(L, 2);
+  lmp_conn *c = lmp__check_udata(L, 1, CONN_MT);
+  const char *k = lmp__check_string(L, 2);
   if (strcmp(k, "closed") == 0) lua_pushboolean(L, c->fd < 0);
   else if (strcmp(k, "readable") == 0) lua_pushboolean(L, c->readable);
   else if (strcmp(k, "writable") == 0) lua_pushboolean(L, c->writable);
@@ -426,17 +405,14 @@ static int conn_index(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg conn_meta[] = {
+  {"__gc", conn_gc},
+  {"__tostring", conn_tostring},
+  {NULL, NULL}
+};
+
 static void push_conn_mt(lua_State *L) {
-  if (luaL_newmetatable(L, CONN_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, conn_methods);
-    lua_pushcclosure(L, conn_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conn_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, conn_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  lmp__push_class(L, CONN_MT, conn_meta, conn_methods, conn_index);
 }
 
 /* A new Connection over fd, which is a non-blocking socket already when
@@ -449,6 +425,7 @@ static lmp_conn *conn_new(lua_State *L, int fd, int readable, int writable,
   socklen_t tlen = sizeof(type);
   memset(c, 0, sizeof(*c));
   c->fd = -1;  /* born closed: a failure below leaves nothing to undo */
+  c->stall = LMP_FOREVER;
   c->lp = lp;
   push_conn_mt(L);
   lua_setmetatable(L, -2);
@@ -464,25 +441,43 @@ static lmp_conn *conn_new(lua_State *L, int fd, int readable, int writable,
   return c;
 }
 
-lmp_conn *lmp__conn_new(lua_State *L, int fd, int readable, int writable) {
+static lmp_conn *conn_new_fd(lua_State *L, int fd, int readable, int writable) {
   return conn_new(L, fd, readable, writable, 0);
 }
 
-int lmp__conn_fd(lua_State *L, int idx) {
+/* The descriptor of the Connection at idx (-1 if closed), or -2 if the
+ * value is not a Connection. */
+static int conn_fd_at(lua_State *L, int idx) {
   lmp_conn *c = luaL_testudata(L, idx, CONN_MT);
   return c ? c->fd : -2;
 }
 
-int lmp__conn_has_data(lua_State *L, int idx) {
+/* Does the Connection at idx hold received bytes not read yet? */
+static int conn_has_data(lua_State *L, int idx) {
   lmp_conn *c = luaL_testudata(L, idx, CONN_MT);
   return c && c->fd >= 0 && buffered(c) > 0;
 }
 
-/* lmp.Pipe([duplex]) -> a, b.  Both ends are sockets (send() never raises
- * SIGPIPE); a one-way pipe shuts the unused directions down. */
+/* lmp.Pipe([duplex]) or lmp.Pipe{duplex = d} -> a, b.  Both ends are
+ * sockets (send() never raises SIGPIPE); a one-way pipe shuts the unused
+ * directions down. */
 static int l_pipe(lua_State *L) {
-  int duplex = lua_isnoneornil(L, 1) || lua_toboolean(L, 1);
-  int sv[2];
+  int duplex = 1, sv[2];
+  switch (lua_type(L, 1)) {
+    case LUA_TNONE:
+    case LUA_TNIL: break;
+    case LUA_TBOOLEAN: duplex = lua_toboolean(L, 1); break;
+    case LUA_TTABLE:  /* {duplex = false} */
+      lua_getfield(L, 1, "duplex");
+      if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        return lmp__argerror(L, 1, lua_pushfstring(L, "duplex: boolean "
+                             "expected, got %s", luaL_typename(L, -1)));
+      duplex = lua_isnil(L, -1) || lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      break;
+    default:
+      return lmp__typeerror(L, 1, "boolean or options table");
+  }
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return lmp__error_raise(L, "OSError", "Pipe: %s", strerror(errno));
   if (!duplex) {
@@ -490,8 +485,8 @@ static int l_pipe(lua_State *L) {
     shutdown(sv[1], SHUT_RD);
   }
   /* Create both userdata before either can raise, so neither fd leaks. */
-  lmp__conn_new(L, sv[0], 1, duplex);
-  lmp__conn_new(L, sv[1], duplex, 1);
+  conn_new_fd(L, sv[0], 1, duplex);
+  conn_new_fd(L, sv[1], duplex, 1);
   return 2;
 }
 
@@ -502,9 +497,8 @@ static int l_wait(lua_State *L) {
   int n, i, count, nready = 0;
   double timeout;
   int *fds, *events, *ready;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  timeout = lua_isnoneornil(L, 2) ? -1 : luaL_checknumber(L, 2);
-  if (!lua_isnoneornil(L, 2) && timeout < 0) timeout = 0;  /* as Python */
+  lmp__check_type(L, 1, LUA_TTABLE);
+  timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   n = (int)lua_objlen(L, 1);
   fds = lua_newuserdata(L, sizeof(int) * 3 * (size_t)(n ? n : 1));
   events = fds + n;
@@ -515,14 +509,17 @@ static int l_wait(lua_State *L) {
     events[i] = UV_READABLE;
     if (lua_type(L, -1) == LUA_TNUMBER) {
       fds[i] = (int)lua_tointeger(L, -1);
-    } else if ((fds[i] = lmp__conn_fd(L, -1)) != -2) {
+    } else if ((fds[i] = conn_fd_at(L, -1)) != -2) {
       if (fds[i] < 0)
         return lmp__error_raise(L, "ValueError", "wait: entry %d is a closed "
                                 "connection", i + 1);
-      if (lmp__conn_has_data(L, -1)) {
+      if (conn_has_data(L, -1)) {
         lua_rawseti(L, -2, ++nready);
         continue;
       }
+    } else if (!lua_istable(L, -1) && lua_type(L, -1) != LUA_TUSERDATA) {
+      return lmp__error_raise(L, "TypeError", "wait: entry %d is not a "
+                              "connection, process or descriptor", i + 1);
     } else {
       /* Process (sentinel) or any object with fileno() */
       lua_getfield(L, -1, "sentinel");
@@ -546,12 +543,12 @@ static int l_wait(lua_State *L) {
   if (nready > 0) timeout = 0;
   count = lmp__wait_fds_bg(L, lmp__loop(L), fds, events, ready, n, timeout);
   if (count < 0)
-    return lmp__error_raise(L, "OSError", "wait: %s", uv_strerror(count));
+    return lmp__error_raise(L, "OSError", "wait: %s", lmp_strerror(count));
   for (i = 0; i < n; i++) {
     if (!ready[i]) continue;
     lua_rawgeti(L, 1, i + 1);
     /* an entry that was already counted as having buffered data */
-    if (lmp__conn_has_data(L, -1)) {
+    if (conn_has_data(L, -1)) {
       lua_pop(L, 1);
       continue;
     }
@@ -567,8 +564,10 @@ static int l_wait(lua_State *L) {
 static int l_conn_configure(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   c->safe = lua_toboolean(L, 2);
-  c->max_frame = (size_t)luaL_optnumber(L, 3, 0);
-  c->stall = luaL_optnumber(L, 4, 0);
+  lua_Number stall;
+  c->max_frame = (size_t)lmp__opt_number(L, 3, 0);
+  stall = lmp__opt_number(L, 4, 0);
+  c->stall = stall > 0 ? lmp__timeout(stall) : LMP_FOREVER;
   return 0;
 }
 
@@ -583,38 +582,42 @@ static int l_conn_info(lua_State *L) {
 
 /* core.conn_from_fd(fd, readable, writable) -> Connection owning fd */
 static int l_conn_from_fd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+  int fd = (int)lmp__check_integer(L, 1);
   if (fcntl(fd, F_GETFD) < 0)
     return lmp__error_raise(L, "OSError", "descriptor %d is not open", fd);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
-  lmp__conn_new(L, fd, lua_toboolean(L, 2), lua_toboolean(L, 3));
+  conn_new_fd(L, fd, lua_toboolean(L, 2), lua_toboolean(L, 3));
   return 1;
 }
 
 /* core.conn_from_socket(fd) -> Connection owning fd, a non-blocking,
  * close-on-exec socket made by lmp_net.c */
 static int l_conn_from_socket(lua_State *L) {
-  conn_new(L, (int)luaL_checkinteger(L, 1), 1, 1, 1);
+  conn_new(L, (int)lmp__check_integer(L, 1), 1, 1, 1);
   return 1;
 }
 
 void lmp__conn_open(lua_State *L) {
-  lua_pushcfunction(L, lmp__set_background);
-  lua_setfield(L, -2, "set_background");
+  static const luaL_Reg functions[] = {
+    {"Pipe", l_pipe},
+    {NULL, NULL}
+  };
+  static const luaL_Reg connection[] = {
+    {"wait", l_wait},
+    {NULL, NULL}
+  };
+  static const luaL_Reg core_functions[] = {
+    {"conn_info", l_conn_info},
+    {"conn_configure", l_conn_configure},
+    {"conn_from_socket", l_conn_from_socket},
+    {"conn_from_fd", l_conn_from_fd},
+    {NULL, NULL}
+  };
   push_conn_mt(L);
   lua_setfield(L, -2, "connection_mt");
-  lua_pushcfunction(L, l_conn_info);
-  lua_setfield(L, -2, "conn_info");
-  lua_pushcfunction(L, l_conn_configure);
-  lua_setfield(L, -2, "conn_configure");
-  lua_pushcfunction(L, l_conn_from_socket);
-  lua_setfield(L, -2, "conn_from_socket");
-  lua_pushcfunction(L, l_conn_from_fd);
-  lua_setfield(L, -2, "conn_from_fd");
-  lua_pushcfunction(L, l_pipe);
-  lua_setfield(L, -2, "Pipe");
+  lmp__register(L, "lmp core.", core_functions, 0);
+  lmp__register(L, "lmp.", functions, 0);
   lua_newtable(L);
-  lua_pushcfunction(L, l_wait);
-  lua_setfield(L, -2, "wait");
+  lmp__register(L, "lmp.connection.", connection, 0);
   lua_setfield(L, -2, "connection");
 }

@@ -4,23 +4,18 @@
  *
  * A Lua-visible lmp error is a table {kind = "ValueError", message = "..."}
  * with one shared metatable, so `tostring(e)` reads "lmp.ValueError: ..."
- * and code can branch on e.kind.  The kinds are listed once, below.
+ * and code can branch on e.kind.  The kinds are listed once, in lmp.errors
+ * (lmp_module.c); the error codes of C functions once, in lmp.h.
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "lmp_internal.h"
+#include "lmp_error.h"
+#include "lmp_platform.h"
 
 #define LMP_ERROR_MT "lmp.Error"
-
-/* Every kind of error lmp raises; lmp.errors maps each name to itself. */
-static const char *const error_kinds[] = {
-  "AuthenticationError", "BufferTooShort", "CodecError", "IndexError",
-  "OSError", "ProcessError", "RemoteError", "TimeoutError", "TypeError",
-  "ValueError", "WorkerLost", NULL
-};
 
 const char *lmp_version(void) {
   return LMP_VERSION_STRING;
@@ -38,16 +33,17 @@ const char *lmp_strerror(int err) {
 }
 
 const char *lmp_err_name(int err) {
+  const char *name;
   switch (err) {
 #define XX(name, code, text) case LMP_E##name: return "LMP_E" #name;
     LMP_ERRNO_MAP(XX)
 #undef XX
     case 0: return "LMP_OK";
   }
+  if (err < 0 && err > -4000 && (name = lmp__errno_name(-err)) != NULL)
+    return name;
   return "LMP_EUNKNOWN";
 }
-
-static void push_error_mt(lua_State *L);
 
 static void push_errorv(lua_State *L, const char *kind, const char *fmt,
                        va_list ap) {
@@ -56,7 +52,7 @@ static void push_errorv(lua_State *L, const char *kind, const char *fmt,
   lua_setfield(L, -2, "kind");
   lua_pushvfstring(L, fmt, ap);
   lua_setfield(L, -2, "message");
-  push_error_mt(L);
+  lmp__error_push_mt(L);
   lua_setmetatable(L, -2);
 }
 
@@ -75,13 +71,17 @@ int lmp__error_raise(lua_State *L, const char *kind, const char *fmt, ...) {
   return lua_error(L);
 }
 
-/* __tostring: "lmp.<kind>: <message>", then the remote traceback if any. */
+/* __tostring: "lmp.<kind>: <message>", then the remote traceback if any.
+ * It never raises: it describes whatever it is given. */
 static int error_tostring(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!lua_istable(L, 1)) {
+    lua_pushliteral(L, "lmp.Error");
+    return 1;
+  }
   lua_getfield(L, 1, "kind");
   lua_getfield(L, 1, "message");
-  lua_pushfstring(L, "lmp.%s: %s", luaL_optstring(L, 2, "Error"),
-                  luaL_optstring(L, 3, ""));
+  lua_pushfstring(L, "lmp.%s: %s", lua_isstring(L, 2) ? lua_tostring(L, 2) : "Error",
+                  lua_isstring(L, 3) ? lua_tostring(L, 3) : "");
   lua_getfield(L, 1, "traceback");
   if (lua_isstring(L, -1)) {
     lua_pushliteral(L, "\n");
@@ -93,63 +93,13 @@ static int error_tostring(lua_State *L) {
   return 1;
 }
 
-static void push_error_mt(lua_State *L) {
+void lmp__error_push_mt(lua_State *L) {
   if (luaL_newmetatable(L, LMP_ERROR_MT)) {
     lua_pushcfunction(L, error_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pushliteral(L, "lmp.Error");
     lua_setfield(L, -2, "__name");
   }
-}
-
-/* lmp.error(kind, message [, fields]) -> error table.  Lua modules of lmp
- * build their errors with it; extra fields (traceback, pid, ...) are copied. */
-static int l_error_new(lua_State *L) {
-  const char *kind = luaL_checkstring(L, 1);
-  const char *message = luaL_checkstring(L, 2);
-  lmp__error_push(L, kind, "%s", message);
-  if (lua_istable(L, 3)) {
-    lua_pushnil(L);
-    while (lua_next(L, 3)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -4);
-    }
-  }
-  return 1;
-}
-
-/* lmp.is_error(v [, kind]) -> boolean */
-static int l_is_error(lua_State *L) {
-  int ok = 0;
-  if (lua_getmetatable(L, 1)) {
-    luaL_getmetatable(L, LMP_ERROR_MT);
-    ok = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-  }
-  if (ok && !lua_isnoneornil(L, 2)) {
-    lua_getfield(L, 1, "kind");
-    ok = lua_rawequal(L, -1, 2);
-    lua_pop(L, 1);
-  }
-  lua_pushboolean(L, ok);
-  return 1;
-}
-
-void lmp__error_open(lua_State *L) {
-  int i;
-  push_error_mt(L);
-  lua_pop(L, 1);
-  lua_newtable(L);
-  for (i = 0; error_kinds[i]; i++) {
-    lua_pushstring(L, error_kinds[i]);
-    lua_setfield(L, -2, error_kinds[i]);
-  }
-  lua_setfield(L, -2, "errors");
-  lua_pushcfunction(L, l_error_new);
-  lua_setfield(L, -2, "error");
-  lua_pushcfunction(L, l_is_error);
-  lua_setfield(L, -2, "is_error");
 }
 
 /* Converts the value at `idx` to a message a person can read. */

@@ -17,14 +17,16 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
-#include "lmp_internal.h"
+#include "lmp_arg.h"
+#include "lmp_error.h"
+#include "lmp_hash.h"
 
 /* The digest named by argument `arg`: "md5" or "sha256", names that
  * libcrypto knows too. */
 static const char *check_digest(lua_State *L, int arg) {
-  const char *name = luaL_checkstring(L, arg);
+  const char *name = lmp__check_string(L, arg);
   if (strcmp(name, "md5") != 0 && strcmp(name, "sha256") != 0)
-    luaL_argerror(L, arg, "md5 or sha256");
+    lmp__argerror(L, arg, "md5 or sha256 expected");
   return name;
 }
 
@@ -44,8 +46,8 @@ static int raise_crypto(lua_State *L, const char *what, const char *name) {
 static int l_hmac(lua_State *L) {
   const char *name = check_digest(L, 1);
   size_t klen, mlen, n;
-  const char *key = luaL_checklstring(L, 2, &klen);
-  const char *msg = luaL_checklstring(L, 3, &mlen);
+  const char *key = lmp__check_lstring(L, 2, &klen);
+  const char *msg = lmp__check_lstring(L, 3, &mlen);
   unsigned char out[EVP_MAX_MD_SIZE];
   if (EVP_Q_mac(NULL, "HMAC", NULL, name, NULL, key, klen,
                 (const unsigned char *)msg, mlen, out, sizeof(out), &n) == NULL)
@@ -58,7 +60,7 @@ static int l_hmac(lua_State *L) {
 static int l_digest(lua_State *L) {
   const char *name = check_digest(L, 1);
   size_t len, n;
-  const char *msg = luaL_checklstring(L, 2, &len);
+  const char *msg = lmp__check_lstring(L, 2, &len);
   unsigned char out[EVP_MAX_MD_SIZE];
   if (!EVP_Q_digest(NULL, name, NULL, msg, len, out, &n))
     return raise_crypto(L, "digest", name);
@@ -71,18 +73,19 @@ static int l_digest(lua_State *L) {
  * hmac.compare_digest).  For MACs, whose length is no secret. */
 static int l_compare_digest(lua_State *L) {
   size_t alen, blen;
-  const char *a = luaL_checklstring(L, 1, &alen);
-  const char *b = luaL_checklstring(L, 2, &blen);
+  const char *a = lmp__check_lstring(L, 1, &alen);
+  const char *b = lmp__check_lstring(L, 2, &blen);
   lua_pushboolean(L, alen == blen && CRYPTO_memcmp(a, b, alen) == 0);
   return 1;
 }
 
 /* core.random_bytes(n) -> string from the kernel's generator */
 static int l_random_bytes(lua_State *L) {
-  int n = (int)luaL_checkinteger(L, 1);
+  int n = (int)lmp__check_integer(L, 1);
   unsigned char buf[256];
   ssize_t got = 0;
-  if (n < 0 || n > (int)sizeof(buf)) return luaL_argerror(L, 1, "0..256");
+  if (n < 0 || n > (int)sizeof(buf))
+    return lmp__argerror(L, 1, "0 to 256 bytes expected");
   while (got < n) {
     ssize_t r = getrandom(buf + got, (size_t)(n - got), 0);
     if (r < 0 && errno == EINTR) continue;
@@ -95,12 +98,12 @@ static int l_random_bytes(lua_State *L) {
 }
 
 void lmp__hash_open(lua_State *L) {
-  lua_pushcfunction(L, l_hmac);
-  lua_setfield(L, -2, "hmac");
-  lua_pushcfunction(L, l_digest);
-  lua_setfield(L, -2, "digest");
-  lua_pushcfunction(L, l_compare_digest);
-  lua_setfield(L, -2, "compare_digest");
-  lua_pushcfunction(L, l_random_bytes);
-  lua_setfield(L, -2, "random_bytes");
+  static const luaL_Reg functions[] = {
+    {"hmac", l_hmac},
+    {"digest", l_digest},
+    {"compare_digest", l_compare_digest},
+    {"random_bytes", l_random_bytes},
+    {NULL, NULL}
+  };
+  lmp__register(L, "lmp core.", functions, 0);
 }

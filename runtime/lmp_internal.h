@@ -1,6 +1,9 @@
 /*
- * lmp_internal.h -- what lmp's C files share and embedders never see.
- * Non-static internal functions are prefixed lmp__.
+ * lmp_internal.h -- what every C file of lmp needs and embedders never see:
+ * the Lua and lmp headers and the few helpers that stand in for what
+ * LuaJIT's Lua 5.1 API lacks.  Each module declares its own functions in
+ * its own header (lmp_<module>.h); non-static internal functions are
+ * prefixed lmp__.
  */
 #ifndef LMP_INTERNAL_H
 #define LMP_INTERNAL_H
@@ -19,78 +22,29 @@
 #define lmp__absindex(L, i) \
   ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
 
-/* --- embedded Lua modules (generated from lua/ by scripts/embed_lua.cmake) -- */
-typedef struct {
-  const char *name;       /* module name for require, e.g. "lmp.pool" */
-  const char *chunkname;  /* "@lmp/pool.lua", as tracebacks show it */
-  const char *source;
-  size_t size;
-} lmp__lua_module;
+/* --- per-state tables ---------------------------------------------------- */
 
-extern const lmp__lua_module lmp__lua_modules[];
-
-/* Puts a loader for every embedded module into package.preload (entries
- * already there are kept, so a host can override one).  Raises on failure. */
-void lmp__preload_lua(lua_State *L);
-
-/* Loads embedded module `name` as a chunk; pushes it or raises. */
-void lmp__load_embedded(lua_State *L, const char *name);
-
-/* --- errors (lmp_error.c) -------------------------------------------------- */
-
-/* Pushes a new lmp error table {kind=, message=} with the shared error
- * metatable; its __tostring gives "lmp.<kind>: <message>". */
-void lmp__error_push(lua_State *L, const char *kind, const char *fmt, ...);
-
-/* Raises an lmp error.  Never returns. */
-int lmp__error_raise(lua_State *L, const char *kind, const char *fmt, ...);
-
-/* Registers lmp.errors, lmp.error and the error metatable into the table
- * at the top of the stack. */
-void lmp__error_open(lua_State *L);
-
-/* The message handler used for every protected call that reports to a
- * person: turns the error into a string (honouring __tostring) and appends
- * a traceback. */
-int lmp__traceback(lua_State *L);
-
-/* lua_pcall with lmp__traceback as message handler. */
-int lmp__pcall_traceback(lua_State *L, int nargs, int nresults);
-
-/* Prints "<prefix>: <message>" to stderr for the error value at the top of
- * the stack and pops it. */
-void lmp__report(lua_State *L, const char *prefix);
-
-/* --- the module (lmp_module.c) --------------------------------------------- */
+/* Pushes the table registry[key], creating it if needed; a new table gets
+ * a metatable with __mode = mode ("k": weak keys), unless mode is NULL. */
+static inline void lmp__registry_table(lua_State *L, const char *key,
+                                       const char *mode) {
+  lua_getfield(L, LUA_REGISTRYINDEX, key);
+  if (lua_istable(L, -1)) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  if (mode) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, key);
+}
 
 /* Registry key of the core table: the C half of the module, which the Lua
  * half (lua/lmp/init.lua) receives and to which it adds the functions C
- * calls back: core.run_child(bootstrap) and core.atexit(). */
+ * calls back: core.run_child(bootstrap) and core.atexit() (lmp_worker.c). */
 #define LMP_CORE_KEY "lmp.core"
-
-/* --- processes (lmp_worker.c) ---------------------------------------------- */
-
-/* Replaces os.exit in a state that lmp owns (the host's, a worker's) with
- * one that closes the state before exiting unless told not to. */
-void lmp__install_closing_exit(lua_State *L);
-
-/* Runs core.atexit() if lmp is loaded: daemon children are terminated, the
- * others joined.  Errors are reported on stderr. */
-void lmp__run_atexit(lua_State *L);
-
-/* --- hashes (lmp_hash.c) ---------------------------------------------------- */
-
-/* Adds hmac, digest, compare_digest and random_bytes (libcrypto, getrandom)
- * to the core table at the top. */
-void lmp__hash_open(lua_State *L);
-
-/* --- platform (lmp_platform.c) --------------------------------------------- */
-
-/* Absolute path of the running executable, or NULL.  Static storage. */
-const char *lmp__self_exe(void);
-
-/* Path of the shared object or executable that holds lmp's code, or NULL.
- * Static storage. */
-const char *lmp__self_image(void);
 
 #endif /* LMP_INTERNAL_H */

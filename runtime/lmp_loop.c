@@ -6,14 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmp_arg.h"
+#include "lmp_error.h"
 #include "lmp_loop.h"
-#include "lmp_sync.h"
+#include "lmp_time.h"
 
 #define LOOP_KEY "lmp.loop"
-
-double lmp__now(void) {
-  return (double)uv_hrtime() / 1e9;
-}
 
 static void free_handle(uv_handle_t *h) {
   free(h);
@@ -25,10 +23,12 @@ void lmp__close_and_free(uv_handle_t *h) {
 
 static void close_walk(uv_handle_t *h, void *arg) {
   LMP_UNUSED(arg);
+  const lmp_handle_closer *closer = h->data;
   /* Handles still open at state close belong to objects already collected
-   * or never closed; each was allocated with malloc by its owner. */
+   * or never closed; each was allocated with malloc by its owner, which
+   * says how to end it (lmp_loop.h). */
   if (uv_is_closing(h)) return;
-  uv_close(h, h->type == UV_PROCESS ? lmp__process_handle_closed : free_handle);
+  uv_close(h, closer ? closer->close_cb : free_handle);
 }
 
 static int loop_gc(lua_State *L) {
@@ -54,7 +54,7 @@ lmp_loop *lmp__loop(lua_State *L) {
   if ((err = uv_loop_init(&lp->loop)) != 0) {
     lp->closed = 1;
     lmp__error_raise(L, "OSError", "cannot create an event loop: %s",
-                     uv_strerror(err));
+                     lmp_strerror(err));
   }
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, loop_gc);
@@ -72,15 +72,19 @@ static void finish_closing(lmp_loop *lp) {
   uv_run(&lp->loop, UV_RUN_NOWAIT);
 }
 
+typedef struct {
+  uv_timer_t timer;  /* first: the block is freed as a handle */
+  int expired;
+} deadline_timer;
+
 static void on_deadline(uv_timer_t *t) {
-  *(int *)t->data = 1;
+  ((deadline_timer *)t)->expired = 1;
 }
 
 int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
                    void *arg) {
-  uv_timer_t *timer = NULL;
-  int expired = 0;
-  if (!(timeout < 1e9)) timeout = -1;  /* math.huge, NaN: no limit */
+  deadline_timer *timer = NULL;
+  timeout = lmp__timeout(timeout);
   if (done(arg)) return 1;
   if (timeout == 0) {
     uv_run(&lp->loop, UV_RUN_NOWAIT);
@@ -89,18 +93,20 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
   if (timeout > 0) {
     timer = malloc(sizeof(*timer));
     if (timer == NULL) return done(arg);
-    uv_timer_init(&lp->loop, timer);
+    uv_timer_init(&lp->loop, &timer->timer);
+    timer->timer.data = NULL;
+    timer->expired = 0;
     /* The loop's clock is only updated when it runs: it may be stale by
      * however long the loop sat idle. */
     uv_update_time(&lp->loop);
-    timer->data = &expired;
-    uv_timer_start(timer, on_deadline, (uint64_t)(timeout * 1000 + 0.999), 0);
+    uv_timer_start(&timer->timer, on_deadline,
+                   (uint64_t)(timeout * 1000 + 0.999), 0);
   }
-  while (!done(arg) && !expired) uv_run(&lp->loop, UV_RUN_ONCE);
+  while (!done(arg) && !(timer && timer->expired))
+    uv_run(&lp->loop, UV_RUN_ONCE);
   if (timer) {
-    uv_timer_stop(timer);
-    timer->data = NULL;
-    lmp__close_and_free((uv_handle_t *)timer);
+    uv_timer_stop(&timer->timer);
+    lmp__close_and_free((uv_handle_t *)&timer->timer);
     finish_closing(lp);
   }
   return done(arg);
@@ -138,11 +144,10 @@ static int fd_wait_done(void *arg) {
  * nine that a libuv poll handle costs here (each about 1 us). */
 static int wait_fds_directly(const int *fds, const int *events, int *ready,
                              int n, double timeout) {
-  if (!(timeout < 1e9)) timeout = -1;  /* math.huge, NaN: no limit */
   struct pollfd stack[8], *p = n <= 8 ? stack : calloc((size_t)n, sizeof(*p));
-  double deadline = timeout > 0 ? lmp__now() + timeout : 0;
+  double deadline = lmp__deadline(timeout);
   int i, r;
-  if (p == NULL) return UV_ENOMEM;
+  if (p == NULL) return LMP_ENOMEM;
   for (i = 0; i < n; i++) {
     p[i].fd = fds[i];
     p[i].events = (short)(((events[i] & UV_READABLE) ? POLLIN : 0) |
@@ -150,11 +155,10 @@ static int wait_fds_directly(const int *fds, const int *events, int *ready,
     p[i].revents = 0;
   }
   for (;;) {
-    int ms = timeout < 0 ? -1 : timeout == 0 ? 0
-             : (int)((deadline - lmp__now()) * 1000 + 0.999);
-    if (timeout > 0 && ms < 0) ms = 0;
-    r = poll(p, (nfds_t)n, ms);
-    if (r >= 0 || errno != EINTR) break;
+    double left = lmp__remaining(deadline);
+    r = poll(p, (nfds_t)n, left < 0 ? -1 : (int)(left * 1000 + 0.999));
+    if (r < 0) r = -errno;
+    if (r != -EINTR) break;
   }
   for (i = 0; i < n; i++) {
     ready[i] = 0;
@@ -163,7 +167,7 @@ static int wait_fds_directly(const int *fds, const int *events, int *ready,
     ready[i] &= events[i] | ((p[i].revents & (POLLHUP | POLLERR | POLLNVAL)) ? ~0 : 0);
   }
   if (p != stack) free(p);
-  if (r < 0) return uv_translate_sys_error(errno);
+  if (r < 0) return r;
   for (i = 0, r = 0; i < n; i++) r += ready[i] != 0;
   return r;
 }
@@ -179,7 +183,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
   w.count = 0;
   for (i = 0; i < n; i++) ready[i] = 0;
   watches = calloc((size_t)(n > 0 ? n : 1), sizeof(*watches) + sizeof(int));
-  if (watches == NULL) return UV_ENOMEM;
+  if (watches == NULL) return LMP_ENOMEM;
   events_union = (int *)(watches + (n > 0 ? n : 1));
   for (i = 0; i < n; i++) events_union[i] = events[i];
   for (i = 0; i < n && err == 0; i++) {
@@ -191,7 +195,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
     if (j < i) continue;
     fw = malloc(sizeof(*fw));
     if (fw == NULL) {
-      err = UV_ENOMEM;
+      err = LMP_ENOMEM;
       break;
     }
     fw->wait = &w;
@@ -202,6 +206,7 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
       free(fw);
       break;
     }
+    fw->poll.data = NULL;
     watches[i] = fw;
     err = uv_poll_start(&fw->poll, events_union[i] | UV_DISCONNECT, on_poll);
   }
@@ -274,7 +279,7 @@ int lmp__background_active(lua_State *L) {
 
 int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
                      const int *events, int *ready, int n, double timeout) {
-  double deadline = timeout > 0 && timeout < 1e9 ? lmp__now() + timeout : 0;
+  double deadline = lmp__deadline(timeout);
   for (;;) {
     int nbg, i, r, primary = 0, background = 0;
     int *bg = background_fds(L, lp, &nbg), *all, *allev, *allready;
@@ -305,17 +310,22 @@ int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
     if (r < 0) return r;
     if (background) run_background(L, lp);
     if (primary) return primary;
+    timeout = lmp__remaining(deadline);
     if (timeout == 0) return 0;
-    if (deadline) {
-      timeout = deadline - lmp__now();
-      if (timeout <= 0) return 0;
-    }
   }
 }
 
 /* core.set_background(fn | nil) */
-int lmp__set_background(lua_State *L) {
+static int l_set_background(lua_State *L) {
   lua_settop(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, BACKGROUND_KEY);
   return 0;
+}
+
+void lmp__loop_open(lua_State *L) {
+  static const luaL_Reg functions[] = {
+    {"set_background", l_set_background},
+    {NULL, NULL}
+  };
+  lmp__register(L, "lmp core.", functions, 0);
 }

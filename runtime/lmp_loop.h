@@ -23,7 +23,8 @@ typedef struct {
 lmp_loop *lmp__loop(lua_State *L);
 
 /* Runs the loop until done(arg) is true or `timeout` seconds have passed
- * (timeout < 0: no limit; 0: poll once without blocking).  Returns 1 when
+ * (by the rule of lmp_time.h: 0 polls once without blocking, a negative
+ * timeout or one of LMP_FOREVER_S or more has no limit).  Returns 1 when
  * done, 0 on timeout.  done() is checked before the first wait, so a
  * condition already true returns at once. */
 int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
@@ -33,29 +34,37 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
  * (UV_READABLE, UV_WRITABLE), running the loop meanwhile.  On return,
  * ready[i] holds the events seen on fds[i] (a hang-up or error counts as
  * ready).  Returns the number of ready descriptors: 0 on timeout, or a
- * negative libuv error. */
+ * negative LMP_E* code (libuv's are -errno on Unix, hence LMP_E* too). */
 int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
                        int *ready, int n, double timeout);
 
 /* As lmp__loop_wait_fds, for a blocking call of user code: while it waits,
  * the state's background work (lmp.Pool collecting results and running
  * callbacks) is served too.  The background function, set in the registry
- * by lmp__set_background, returns the descriptors it waits on when called
+ * by core.set_background, returns the descriptors it waits on when called
  * with no argument and does its work when called with true. */
 int lmp__wait_fds_bg(lua_State *L, lmp_loop *lp, const int *fds,
                      const int *events, int *ready, int n, double timeout);
 
-/* core.set_background(fn | nil): the background function of the state. */
-int lmp__set_background(lua_State *L);
+/* Is the background work of the state (lmp.Pool) waiting on anything? */
+int lmp__background_active(lua_State *L);
+
+/* Adds set_background(fn | nil), which sets the background function of
+ * the state, to the core table at the top of the stack. */
+void lmp__loop_open(lua_State *L);
+
+/* Handles on a state's loop are malloc'ed blocks that begin with the uv
+ * handle.  Most are closed by the call that opened them, with
+ * lmp__close_and_free.  A handle that stays open after that call (a running
+ * child's process handle) carries the callback that ends it: its `data`
+ * points to an lmp_handle_closer, and when the state closes, the loop
+ * closes the handle with that callback.  A handle whose data is NULL is
+ * freed with free() then. */
+typedef struct {
+  uv_close_cb close_cb;
+} lmp_handle_closer;
 
 /* Closes a handle and frees it (with free()) in its close callback. */
 void lmp__close_and_free(uv_handle_t *h);
-
-/* The close callback of process handles (lmp_process.c): the state they
- * report into is freed by whichever of it and the Lua object ends last. */
-void lmp__process_handle_closed(uv_handle_t *h);
-
-/* Monotonic time in seconds. */
-double lmp__now(void);
 
 #endif /* LMP_LOOP_H */

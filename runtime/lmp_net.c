@@ -17,8 +17,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "lmp_conn.h"
+#include "lmp_arg.h"
+#include "lmp_error.h"
 #include "lmp_loop.h"
+#include "lmp_net.h"
+#include "lmp_time.h"
 
 typedef struct {
   struct sockaddr_storage sa;
@@ -108,8 +111,8 @@ static void tune(int fd, int family) {
 /* core.net_listen(address, backlog) -> fd, address */
 static int l_listen(lua_State *L) {
   size_t len;
-  const char *address = luaL_checklstring(L, 1, &len);
-  int backlog = (int)luaL_optinteger(L, 2, 16), fd, one = 1;
+  const char *address = lmp__check_lstring(L, 1, &len);
+  int backlog = (int)lmp__opt_integer(L, 2, 16), fd, one = 1;
   net_addr a;
   struct sockaddr_storage bound;
   socklen_t blen = sizeof(bound);
@@ -139,8 +142,8 @@ static int l_listen(lua_State *L) {
 
 /* core.net_accept(fd, timeout) -> fd, peer | nil */
 static int l_accept(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
-  double timeout = luaL_optnumber(L, 2, -1);
+  int fd = (int)lmp__check_integer(L, 1);
+  double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   struct sockaddr_storage peer;
   for (;;) {
     socklen_t plen = sizeof(peer);
@@ -157,7 +160,7 @@ static int l_accept(lua_State *L) {
       return lmp__error_raise(L, "OSError", "accept: %s", strerror(errno));
     n = lmp__wait_fds_bg(L, lmp__loop(L), &fd, &ev, &ready, 1, timeout);
     if (n < 0)
-      return lmp__error_raise(L, "OSError", "accept: %s", uv_strerror(n));
+      return lmp__error_raise(L, "OSError", "accept: %s", lmp_strerror(n));
     if (n == 0) return 0;
   }
 }
@@ -165,8 +168,8 @@ static int l_accept(lua_State *L) {
 /* core.net_connect(address, timeout) -> fd | nil, "timeout" */
 static int l_connect(lua_State *L) {
   size_t len;
-  const char *address = luaL_checklstring(L, 1, &len);
-  double timeout = luaL_optnumber(L, 2, -1);
+  const char *address = lmp__check_lstring(L, 1, &len);
+  double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   net_addr a;
   int fd, err = 0;
   parse_address(L, address, len, &a);
@@ -181,7 +184,7 @@ static int l_connect(lua_State *L) {
       if (n <= 0) {
         close(fd);
         if (n < 0)
-          return lmp__error_raise(L, "OSError", "Client: %s", uv_strerror(n));
+          return lmp__error_raise(L, "OSError", "Client: %s", lmp_strerror(n));
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
@@ -205,7 +208,7 @@ static int l_connect(lua_State *L) {
 /* core.net_close(fd [, unix_path]): closes a listening socket and removes
  * its socket file. */
 static int l_close(lua_State *L) {
-  close((int)luaL_checkinteger(L, 1));
+  close((int)lmp__check_integer(L, 1));
   if (lua_isstring(L, 2)) {
     const char *path = lua_tostring(L, 2);
     if (path[0] != '\0') unlink(path);
@@ -221,5 +224,5 @@ void lmp__net_open(lua_State *L) {
     {"net_close", l_close},
     {NULL, NULL}
   };
-  luaL_register(L, NULL, functions);
+  lmp__register(L, "lmp core.", functions, 0);
 }

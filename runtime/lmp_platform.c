@@ -1,6 +1,7 @@
 /*
  * lmp_platform.c -- facts about this process and machine: CPUs, where the
- * running executable and lmp's own code live, which executable workers run.
+ * running executable and lmp's own code live, which executable workers run,
+ * the names of errno values.
  * Linux-specific lookups stay in this file.
  */
 #define _GNU_SOURCE
@@ -14,10 +15,23 @@
 #include <uv.h>
 
 #include "lmp_internal.h"
+#include "lmp_platform.h"
 
 int lmp_cpu_count(void) {
   unsigned n = uv_available_parallelism();
   return n > 0 ? (int)n : 1;
+}
+
+const char *lmp__errno_name(int e) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
+  return strerrorname_np(e);
+#else
+  /* libuv names the errno values it knows; it would allocate a name for
+   * any other, which is not ours to free. */
+  char buf[64];
+  uv_err_name_r(-e, buf, sizeof(buf));
+  return strncmp(buf, "Unknown", 7) == 0 ? NULL : uv_err_name(-e);
+#endif
 }
 
 const char *lmp__self_exe(void) {

@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "lmp_internal.h"
+#include "lmp_preload.h"
 
 static const lmp__lua_module *find_module(const char *name) {
   const lmp__lua_module *m;

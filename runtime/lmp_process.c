@@ -23,16 +23,22 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "lmp_conn.h"
+#include "lmp_arg.h"
+#include "lmp_error.h"
+#include "lmp_frame.h"
 #include "lmp_loop.h"
+#include "lmp_process.h"
+#include "lmp_time.h"
+#include "lmp_worker.h"
 
 #define PROC_MT "lmp.ProcessHandle"
 #define RUNNING INT_MIN
 
 typedef struct {
-  uv_process_t handle;
+  uv_process_t handle; /* first: the handle's block is the state's */
   int exitcode;        /* RUNNING until the exit callback */
   int handle_closed;
+  int orphaned;        /* the Lua object is gone: the close callback frees */
 } proc_state;
 
 typedef struct {
@@ -43,22 +49,26 @@ typedef struct {
   lmp_loop *lp;
 } proc;
 
-void lmp__process_handle_closed(uv_handle_t *h) {
-  proc_state *st = h->data;
-  /* The Lua object may still look at exitcode: it frees the state then.
-   * If the object is gone (data cleared), free it here. */
-  if (st == NULL) free(h);
+/* The close callback of process handles, here or from the loop when the
+ * state closes (lmp_loop.h): the state they report into is freed by
+ * whichever of it and the Lua object ends last.  The Lua object may still
+ * look at exitcode: it frees the state then. */
+static void handle_closed(uv_handle_t *h) {
+  proc_state *st = (proc_state *)h;
+  if (st->orphaned) free(st);
   else st->handle_closed = 1;
 }
 
+static lmp_handle_closer closer = {handle_closed};
+
 static void on_child_exit(uv_process_t *h, int64_t status, int signal) {
-  proc_state *st = h->data;
-  if (st) st->exitcode = signal ? -signal : (int)status;
-  uv_close((uv_handle_t *)h, lmp__process_handle_closed);
+  proc_state *st = (proc_state *)h;
+  st->exitcode = signal ? -signal : (int)status;
+  uv_close((uv_handle_t *)h, handle_closed);
 }
 
 static proc *check_proc(lua_State *L, int idx) {
-  proc *p = luaL_checkudata(L, idx, PROC_MT);
+  proc *p = lmp__check_udata(L, idx, PROC_MT);
   if (p->st == NULL)
     lmp__error_raise(L, "ValueError", "process object is closed");
   return p;
@@ -79,16 +89,16 @@ static void send_bootstrap(int fd, const char *buf, size_t len) {
 /* core.spawn(exe, name, bootstrap, fds) -> handle
  * `fds` lists descriptors the child gets as 4, 5, ...  */
 static int l_spawn(lua_State *L) {
-  const char *exe = luaL_checkstring(L, 1);
-  const char *name = luaL_checkstring(L, 2);
+  const char *exe = lmp__check_string(L, 1);
+  const char *name = lmp__check_string(L, 2);
   size_t blen;
-  const char *boot = luaL_checklstring(L, 3, &blen);
+  const char *boot = lmp__check_lstring(L, 3, &blen);
   int nfds = lua_istable(L, 4) ? (int)lua_objlen(L, 4) : 0;
   lmp_loop *lp = lmp__loop(L);
   uv_process_options_t opts;
   uv_stdio_container_t *stdio;
   char ppid[32], nfdarg[16], *args[7];
-  unsigned char header[12];
+  unsigned char header[LMP_FRAME_HEADER_MAX];
   size_t hlen;
   proc *p;
   proc_state *st;
@@ -124,7 +134,7 @@ static int l_spawn(lua_State *L) {
   }
   snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
   args[0] = (char *)exe;
-  args[1] = "--lmp-worker";
+  args[1] = LMP_WORKER_FLAG;
   args[2] = "3";
   args[3] = (char *)name;
   args[4] = ppid;
@@ -138,16 +148,16 @@ static int l_spawn(lua_State *L) {
   opts.stdio_count = 4 + nfds;
   opts.stdio = stdio;
   st->exitcode = RUNNING;
-  st->handle.data = st;
+  st->handle.data = &closer;
   err = uv_spawn(&lp->loop, &st->handle, &opts);
   close(sv[1]);
   if (err != 0) {
     close(sv[0]);
     /* libuv: a failed spawn must still be closed. */
-    st->handle.data = NULL;
-    uv_close((uv_handle_t *)&st->handle, lmp__process_handle_closed);
+    st->orphaned = 1;
+    uv_close((uv_handle_t *)&st->handle, handle_closed);
     return lmp__error_raise(L, "ProcessError", "cannot start '%s' (%s): %s",
-                            name, exe, uv_strerror(err));
+                            name, exe, lmp_strerror(err));
   }
   p->st = st;
   p->pid = st->handle.pid;
@@ -159,14 +169,7 @@ static int l_spawn(lua_State *L) {
   p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
 #endif
   /* The bootstrap frame: header as on every connection, then the record. */
-  if (blen < 0x7fffffff) {
-    for (i = 0; i < 4; i++) header[i] = (unsigned char)(blen >> (24 - 8 * i));
-    hlen = 4;
-  } else {
-    memset(header, 0xff, 4);
-    for (i = 0; i < 8; i++) header[4 + i] = (unsigned char)((uint64_t)blen >> (56 - 8 * i));
-    hlen = 12;
-  }
+  hlen = lmp__frame_header(header, blen);
   send_bootstrap(sv[0], (const char *)header, hlen);
   send_bootstrap(sv[0], boot, blen);
   close(sv[0]);
@@ -181,19 +184,16 @@ static int exited(void *arg) {
 /* handle:wait([timeout]) -> exitcode | nil */
 static int proc_wait(lua_State *L) {
   proc *p = check_proc(L, 1);
-  double timeout = lua_isnoneornil(L, 2) ? -1 : luaL_checknumber(L, 2);
+  double timeout = lmp__timeout_arg(L, 2, LMP_FOREVER);
   int done;
-  if (timeout < 0 && !lua_isnoneornil(L, 2)) timeout = 0;
   if (!p->st->handle_closed) uv_ref((uv_handle_t *)&p->st->handle);
   if (p->pidfd >= 0 && p->st->exitcode == RUNNING) {
     /* Wait on the pidfd, serving background work meanwhile, then let
      * libuv collect the exit (its SIGCHLD may come a moment later). */
-    double deadline = timeout > 0 && timeout < 1e9 ? lmp__now() + timeout : 0;
+    double deadline = lmp__deadline(timeout);
     int ev = UV_READABLE, ready;
     for (;;) {
-      double left = timeout < 0 || timeout >= 1e9 ? -1 : timeout == 0 ? 0
-                    : deadline - lmp__now();
-      if (left != -1 && left < 0) left = 0;
+      double left = lmp__remaining(deadline);
       int fd = p->pidfd, r = lmp__wait_fds_bg(L, p->lp, &fd, &ev, &ready, 1, left);
       /* Background work (a pool burying its worker) may have closed this
        * very process while we waited. */
@@ -220,15 +220,15 @@ static int proc_wait(lua_State *L) {
 /* handle:signal(signum) -> true | nil, message */
 static int proc_signal(lua_State *L) {
   proc *p = check_proc(L, 1);
-  int sig = (int)luaL_checkinteger(L, 2), err;
+  int sig = (int)lmp__check_integer(L, 2), err;
   if (p->st->exitcode != RUNNING || p->st->handle_closed) {
     lua_pushboolean(L, 1);  /* already gone: nothing to do, as in Python */
     return 1;
   }
   err = uv_process_kill(&p->st->handle, sig);
-  if (err != 0 && err != UV_ESRCH) {
+  if (err != 0 && err != LMP_ESRCH) {
     lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(err));
+    lua_pushstring(L, lmp_strerror(err));
     return 2;
   }
   lua_pushboolean(L, 1);
@@ -244,14 +244,14 @@ static void proc_release(proc *p) {
       free(p->st);
     } else {
       /* Still running (or closing): libuv owns the state from now on. */
-      p->st->handle.data = NULL;
+      p->st->orphaned = 1;
     }
     p->st = NULL;
   }
 }
 
 static int proc_close(lua_State *L) {
-  proc *p = luaL_checkudata(L, 1, PROC_MT);
+  proc *p = lmp__check_udata(L, 1, PROC_MT);
   if (p->st && p->st->exitcode == RUNNING)
     return lmp__error_raise(L, "ValueError", "cannot close a process that is "
                             "still running (pid %d)", p->pid);
@@ -260,13 +260,13 @@ static int proc_close(lua_State *L) {
 }
 
 static int proc_gc(lua_State *L) {
-  proc_release(lua_touserdata(L, 1));
+  proc_release(lmp__check_udata(L, 1, PROC_MT));
   return 0;
 }
 
 static int proc_index(lua_State *L) {
-  proc *p = luaL_checkudata(L, 1, PROC_MT);
-  const char *k = luaL_checkstring(L, 2);
+  proc *p = lmp__check_udata(L, 1, PROC_MT);
+  const char *k = lmp__check_string(L, 2);
   if (strcmp(k, "pid") == 0) lua_pushinteger(L, p->pid);
   else if (strcmp(k, "sentinel") == 0) {
     if (p->pidfd >= 0) lua_pushinteger(L, p->pidfd);
@@ -309,43 +309,32 @@ static int l_getcwd(lua_State *L) {
 }
 
 static int l_chdir(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = lmp__check_string(L, 1);
   if (chdir(dir) != 0)
     return lmp__error_raise(L, "OSError", "cannot enter directory '%s': %s",
                             dir, strerror(errno));
   return 0;
 }
 
-static int l_now(lua_State *L) {
-  lua_pushnumber(L, lmp__now());
-  return 1;
-}
-
 static int l_isatty(lua_State *L) {
-  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  lua_pushboolean(L, isatty((int)lmp__check_integer(L, 1)));
   return 1;
 }
 
 void lmp__process_open(lua_State *L) {
-  lua_pushcfunction(L, l_now);
-  lua_setfield(L, -2, "now");
-  lua_pushcfunction(L, l_isatty);
-  lua_setfield(L, -2, "isatty");
-  if (luaL_newmetatable(L, PROC_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, proc_methods);
-    lua_pushcclosure(L, proc_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, proc_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  static const luaL_Reg meta[] = {
+    {"__gc", proc_gc},
+    {NULL, NULL}
+  };
+  static const luaL_Reg functions[] = {
+    {"spawn", l_spawn},
+    {"getpid", l_getpid},
+    {"getcwd", l_getcwd},
+    {"chdir", l_chdir},
+    {"isatty", l_isatty},
+    {NULL, NULL}
+  };
+  lmp__push_class(L, PROC_MT, meta, proc_methods, proc_index);
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_spawn);
-  lua_setfield(L, -2, "spawn");
-  lua_pushcfunction(L, l_getpid);
-  lua_setfield(L, -2, "getpid");
-  lua_pushcfunction(L, l_getcwd);
-  lua_setfield(L, -2, "getcwd");
-  lua_pushcfunction(L, l_chdir);
-  lua_setfield(L, -2, "chdir");
+  lmp__register(L, "lmp core.", functions, 0);
 }

@@ -27,10 +27,12 @@
  * header, then prototypes, children first, each preceded by its length,
  * then a zero byte.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "lmp_codec.h"
+#include "lmp_buf.h"
+#include "lmp_proto.h"
 
 #define CACHE_KEY "lmp.proto.factories"     /* bytecode -> factory */
 #define TEMPLATE_KEY "lmp.proto.templates"  /* upvalue count -> template */
@@ -133,7 +135,7 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
 /* Pushes the dump of the template for `nuv` upvalues (the factory of a
  * placeholder function), or nil if it cannot be made. */
 static void push_template(lua_State *L, int nuv) {
-  lmp__codec_registry(L, TEMPLATE_KEY);
+  lmp__registry_table(L, TEMPLATE_KEY, NULL);
   lua_rawgeti(L, -1, nuv);
   if (lua_isnil(L, -1)) {
     /* Locals never assigned: the placeholder's descriptors carry the
@@ -203,7 +205,7 @@ done:
 
 int lmp__proto_closure(lua_State *L, const char *code, size_t len) {
   int cache;
-  lmp__codec_registry(L, CACHE_KEY);
+  lmp__registry_table(L, CACHE_KEY, NULL);
   cache = lua_gettop(L);
   lua_pushlstring(L, code, len);
   lua_rawget(L, cache);

@@ -24,22 +24,20 @@
  * goes back to the system.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
+#include "lmp_arg.h"
 #include "lmp_buf.h"
 #include "lmp_codec.h"
-#include "lmp_loop.h"
+#include "lmp_error.h"
+#include "lmp_futex.h"
+#include "lmp_queue.h"
+#include "lmp_shm.h"
 #include "lmp_sync.h"
+#include "lmp_time.h"
 
 #define LMP_QUEUE_HEADER 4096
 #define LMP_QUEUE_RING ((uint64_t)1 << 30)    /* mapped; the most in use */
@@ -134,13 +132,6 @@ static void spin_pause(void) {
 #endif
 }
 
-static double remaining(double deadline) {
-  double left;
-  if (deadline < 0) return -1;
-  left = deadline - lmp__now();
-  return left > 0 ? left : 0;
-}
-
 /* A process died holding one of the locks: recount the items between head
  * and tail.  Both locks are held. */
 static void recount_locked(lmp_queue *q) {
@@ -155,10 +146,10 @@ static void recount_locked(lmp_queue *q) {
 }
 
 /* Takes a lock that may have been left by a dead process (then the items
- * are recounted by the caller): 0 or EOWNERDEAD, or the error. */
+ * are recounted by the caller): 0, or the error. */
 static int grab(lmp_lock *lock, double timeout) {
   int r = lmp__lock_acquire(lock, timeout);
-  return r == 0 || r == EOWNERDEAD ? 0 : r;
+  return r == 0 || r == LMP_EOWNERDEAD ? 0 : r;
 }
 
 /* As recount_locked, with neither lock held; takes both, in order. */
@@ -170,18 +161,18 @@ static void recount(lmp_queue *q) {
   lmp__lock_release(&q->put_lock);
 }
 
-/* Takes `lock` by the deadline: 0, or ETIMEDOUT.  A lock left by a dead
+/* Takes `lock` by the deadline: 0, or LMP_ETIMEDOUT.  A lock left by a dead
  * process is taken after a recount. */
 static int take(lmp_queue *q, lmp_lock *lock, double deadline) {
   for (;;) {
-    int r = lmp__lock_acquire(lock, remaining(deadline));
+    int r = lmp__lock_acquire(lock, lmp__remaining(deadline));
     if (r == 0) return 0;
-    if (r == EOWNERDEAD) {
+    if (r == LMP_EOWNERDEAD) {
       lmp__lock_release(lock);
       recount(q);
       continue;
     }
-    return ETIMEDOUT;
+    return LMP_ETIMEDOUT;
   }
 }
 
@@ -193,7 +184,7 @@ static void wake_all(uint32_t *word) {
 /* core.queue_init(segment, maxsize) */
 static int l_queue_init(lua_State *L) {
   lmp_queue *q = queue_at(L, 1, NULL);
-  lua_Number maxsize = luaL_optnumber(L, 2, 0);
+  lua_Number maxsize = lmp__opt_number(L, 2, 0);
   if (lmp__lock_init(&q->put_lock) || lmp__lock_init(&q->get_lock))
     return lmp__error_raise(L, "OSError", "Queue: cannot create its locks");
   q->maxsize = maxsize > 0 && maxsize < UINT32_MAX ? (uint32_t)maxsize : 0;
@@ -209,7 +200,7 @@ static int l_queue_init(lua_State *L) {
 static int grow_for(lmp_queue *q, uint64_t need) {
   uint64_t size = q->size, live, h;
   int grown = 0;
-  if (lmp__lock_acquire(&q->get_lock, -1) == EOWNERDEAD) recount_locked(q);
+  if (lmp__lock_acquire(&q->get_lock, -1) == LMP_EOWNERDEAD) recount_locked(q);
   live = q->tail - q->head;
   if (live + need > size && size < LMP_QUEUE_RING) {
     h = q->head % size;
@@ -231,7 +222,7 @@ static int grow_for(lmp_queue *q, uint64_t need) {
 static int l_queue_put(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
-  double deadline = lmp__deadline_arg(L, 3);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
   lmp_codec_opts opts = {1, 0, 0, "item"};
   const char *data = NULL;
   uint64_t len = 0, kind, need;
@@ -298,7 +289,7 @@ static int l_queue_put(lua_State *L) {
       data = own;
     }
     if (!room && (deadline >= 0 && lmp__now() >= deadline)) full = 1;
-    else if (!room && lmp__wait_word(L, &q->space_seq, seq, deadline) == ETIMEDOUT)
+    else if (!room && lmp__wait_word(L, &q->space_seq, seq, deadline) == LMP_ETIMEDOUT)
       full = 1;
     atomic_fetch_sub(AT32(&q->put_waiters), 1);
     if (full) break;
@@ -342,7 +333,7 @@ static int decode_protected(lua_State *L) {
  * back to its small size, and its memory to the system (if no put runs). */
 static void shrink_empty(lmp_queue *q) {
   int r = lmp__lock_acquire(&q->put_lock, 0);
-  if (r == EOWNERDEAD) recount_locked(q);  /* a put died: it left nothing */
+  if (r == LMP_EOWNERDEAD) recount_locked(q);  /* a put died: it left nothing */
   else if (r != 0) return;
   if (q->head == q->tail) {
     madvise(ring(q) + LMP_QUEUE_SMALL, q->size - LMP_QUEUE_SMALL, MADV_REMOVE);
@@ -358,7 +349,7 @@ static void shrink_empty(lmp_queue *q) {
 static int l_queue_get(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
-  double deadline = lmp__deadline_arg(L, 2);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 2, LMP_FOREVER));
   uint64_t head, len, kind;
   decode_args a;
   int status, spun = 0;
@@ -391,7 +382,7 @@ static int l_queue_get(lua_State *L) {
       lmp__lock_release(&q->get_lock);
       if (!ready && deadline >= 0 && lmp__now() >= deadline) empty = 1;
       else if (!ready &&
-               lmp__wait_word(L, &q->data_seq, seq, deadline) == ETIMEDOUT)
+               lmp__wait_word(L, &q->data_seq, seq, deadline) == LMP_ETIMEDOUT)
         empty = 1;
       atomic_fetch_sub(AT32(&q->get_waiters), 1);
     }
@@ -481,14 +472,14 @@ static int all_done(lmp_queue *q) {
 static int l_queue_join(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
-  double deadline = lmp__deadline_arg(L, 2);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 2, LMP_FOREVER));
   lmp__shm_pin(seg);
   atomic_fetch_add(AT32(&q->join_waiters), 1);
   for (;;) {
     uint32_t seq = atomic_load(AT32(&q->done_seq));
     if (all_done(q)) break;
     if (deadline >= 0 && lmp__now() >= deadline) break;
-    if (lmp__wait_word(L, &q->done_seq, seq, deadline) == ETIMEDOUT) break;
+    if (lmp__wait_word(L, &q->done_seq, seq, deadline) == LMP_ETIMEDOUT) break;
   }
   atomic_fetch_sub(AT32(&q->join_waiters), 1);
   lmp__shm_unpin(seg);
@@ -498,46 +489,27 @@ static int l_queue_join(lua_State *L) {
 
 /* --- readiness for lmp.connection.wait ------------------------------------- */
 
-/* A watcher is a thread that sleeps until the queue has an item, then
- * makes an eventfd readable; connection.wait polls that descriptor. */
+/* A watcher (lmp_futex.h) sleeps on data_seq until the queue has an item;
+ * connection.wait polls its descriptor.  While it lives it counts as a
+ * sleeping consumer, so that puts wake it. */
 typedef struct {
+  lmp_watcher w;
   lmp_queue *q;
   lmp_segment *seg;  /* pinned: a callback may close the queue meanwhile */
-  int efd;
-  int started;
-  _Atomic int stop;
-  pthread_t thread;
 } watcher;
 
-static void *watch_main(void *arg) {
-  watcher *w = arg;
-  lmp_queue *q = w->q;
-  uint64_t one = 1;
-  atomic_fetch_add(AT32(&q->get_waiters), 1);
-  while (!atomic_load(&w->stop)) {
-    uint32_t seq = atomic_load(AT32(&q->data_seq));
-    atomic_store(AT32(&q->woken), 0);
-    if (atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail))) {
-      while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR) {}
-      break;
-    }
-    syscall(SYS_futex, &q->data_seq, FUTEX_WAIT, seq, NULL, NULL, 0);
-  }
-  atomic_fetch_sub(AT32(&q->get_waiters), 1);
-  return NULL;
+static int has_item(lmp_watcher *w, uint32_t *seen) {
+  lmp_queue *q = w->arg;
+  *seen = atomic_load(AT32(&q->data_seq));
+  atomic_store(AT32(&q->woken), 0);
+  return atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail));
 }
 
 static int watcher_close(lua_State *L) {
-  watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
-  if (w->started) {
-    atomic_store(&w->stop, 1);
-    wake_all(&w->q->data_seq);
-    pthread_join(w->thread, NULL);
-    w->started = 0;
-  }
-  if (w->efd >= 0) {
-    close(w->efd);
-    w->efd = -1;
+  watcher *w = lmp__check_udata(L, 1, "lmp.QueueWatcher");
+  if (w->w.started) {
+    lmp__watcher_stop(&w->w);
+    atomic_fetch_sub(AT32(&w->q->get_waiters), 1);
   }
   if (w->seg) {
     lmp__shm_unpin(w->seg);
@@ -547,8 +519,8 @@ static int watcher_close(lua_State *L) {
 }
 
 static int watcher_fd(lua_State *L) {
-  watcher *w = luaL_checkudata(L, 1, "lmp.QueueWatcher");
-  lua_pushinteger(L, w->efd);
+  watcher *w = lmp__check_udata(L, 1, "lmp.QueueWatcher");
+  lua_pushinteger(L, w->w.fd);
   return 1;
 }
 
@@ -557,10 +529,14 @@ static int l_queue_watch(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
   watcher *w = lua_newuserdata(L, sizeof(*w));
-  sigset_t all, old;
+  int err;
   memset(w, 0, sizeof(*w));
   w->q = q;
-  w->efd = -1;
+  w->w.fd = -1;
+  w->w.word = &q->data_seq;
+  w->w.ready = has_item;
+  w->w.arg = q;
+  w->w.deadline = LMP_FOREVER;
   luaL_getmetatable(L, "lmp.QueueWatcher");
   lua_setmetatable(L, -2);
   lua_createtable(L, 1, 0);  /* the watcher keeps the segment alive */
@@ -569,14 +545,11 @@ static int l_queue_watch(lua_State *L) {
   lua_setfenv(L, -2);
   lmp__shm_pin(seg);
   w->seg = seg;
-  if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
-    return lmp__error_raise(L, "OSError", "wait: %s", strerror(errno));
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  w->started = pthread_create(&w->thread, NULL, watch_main, w) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!w->started)
-    return lmp__error_raise(L, "OSError", "wait: cannot start a thread");
+  atomic_fetch_add(AT32(&q->get_waiters), 1);
+  if ((err = lmp__watcher_start(&w->w)) != 0) {
+    atomic_fetch_sub(AT32(&q->get_waiters), 1);
+    return lmp__error_raise(L, "OSError", "wait: %s", lmp_strerror(err));
+  }
   return 1;
 }
 
@@ -591,16 +564,16 @@ void lmp__queue_open(lua_State *L) {
     {"queue_watch", l_queue_watch},
     {NULL, NULL}
   };
-  if (luaL_newmetatable(L, "lmp.QueueWatcher")) {
-    lua_pushcfunction(L, watcher_close);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    lua_pushcfunction(L, watcher_close);
-    lua_setfield(L, -2, "close");
-    lua_pushcfunction(L, watcher_fd);
-    lua_setfield(L, -2, "fd");
-    lua_setfield(L, -2, "__index");
-  }
+  static const luaL_Reg meta[] = {
+    {"__gc", watcher_close},
+    {NULL, NULL}
+  };
+  static const luaL_Reg methods[] = {
+    {"close", watcher_close},
+    {"fd", watcher_fd},
+    {NULL, NULL}
+  };
+  lmp__push_class(L, "lmp.QueueWatcher", meta, methods, NULL);
   lua_pop(L, 1);
   lua_newuserdata(L, sizeof(lmp_buf));
   memset(lua_touserdata(L, -1), 0, sizeof(lmp_buf));
@@ -611,5 +584,5 @@ void lmp__queue_open(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, "lmp.queue.scratch");
   lua_pushnumber(L, (lua_Number)(LMP_QUEUE_HEADER + LMP_QUEUE_RING));
   lua_setfield(L, -2, "queue_segment_size");
-  luaL_register(L, NULL, functions);
+  lmp__register(L, "lmp core.", functions, 0);
 }

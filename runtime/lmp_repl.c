@@ -15,7 +15,8 @@
 
 #include <editline/readline.h>
 
-#include "lmp_cli.h"
+#include "lmp_docall.h"
+#include "lmp_repl.h"
 
 #define LINE_MAX_LEN 65536
 
@@ -129,7 +130,7 @@ static void print_results(lua_State *L, int base) {
   if (lua_pcall(L, n, 0, 0) != 0) {
     lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1));
     lua_remove(L, -2);
-    lmp__cli_report(L);
+    lmp__docall_report(L);
   }
 }
 
@@ -155,10 +156,10 @@ void lmp__repl(lua_State *L) {
     int base = lua_gettop(L);
     status = load_chunk(L, &r);
     if (status < 0) break;
-    if (status == 0 && lmp__cli_docall(L, 0, LUA_MULTRET) == 0)
+    if (status == 0 && lmp__docall(L, 0, LUA_MULTRET) == 0)
       print_results(L, base);
     else if (status > 0)
-      lmp__cli_report(L);
+      lmp__docall_report(L);
     lua_settop(L, base);
   }
   if (r.tty && r.history[0]) write_history(r.history);

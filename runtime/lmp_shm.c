@@ -26,7 +26,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "lmp_sync.h"
+#include "lmp_arg.h"
+#include "lmp_error.h"
+#include "lmp_shm.h"
 
 #define SEGMENT_MT "lmp.Segment"
 #define UNLINKED_SEALS (F_SEAL_GROW | F_SEAL_SHRINK)
@@ -78,7 +80,7 @@ void lmp__shm_unpin(lmp_segment *s) {
 }
 
 static lmp_segment *check_segment(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, SEGMENT_MT);
+  return lmp__check_udata(L, idx, SEGMENT_MT);
 }
 
 static lmp_segment *open_segment(lua_State *L, int idx) {
@@ -124,8 +126,8 @@ static lmp_segment *push_mapped(lua_State *L, int fd, size_t size,
 /* core.segment_new(size [, tag]) -> segment: anonymous, zero-filled; the
  * tag names it in /proc (default "lmp"). */
 static int l_segment_new(lua_State *L) {
-  lua_Number n = luaL_checknumber(L, 1);
-  const char *tag = luaL_optstring(L, 2, "lmp");
+  lua_Number n = lmp__check_number(L, 1);
+  const char *tag = lmp__opt_string(L, 2, "lmp");
   int fd, err;
   if (!(n >= 1 && n <= (lua_Number)(SIZE_MAX / 2)))
     return lmp__error_raise(L, "ValueError", "size must be positive");
@@ -143,7 +145,7 @@ static int l_segment_new(lua_State *L) {
 /* core.segment_open(name, create, size) -> segment: /dev/shm/name.  With
  * create the name must not exist yet (as Python's SharedMemory). */
 static int l_segment_open(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
+  const char *name = lmp__check_string(L, 1);
   int create = lua_toboolean(L, 2);
   char path[256 + 2];
   struct stat st;
@@ -154,7 +156,7 @@ static int l_segment_open(lua_State *L) {
                             "longer than 255 bytes", name);
   snprintf(path, sizeof(path), "/%s", name);
   if (create) {
-    lua_Number n = luaL_checknumber(L, 3);
+    lua_Number n = lmp__check_number(L, 3);
     if (!(n >= 1 && n <= (lua_Number)(SIZE_MAX / 2)))
       return lmp__error_raise(L, "ValueError", "SharedMemory: size must be "
                               "a positive number of bytes");
@@ -197,7 +199,7 @@ static int l_segment_open(lua_State *L) {
 /* core.segment_from_fd(fd) -> segment: an inherited descriptor, which the
  * segment owns from here on. */
 static int l_segment_from_fd(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 1);
+  int fd = (int)lmp__check_integer(L, 1);
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_size <= 0)
     return lmp__error_raise(L, "OSError", "descriptor %d is not a shared "
@@ -211,9 +213,9 @@ static int l_segment_from_fd(lua_State *L) {
  * anonymous segment that process pid holds as fd, if that is still the
  * one tagged `tag` (a SharedMemory made without a name). */
 static int l_segment_open_proc(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  int pid = (int)luaL_checkinteger(L, 2), theirs = (int)luaL_checkinteger(L, 3);
-  const char *tag = luaL_checkstring(L, 4);
+  const char *name = lmp__check_string(L, 1);
+  int pid = (int)lmp__check_integer(L, 2), theirs = (int)lmp__check_integer(L, 3);
+  const char *tag = lmp__check_string(L, 4);
   char path[64], link[300], want[300];
   struct stat st;
   ssize_t len;
@@ -263,7 +265,7 @@ static int l_segment_unlink(lua_State *L) {
 
 /* core.shm_unlink(name) -> true | nil, message */
 static int l_shm_unlink(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
+  const char *name = lmp__check_string(L, 1);
   char path[256 + 2];
   if (strlen(name) > 255) return 0;
   snprintf(path, sizeof(path), "/%s", name);
@@ -301,7 +303,7 @@ static int l_closed(lua_State *L) {
 
 /* segment:read(offset, len) -> string; segment:write(offset, s) */
 static int l_read(lua_State *L) {
-  lua_Number off = luaL_checknumber(L, 2), len = luaL_checknumber(L, 3);
+  lua_Number off = lmp__check_number(L, 2), len = lmp__check_number(L, 3);
   lmp_segment *s = open_segment(L, 1);
   if (!(off >= 0 && len >= 0 && off + len <= (lua_Number)s->size))
     return lmp__error_raise(L, "IndexError", "read(%.0f, %.0f) is outside "
@@ -312,9 +314,9 @@ static int l_read(lua_State *L) {
 }
 
 static int l_write(lua_State *L) {
-  lua_Number off = luaL_checknumber(L, 2);
+  lua_Number off = lmp__check_number(L, 2);
   size_t len;
-  const char *data = luaL_checklstring(L, 3, &len);
+  const char *data = lmp__check_lstring(L, 3, &len);
   lmp_segment *s = open_segment(L, 1);
   if (!(off >= 0 && off + (lua_Number)len <= (lua_Number)s->size))
     return lmp__error_raise(L, "IndexError", "write of %.0f bytes at %.0f is "
@@ -360,13 +362,11 @@ static const luaL_Reg shm_functions[] = {
 };
 
 void lmp__shm_open(lua_State *L) {
-  if (luaL_newmetatable(L, SEGMENT_MT)) {
-    lua_newtable(L);
-    luaL_register(L, NULL, segment_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  static const luaL_Reg meta[] = {
+    {"__gc", l_gc},
+    {NULL, NULL}
+  };
+  lmp__push_class(L, SEGMENT_MT, meta, segment_methods, NULL);
   lua_pop(L, 1);
-  luaL_register(L, NULL, shm_functions);
+  lmp__register(L, "lmp core.", shm_functions, 0);
 }

@@ -5,11 +5,8 @@
  * and giving locks and permits without blocking, which LuaJIT calls from
  * compiled code at the cost of a C call.  The Lua half (core.sync_*) holds
  * the blocking waits.  Those must let lmp.Pool collect results and run
- * callbacks meanwhile (SPEC section 8), and a futex cannot be polled with
- * descriptors, so while a pool is busy a helper thread sleeps on the futex
- * word and signals an eventfd that the state's loop waits on next to the
- * pool's descriptors.  With no pool, the calling thread sleeps on the word
- * itself.
+ * callbacks meanwhile (SPEC section 8): they wait with lmp__wait_word
+ * (lmp_futex.c).
  *
  * Lock acquisition does not serve callbacks: a lock is released by its
  * holder whatever the pool does, so the wait cannot depend on them.
@@ -20,45 +17,19 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "lmp_loop.h"
+#include "lmp_arg.h"
+#include "lmp_futex.h"
+#include "lmp_shm.h"
 #include "lmp_sync.h"
+#include "lmp_time.h"
 
-/* --- futex words ---------------------------------------------------------------- */
-
-static struct timespec deadline_timespec(double deadline) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)deadline;  /* deadlines are positive */
-  ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) ts.tv_nsec = 999999999L;
-  return ts;
-}
-
-/* Sleeps while *word == expected, until woken or `deadline` (monotonic
- * seconds; < 0: none).  Returns 0 when woken or the word differs, or
- * ETIMEDOUT.  A wake-up may be spurious: callers re-check their state. */
-static int futex_wait(uint32_t *word, uint32_t expected, double deadline) {
-  struct timespec ts;
-  long r;
-  if (deadline >= 0) ts = deadline_timespec(deadline);
-  r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected,
-              deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
-  if (r == 0) return 0;
-  if (errno == ETIMEDOUT) return ETIMEDOUT;
-  return 0;  /* EAGAIN: the word changed; EINTR: a signal */
-}
-
-void lmp__futex_wake(uint32_t *word, int32_t n) {
-  syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
-}
+/* --- shared words ----------------------------------------------------------- */
 
 static uint32_t load(uint32_t *word) {
   return atomic_load((_Atomic uint32_t *)word);
@@ -88,49 +59,50 @@ int lmp__lock_init(lmp_lock *l) {
   pthread_mutexattr_t a;
   int r;
   memset(l, 0, sizeof(*l));
-  if ((r = pthread_mutexattr_init(&a)) != 0) return r;
+  if ((r = pthread_mutexattr_init(&a)) != 0) return -r;
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
   pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
   r = pthread_mutex_init(&l->mutex, &a);
   pthread_mutexattr_destroy(&a);
-  return r;
+  return -r;
 }
 
 int lmp__lock_acquire(lmp_lock *l, double timeout) {
   int r = pthread_mutex_trylock(&l->mutex);
+  timeout = lmp__timeout(timeout);
   if (r == EBUSY || r == EDEADLK) {
     int32_t me = self_tid();
     if (l->owner == me || r == EDEADLK) {
       /* Our own lock: waiting cannot help.  Python waits out the
        * timeout and fails; without one it would hang for ever. */
-      if (timeout < 0 || timeout >= 1e9) return EDEADLK;
+      if (timeout < 0) return LMP_EDEADLK;
       if (timeout > 0) {
-        struct timespec ts = deadline_timespec(lmp__now() + timeout);
+        struct timespec ts = lmp__timespec(lmp__now() + timeout);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
                EINTR) {}
       }
-      return timeout == 0 ? EBUSY : ETIMEDOUT;
+      return timeout == 0 ? LMP_EBUSY : LMP_ETIMEDOUT;
     }
-    if (timeout < 0 || timeout >= 1e9) {  /* math.huge: no deadline */
+    if (timeout < 0) {
       r = pthread_mutex_lock(&l->mutex);
     } else if (timeout > 0) {
-      struct timespec ts = deadline_timespec(lmp__now() + timeout);
+      struct timespec ts = lmp__timespec(lmp__now() + timeout);
       r = pthread_mutex_clocklock(&l->mutex, CLOCK_MONOTONIC, &ts);
     }
   }
   if (r == EOWNERDEAD) pthread_mutex_consistent(&l->mutex);
-  else if (r != 0) return r;
+  else if (r != 0) return -r;
   l->owner = self_tid();
   l->count = 1;
-  return r;
+  return -r;
 }
 
 int lmp__lock_release(lmp_lock *l) {
-  if (l->owner != self_tid()) return EPERM;
+  if (l->owner != self_tid()) return LMP_EPERM;
   l->owner = 0;
   l->count = 0;
-  return pthread_mutex_unlock(&l->mutex);
+  return -pthread_mutex_unlock(&l->mutex);
 }
 
 static int permit_take(lmp_sem *s) {
@@ -145,7 +117,7 @@ static int permit_give(lmp_sem *s, uint32_t n) {
   _Atomic uint32_t *v = (_Atomic uint32_t *)&s->value;
   uint32_t old = atomic_load(v);
   do {
-    if (old > s->max || n > s->max - old) return EOVERFLOW;
+    if (old > s->max || n > s->max - old) return LMP_EOVERFLOW;
   } while (!atomic_compare_exchange_weak(v, &old, old + n));
   if (load(&s->waiters) > 0) lmp__futex_wake(&s->value, (int32_t)n);
   return 0;
@@ -165,77 +137,14 @@ static const lmp_sync_api sync_api = {
   permit_give, wake, event_set, self_tid,
 };
 
-/* --- waiting while the pool is served ------------------------------------ */
-
-typedef struct {
-  uint32_t *word;
-  uint32_t expected;
-  double deadline;
-  int efd;
-} word_watch;
-
-static void *watch_main(void *arg) {
-  word_watch *w = arg;
-  uint64_t one = 1;
-  futex_wait(w->word, w->expected, w->deadline);
-  while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR) {}
-  return NULL;
-}
-
-/* As futex_wait, while the state's background work is served. */
-int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
-                     double deadline) {
-  lmp_loop *lp;
-  word_watch w;
-  pthread_t thread;
-  sigset_t all, old;
-  int ev = UV_READABLE, ready = 0, r, started;
-  double timeout;
-  if (!lmp__background_active(L)) return futex_wait(word, expected, deadline);
-  lp = lmp__loop(L);
-  w.word = word;
-  w.expected = expected;
-  w.deadline = deadline;
-  w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (w.efd < 0) return futex_wait(word, expected, deadline);
-  /* Signals stay with the thread that runs Lua. */
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  started = pthread_create(&thread, NULL, watch_main, &w) == 0;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (!started) {
-    close(w.efd);
-    return futex_wait(word, expected, deadline);
-  }
-  timeout = deadline < 0 ? -1 : deadline - lmp__now();
-  r = lmp__wait_fds_bg(L, lp, &w.efd, &ev, &ready, 1,
-                       timeout < 0 && deadline >= 0 ? 0 : timeout);
-  /* On a timeout the watcher's own deadline is the same one; on an error
-   * it is woken (with whoever else waits: they re-check). */
-  if (r < 0) lmp__futex_wake(word, INT_MAX);
-  pthread_join(thread, NULL);
-  close(w.efd);
-  if (r > 0 || load(word) != expected) return 0;
-  return deadline >= 0 && lmp__now() >= deadline ? ETIMEDOUT : 0;
-}
-
 /* --- the Lua half: blocking waits -------------------------------------------- */
 
 /* Arguments (segment, offset, ..., timeout): the object's memory, pinned
  * while the wait runs, and the deadline. */
 static void *object_at(lua_State *L, size_t size, lmp_segment **seg) {
-  lua_Number off = luaL_checknumber(L, 2);
-  if (!(off >= 0)) luaL_argerror(L, 2, "bad offset");
+  lua_Number off = lmp__check_number(L, 2);
+  if (!(off >= 0)) lmp__argerror(L, 2, "offset must be 0 or more");
   return lmp__shm_at(L, 1, (size_t)off, size, seg);
-}
-
-double lmp__deadline_arg(lua_State *L, int idx) {
-  double t;
-  if (lua_isnoneornil(L, idx)) return -1;
-  t = luaL_checknumber(L, idx);
-  if (t != t) luaL_argerror(L, idx, "timeout is NaN");
-  if (t >= 1e9) return -1;  /* math.huge and the like: no deadline */
-  return lmp__now() + (t > 0 ? t : 0);
 }
 
 /* Takes a permit, waiting until `deadline`.  1 taken, 0 timed out. */
@@ -247,7 +156,7 @@ static int sem_take(lua_State *L, lmp_sem *s, double deadline) {
       got = 1;
       break;
     }
-    if (lmp__wait_word(L, &s->value, 0, deadline) == ETIMEDOUT) {
+    if (lmp__wait_word(L, &s->value, 0, deadline) == LMP_ETIMEDOUT) {
       got = permit_take(s);
       break;
     }
@@ -260,7 +169,7 @@ static int sem_take(lua_State *L, lmp_sem *s, double deadline) {
 static int l_sem_acquire(lua_State *L) {
   lmp_segment *seg;
   lmp_sem *s = object_at(L, sizeof(lmp_sem), &seg);
-  double deadline = lmp__deadline_arg(L, 3);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
   int got;
   lmp__shm_pin(seg);
   got = sem_take(L, s, deadline);
@@ -273,11 +182,11 @@ static int l_sem_acquire(lua_State *L) {
 static int l_event_wait(lua_State *L) {
   lmp_segment *seg;
   lmp_event *e = object_at(L, sizeof(lmp_event), &seg);
-  double deadline = lmp__deadline_arg(L, 3);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
   lmp__shm_pin(seg);
   fetch_add(&e->waiters, 1);
   while (load(&e->flag) == 0 &&
-         lmp__wait_word(L, &e->flag, 0, deadline) != ETIMEDOUT) {}
+         lmp__wait_word(L, &e->flag, 0, deadline) != LMP_ETIMEDOUT) {}
   fetch_add(&e->waiters, -1);
   lua_pushboolean(L, load(&e->flag) != 0);
   lmp__shm_unpin(seg);
@@ -289,11 +198,11 @@ static int l_event_wait(lua_State *L) {
 static int l_wait_change(lua_State *L) {
   lmp_segment *seg;
   uint32_t *word = object_at(L, sizeof(uint32_t), &seg);
-  uint32_t expected = (uint32_t)luaL_checknumber(L, 3);
-  double deadline = lmp__deadline_arg(L, 4);
+  uint32_t expected = (uint32_t)lmp__check_number(L, 3);
+  double deadline = lmp__deadline(lmp__timeout_arg(L, 4, LMP_FOREVER));
   lmp__shm_pin(seg);
   while (load(word) == expected &&
-         lmp__wait_word(L, word, expected, deadline) != ETIMEDOUT) {}
+         lmp__wait_word(L, word, expected, deadline) != LMP_ETIMEDOUT) {}
   lua_pushboolean(L, load(word) != expected);
   lmp__shm_unpin(seg);
   return 1;
@@ -309,7 +218,7 @@ void lmp__sync_open(lua_State *L) {
   };
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, install_fork_handler);
-  luaL_register(L, NULL, functions);
+  lmp__register(L, "lmp core.", functions, 0);
   lua_pushlightuserdata(L, (void *)&sync_api);
   lua_setfield(L, -2, "sync_api");
   /* The size of pthread_mutex_t, for the FFI declarations of the layouts. */

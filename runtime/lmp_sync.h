@@ -6,11 +6,9 @@
  * are read and written by C and, through the LuaJIT FFI, by
  * lua/lmp/sync.lua, whose cdef must match them.
  *
- * Waiting is done on futex words: the kernel puts a waiter to sleep only if
- * the word still holds the value it saw, so a wake-up is never lost, and
- * nothing spins or sleeps in a loop.  Locks are robust process-shared
- * pthread mutexes: when a holder dies, the kernel marks the mutex and the
- * next acquirer gets it with EOWNERDEAD.
+ * Waiting is done on futex words (lmp_futex.h).  Locks are robust
+ * process-shared pthread mutexes: when a holder dies, the kernel marks the
+ * mutex and the next acquirer gets it with LMP_EOWNERDEAD.
  */
 #ifndef LMP_SYNC_H
 #define LMP_SYNC_H
@@ -54,13 +52,16 @@ typedef struct {
 /* The functions lua/lmp/sync.lua calls through the FFI (no lua_State):
  * the fast paths that do not block, or block without serving callbacks. */
 typedef struct {
+  /* Each returns 0 or a negative LMP_E* code (lmp.h), which Lua reads
+   * by name from core.E. */
   int (*lock_init)(lmp_lock *l);
-  /* 0 or EOWNERDEAD (held now, either way); EBUSY, ETIMEDOUT, EDEADLK
-   * (this thread holds it and timeout < 0), or another errno value. */
+  /* 0 or LMP_EOWNERDEAD (held now, either way); LMP_EBUSY (timeout 0),
+   * LMP_ETIMEDOUT, LMP_EDEADLK (this thread holds it and would wait for
+   * ever), or another -errno.  The timeout follows lmp_time.h. */
   int (*lock_acquire)(lmp_lock *l, double timeout);
-  int (*lock_release)(lmp_lock *l);  /* 0, or EPERM if not the holder */
+  int (*lock_release)(lmp_lock *l);  /* 0, or LMP_EPERM if not the holder */
   int (*permit_take)(lmp_sem *s);        /* 1 if a permit was taken */
-  int (*permit_give)(lmp_sem *s, uint32_t n);  /* 0, or EOVERFLOW past max */
+  int (*permit_give)(lmp_sem *s, uint32_t n);  /* 0, or LMP_EOVERFLOW past max */
   void (*wake)(uint32_t *word, int32_t n);
   void (*event_set)(lmp_event *e);
   int32_t (*self_tid)(void);
@@ -70,42 +71,9 @@ typedef struct {
  * they wait) to the core table at the top of the stack. */
 void lmp__sync_open(lua_State *L);
 
-/* Adds the queue functions (lmp_queue.c) to the core table. */
-void lmp__queue_open(lua_State *L);
-
-/* Adds the shared segment functions (lmp_shm.c) to the core table. */
-void lmp__shm_open(lua_State *L);
-
-/* The address of byte `offset` of the segment at idx, checked to hold
- * `size` bytes there; raises if closed or out of range.  *seg_out, if not
- * NULL, gets the segment for lmp__shm_pin. */
-typedef struct lmp_segment lmp_segment;
-void *lmp__shm_at(lua_State *L, int idx, size_t offset, size_t size,
-                  lmp_segment **seg_out);
-
-/* A pinned segment stays mapped across a close until it is unpinned (a
- * close from a callback run while a wait sleeps on it). */
-void lmp__shm_pin(lmp_segment *s);
-void lmp__shm_unpin(lmp_segment *s);
-
-/* For other C files (lmp_queue.c): the lock functions of lmp_sync_api, */
+/* For other C files (lmp_queue.c): the lock functions of lmp_sync_api. */
 int lmp__lock_init(lmp_lock *l);
 int lmp__lock_acquire(lmp_lock *l, double timeout);
 int lmp__lock_release(lmp_lock *l);
-
-/* waking the sleepers on a futex word, */
-void lmp__futex_wake(uint32_t *word, int32_t n);
-
-/* sleeping while *word == expected until `deadline` (monotonic seconds, or
- * < 0 for none), serving the state's background work: 0 when woken (maybe
- * spuriously) or ETIMEDOUT, */
-int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
-                   double deadline);
-
-/* and the deadline of timeout argument idx (nil: -1, no deadline). */
-double lmp__deadline_arg(lua_State *L, int idx);
-
-/* Is the background work of the state (lmp.Pool) waiting on anything? */
-int lmp__background_active(lua_State *L);
 
 #endif /* LMP_SYNC_H */

@@ -22,14 +22,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lmp_internal.h"
+#include "lmp_error.h"
+#include "lmp_frame.h"
+#include "lmp_preload.h"
+#include "lmp_worker.h"
 
-#define WORKER_FLAG "--lmp-worker"
-
-/* The bootstrap message is a frame as on every lmp connection: a 4-byte
- * big-endian length, or -1 followed by an 8-byte length.  It comes from our
- * own parent, but is still bounded so that a stray fd cannot make us
- * allocate without limit. */
+/* The bootstrap message is a frame as on every lmp connection
+ * (lmp_frame.h).  It comes from our own parent, but is still bounded so
+ * that a stray fd cannot make us allocate without limit. */
 #define BOOTSTRAP_MAX ((uint64_t)1 << 31)
 
 static int read_full(int fd, void *buf, size_t n) {
@@ -47,16 +47,18 @@ static int read_full(int fd, void *buf, size_t n) {
 
 /* Reads one frame from `fd` into a malloc'ed buffer. */
 static int read_frame(int fd, char **out, size_t *outlen) {
-  unsigned char hdr[8];
+  unsigned char hdr[LMP_FRAME_HEADER_MAX];
   uint64_t len;
-  int i, err;
+  size_t hlen;
+  int err;
   *out = NULL;
-  if ((err = read_full(fd, hdr, 4)) != 0) return err;
-  len = (uint64_t)hdr[0] << 24 | (uint64_t)hdr[1] << 16 | hdr[2] << 8 | hdr[3];
-  if (len == 0xffffffffu) {
-    if ((err = read_full(fd, hdr, 8)) != 0) return err;
-    for (len = 0, i = 0; i < 8; i++) len = len << 8 | hdr[i];
-  }
+  if ((err = read_full(fd, hdr, LMP_FRAME_HEADER_MIN)) != 0) return err;
+  hlen = lmp__frame_header_size(hdr);
+  if (hlen > LMP_FRAME_HEADER_MIN &&
+      (err = read_full(fd, hdr + LMP_FRAME_HEADER_MIN,
+                       hlen - LMP_FRAME_HEADER_MIN)) != 0)
+    return err;
+  if ((err = lmp__frame_length(hdr, &len)) != 0) return err;
   if (len > BOOTSTRAP_MAX) return LMP_ETOOBIG;
   if ((*out = malloc(len ? len : 1)) == NULL) return LMP_ENOMEM;
   if ((err = read_full(fd, *out, len)) != 0) {
@@ -165,7 +167,7 @@ int lmp_worker_main(int argc, char **argv) {
   char *end;
   long fd;
   int err;
-  if (argc < 3 || strcmp(argv[1], WORKER_FLAG) != 0) return -1;
+  if (argc < 3 || strcmp(argv[1], LMP_WORKER_FLAG) != 0) return -1;
   memset(&w, 0, sizeof(w));
   errno = 0;
   fd = strtol(argv[2], &end, 10);

@@ -11,8 +11,9 @@ return function(core, lmp, I, shm)
   local codec = lmp.codec
   local unpack = unpack or table.unpack
 
-  -- errno values from the lock functions (Linux)
-  local EPERM, EBUSY, EDEADLK, ETIMEDOUT, EOWNERDEAD = 1, 16, 35, 110, 130
+  -- codes from the lock functions (negative, as all C error codes of lmp)
+  local E = core.E
+  local EBUSY, EDEADLK, ETIMEDOUT, EOWNERDEAD = E.BUSY, E.DEADLK, E.TIMEDOUT, E.OWNERDEAD
   local MAX_PERMITS = 0x7fffffff
   local TID = api.self_tid()
 
@@ -96,7 +97,7 @@ return function(core, lmp, I, shm)
       raise("ValueError", "%s: this process already holds the lock, so waiting " ..
             "would never end (an RLock can be re-entered)", what)
     end
-    raise("OSError", "%s: the lock is unusable (errno %d)", what, r)
+    raise("OSError", "%s: the lock is unusable (%s)", what, core.strerror(r))
   end
 
   local function release_error(p, what)
@@ -118,7 +119,7 @@ return function(core, lmp, I, shm)
   local function new_lock(cls)
     local self = new(cls, lock_ct, ffi.sizeof("lmp_lock"))
     local r = api.lock_init(self._p)
-    if r ~= 0 then raise("OSError", "%s: cannot initialise (errno %d)", cls._name, r) end
+    if r ~= 0 then raise("OSError", "%s: cannot initialise (%s)", cls._name, core.strerror(r)) end
     return self
   end
 
@@ -269,7 +270,7 @@ int kill(int pid, int sig);
   local cond_ct = ffi.typeof("lmp_cond *")
   local SLOT_SIZE = ffi.sizeof("lmp_cond_slot")
   local SLOT0 = ffi.offsetof("lmp_cond", "slot") + ffi.offsetof("lmp_cond_slot", "flag")
-  local ESRCH = 3
+  local ESRCH = -core.E.SRCH  -- ffi.errno() is positive
   local Condition = class("Condition")
 
   local function is_lock(v)
@@ -464,7 +465,7 @@ int kill(int pid, int sig);
                      {_action = action, _timeout = timeout_arg(timeout, "Barrier")})
     local p = rawget(self, "_p")
     local r = api.lock_init(p.lock)
-    if r ~= 0 then raise("OSError", "Barrier: cannot initialise (errno %d)", r) end
+    if r ~= 0 then raise("OSError", "Barrier: cannot initialise (%s)", core.strerror(r)) end
     p.parties = parties
     return self
   end

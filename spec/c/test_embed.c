@@ -2,6 +2,7 @@
  * test_embed -- the embedding API as a C host uses it: open the module in
  * a state of one's own, read errors as codes, and be a worker executable.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,13 @@ static void test_error_codes(void) {
   CHECK(strcmp(lmp_strerror(-13), "Permission denied") == 0);
   CHECK(strcmp(lmp_strerror(-999999), "unknown error") == 0);
   CHECK(strcmp(lmp_strerror(0), "success") == 0);
+  /* Errno values are negated, as in libuv, and named as errno names them. */
+  CHECK(LMP_ETIMEDOUT == -ETIMEDOUT && LMP_ENOMEM == -ENOMEM);
+  CHECK(strcmp(lmp_err_name(LMP_ETIMEDOUT), "LMP_ETIMEDOUT") == 0);
+  CHECK(strcmp(lmp_err_name(-EACCES), "EACCES") == 0);
+  CHECK(strcmp(lmp_err_name(-EADDRINUSE), "EADDRINUSE") == 0);
+  CHECK(strcmp(lmp_err_name(-999999), "LMP_EUNKNOWN") == 0);
+  CHECK(strcmp(lmp_err_name(0), "LMP_OK") == 0);
 }
 
 static void test_module(void) {
