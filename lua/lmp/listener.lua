@@ -146,9 +146,9 @@ return function(core, lmp, I)
       more.address = opts
       opts = more
     end
-    local o = options(opts, "Listener")
+    local o = options(opts, "lmp.connection.Listener")
     local address = o.address or "127.0.0.1:0"
-    if type(address) ~= "string" then raise("TypeError", "Listener: address must be a string") end
+    if type(address) ~= "string" then raise("TypeError", "lmp.connection.Listener: address must be a string") end
     local fd, real = core.net_listen(address, o.backlog)
     -- A Unix socket file (a path: with a '/', or without a ':') goes with
     -- the Listener.
@@ -188,12 +188,12 @@ return function(core, lmp, I)
   -- Client(address [, {authkey =, timeout =, safe =, max_message =,
   -- stall =}]) -> Connection
   function lmp.connection.Client(address, opts)
-    if type(address) ~= "string" then raise("TypeError", "Client: address must be a string") end
-    local o = options(opts, "Client")
+    if type(address) ~= "string" then raise("TypeError", "lmp.connection.Client: address must be a string") end
+    local o = options(opts, "lmp.connection.Client")
     local deadline = core.now() + o.timeout  -- to connect and authenticate
     local fd, why = core.net_connect(address, o.timeout)
     if not fd then
-      raise("TimeoutError", "Client: no connection to %s within %g s (%s)",
+      raise("TimeoutError", "lmp.connection.Client: no connection to %s within %g s (%s)",
             address, o.timeout, why)
     end
     return open(fd, o, false, deadline)

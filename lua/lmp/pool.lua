@@ -122,13 +122,13 @@ return function(core, lmp, I)
     if type(opts) ~= "table" then opts = {processes = opts} end
     local n = opts.processes
     if n == nil then n = lmp.cpu_count() end
-    check_positive_integer(n, "Pool", "processes")
+    check_positive_integer(n, "lmp.Pool", "processes")
     if opts.maxtasksperchild ~= nil then
-      check_positive_integer(opts.maxtasksperchild, "Pool", "maxtasksperchild")
+      check_positive_integer(opts.maxtasksperchild, "lmp.Pool", "maxtasksperchild")
     end
-    check_optional(opts.initializer, "function", "Pool", "initializer")
-    check_optional(opts.initargs, "table", "Pool", "initargs")
-    check_optional(opts.task_timeout, "number", "Pool", "task_timeout")
+    check_optional(opts.initializer, "function", "lmp.Pool", "initializer")
+    check_optional(opts.initargs, "table", "lmp.Pool", "initargs")
+    check_optional(opts.task_timeout, "number", "lmp.Pool", "task_timeout")
     local self = setmetatable({
       size = n, initializer = opts.initializer, initargs = opts.initargs,
       maxtasks = opts.maxtasksperchild, task_timeout = opts.task_timeout,

@@ -89,17 +89,17 @@ return function(core, lmp, I)
     local target = opts.target
     if type(target) == "string" then
       if not target:match("^[%w_.]+:[%w_]+$") then
-        raise("ValueError", "Process: target %q is not \"module:function\"", target)
+        raise("ValueError", "lmp.Process: target %q is not \"module:function\"", target)
       end
     elseif type(target) ~= "function" then
-      raise("TypeError", "Process: target must be a function or \"module:function\", not %s",
+      raise("TypeError", "lmp.Process: target must be a function or \"module:function\", not %s",
             type(target))
     end
     local args = opts.args or {}
     if type(args) ~= "table" then
-      raise("TypeError", "Process: args must be a table, not %s", type(args))
+      raise("TypeError", "lmp.Process: args must be a table, not %s", type(args))
     end
-    if opts.name ~= nil then I.check_type(opts.name, "string", "Process", "name") end
+    if opts.name ~= nil then I.check_type(opts.name, "string", "lmp.Process", "name") end
     state.count = state.count + 1
     local self = setmetatable({
       name = opts.name or ("Process-" .. state.count),
@@ -195,20 +195,20 @@ return function(core, lmp, I)
   local methods_available = {"spawn"}
   function lmp.get_all_start_methods() return {unpack(methods_available)} end
   function lmp.get_start_method() return state.start_method end
-  local function check_method(name)
-    I.check_type(name, "string", "start method", "name")
+  local function check_method(name, what)
+    I.check_type(name, "string", what, "name")
     if name ~= "spawn" then
       raise("ValueError", "unknown or unavailable start method %q (available: spawn)",
             tostring(name))
     end
   end
   function lmp.set_start_method(name)
-    check_method(name)
+    check_method(name, "lmp.set_start_method")
     state.start_method = name
   end
   function lmp.get_context(name)
     name = name or state.start_method
-    check_method(name)
+    check_method(name, "lmp.get_context")
     return setmetatable({get_start_method = function() return name end},
                         {__index = lmp})
   end

@@ -37,7 +37,7 @@ return function(core, lmp, I, shm)
     if type(maxsize) == "table" then maxsize = maxsize.maxsize end
     if maxsize == nil then maxsize = 0 end
     if type(maxsize) ~= "number" or maxsize % 1 ~= 0 then
-      raise("TypeError", "%s: maxsize must be an integer, not %s", cls._name, type(maxsize))
+      raise("TypeError", "lmp.%s: maxsize must be an integer, not %s", cls._name, type(maxsize))
     end
     local seg = core.segment_new(core.queue_segment_size)
     core.queue_init(seg, maxsize > 0 and maxsize or 0)

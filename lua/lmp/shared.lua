@@ -140,8 +140,8 @@ return function(core, lmp, I, shm, sync)
               "lmp_array_%s;"):format(ctype, name))
     ffi.cdef(("typedef struct { %s * const ptr; int32_t _n; const int32_t _id; } " ..
               "lmp_value_%s;"):format(ctype, name))
-    local set_element = converter(tc, "Array")
-    local set_value = converter(tc, "Value")
+    local set_element = converter(tc, "Array element")
+    local set_value = converter(tc, "Value.value")
 
     local methods = {
       typecode = tc,
@@ -225,28 +225,29 @@ return function(core, lmp, I, shm, sync)
     local a = make(array_ct[tc], seg, off, n,
                    {kind = "Array", typecode = tc, lock = lock})
     if type(init) == "table" then
-      for i = 1, n do a[i] = init[i] end
+      local set = converter(tc, what)
+      for i = 1, n do a.ptr[i - 1] = set(init[i]) end
     end
     return a
   end
 
   function lmp.Array(tc, init, opts)
-    return new_array("Array", tc, init, lock_option(opts, "Array"))
+    return new_array("lmp.Array", tc, init, lock_option(opts, "lmp.Array"))
   end
-  function lmp.RawArray(tc, init) return new_array("RawArray", tc, init, nil) end
+  function lmp.RawArray(tc, init) return new_array("lmp.RawArray", tc, init, nil) end
 
   local function new_value(what, tc, init, lock)
     check_typecode(tc, what)
     local seg, off = shm.alloc(ffi.sizeof(TYPES[tc][1]))
     local v = make(value_ct[tc], seg, off, 1, {kind = "Value", typecode = tc, lock = lock})
-    if init ~= nil then v.value = init end
+    if init ~= nil then v.ptr[0] = converter(tc, what)(init) end
     return v
   end
 
   function lmp.Value(tc, init, opts)
-    return new_value("Value", tc, init, lock_option(opts, "Value"))
+    return new_value("lmp.Value", tc, init, lock_option(opts, "lmp.Value"))
   end
-  function lmp.RawValue(tc, init) return new_value("RawValue", tc, init, nil) end
+  function lmp.RawValue(tc, init) return new_value("lmp.RawValue", tc, init, nil) end
 
   -- Values and Arrays travel to a child when it starts, with their lock.
   codec.register_extension("lmp.Array", {}, function() end, function(t)
@@ -322,17 +323,17 @@ return function(core, lmp, I, shm, sync)
     if type(opts) ~= "table" then opts = {name = opts, create = create, size = size} end
     local name = opts.name
     if name ~= nil and (type(name) ~= "string" or name == "" or name:find("/", 1, true)) then
-      raise("ValueError", "SharedMemory: name must be a non-empty string without '/'")
+      raise("ValueError", "lmp.SharedMemory: name must be a non-empty string without '/'")
     end
     local creating = opts.create
     if creating == nil then creating = name == nil end
     if creating then
       -- No size is size 0, as in Python: a ValueError.
       if opts.size ~= nil then
-        I.check_type(opts.size, "number", "SharedMemory", "size", "a number of bytes")
+        I.check_type(opts.size, "number", "lmp.SharedMemory", "size", "a number of bytes")
       end
       if opts.size == nil or opts.size < 1 or opts.size % 1 ~= 0 then
-        raise("ValueError", "SharedMemory: size must be a positive integer number of bytes")
+        raise("ValueError", "lmp.SharedMemory: size must be a positive integer number of bytes")
       end
       if name == nil then
         local seg, generated_name = generated(opts.size)
@@ -340,7 +341,7 @@ return function(core, lmp, I, shm, sync)
       end
       return new_shared_memory(name, core.segment_open(name, true, opts.size))
     elseif name == nil then
-      raise("ValueError", "SharedMemory: name is needed to attach (create = false)")
+      raise("ValueError", "lmp.SharedMemory: name is needed to attach (create = false)")
     end
     local ok, seg = pcall(core.segment_open, name, false)
     if ok then return new_shared_memory(name, seg) end

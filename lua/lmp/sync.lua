@@ -217,9 +217,9 @@ return function(core, lmp, I, shm)
     return self
   end
 
-  function lmp.Semaphore(value) return semaphore(Semaphore, "Semaphore", value) end
+  function lmp.Semaphore(value) return semaphore(Semaphore, "lmp.Semaphore", value) end
   function lmp.BoundedSemaphore(value)
-    return semaphore(BoundedSemaphore, "BoundedSemaphore", value)
+    return semaphore(BoundedSemaphore, "lmp.BoundedSemaphore", value)
   end
 
   for _, cls in ipairs({Semaphore, BoundedSemaphore}) do
@@ -283,7 +283,7 @@ int kill(int pid, int sig);
     if lock == nil then
       lock = lmp.RLock()
     elseif not is_lock(lock) then
-      raise("TypeError", "Condition: lock must be an lmp.Lock or lmp.RLock")
+      raise("TypeError", "lmp.Condition: lock must be an lmp.Lock or lmp.RLock")
     end
     check(lock, "Condition")
     return new(Condition, cond_ct, ffi.sizeof("lmp_cond"), {_lock = lock})
@@ -453,19 +453,19 @@ int kill(int pid, int sig);
       parties, action, timeout = parties.parties, parties.action, parties.timeout
     end
     if type(parties) ~= "number" or parties % 1 ~= 0 then
-      raise("TypeError", "Barrier: parties must be an integer")
+      raise("TypeError", "lmp.Barrier: parties must be an integer")
     end
     if parties < 1 or parties > MAX_PERMITS then
-      raise("ValueError", "Barrier: parties must be at least 1, not %d", parties)
+      raise("ValueError", "lmp.Barrier: parties must be at least 1, not %d", parties)
     end
     if action ~= nil and type(action) ~= "function" then
-      raise("TypeError", "Barrier: action must be a function")
+      raise("TypeError", "lmp.Barrier: action must be a function")
     end
     local self = new(Barrier, barrier_ct, ffi.sizeof("lmp_barrier"),
-                     {_action = action, _timeout = timeout_arg(timeout, "Barrier")})
+                     {_action = action, _timeout = timeout_arg(timeout, "lmp.Barrier")})
     local p = rawget(self, "_p")
     local r = api.lock_init(p.lock)
-    if r ~= 0 then raise("OSError", "Barrier: cannot initialise (%s)", core.strerror(r)) end
+    if r ~= 0 then raise("OSError", "lmp.Barrier: cannot initialise (%s)", core.strerror(r)) end
     p.parties = parties
     return self
   end

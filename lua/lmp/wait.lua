@@ -14,8 +14,8 @@ return function(core, lmp, I)
 
   -- Returns the entries of list that are ready, as the objects given.
   function lmp.connection.wait(list, timeout)
-    I.check_type(list, "table", "connection.wait", "list", "a table of objects")
-    if timeout ~= nil then timeout = I.timeout(timeout, "connection.wait") or math.huge end
+    I.check_type(list, "table", "lmp.connection.wait", "list", "a table of objects")
+    if timeout ~= nil then timeout = I.timeout(timeout, "lmp.connection.wait") or math.huge end
     local kinds
     for i = 1, #list do
       local watch = watches[getmetatable(list[i])]
@@ -30,7 +30,7 @@ return function(core, lmp, I)
     for i = 1, #list do proxy[i] = list[i] end
     local ok, err = pcall(function()
       for i, watch in pairs(kinds) do
-        local now, w = watch(list[i], "connection.wait")
+        local now, w = watch(list[i], "lmp.connection.wait")
         if now then ready[#ready + 1] = list[i] end
         watchers[#watchers + 1] = w
         proxy[i] = w:fd()
