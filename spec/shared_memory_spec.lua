@@ -942,9 +942,8 @@ describe("lmp shared memory", function()
       collectgarbage(); collectgarbage()
       assert.is_true(H.lmp_mappings() <= maps0,
                      ("mappings: %d before, %d after"):format(maps0, H.lmp_mappings()))
-      local extra = {}
-      for fd in pairs(H.fds()) do if not fds0[fd] then extra[fd] = true end end
-      assert.is_nil(next(extra), "descriptors left: " .. H.describe_fds(extra))
+      local changes = H.fd_changes(fds0, H.fds())
+      assert.is_nil(changes[1], table.concat(changes, "; "))
     end)
   end)
 
@@ -1350,9 +1349,8 @@ describe("lmp shared memory", function()
       if jit then jit.flush() end
       collectgarbage(); collectgarbage()
       assert.equal(1, shm_mappings(name))
-      local extra = {}
-      for fd in pairs(H.fds()) do if not fds0[fd] then extra[fd] = true end end
-      assert.is_nil(next(extra), "descriptors left: " .. H.describe_fds(extra))
+      local changes = H.fd_changes(fds0, H.fds())
+      assert.is_nil(changes[1], table.concat(changes, "; "))
       assert.equal(500 % 256, sm:buf()[0])
       sm:close()
       assert.equal(0, shm_mappings(name))
