@@ -4,6 +4,7 @@
 -- whose own pipe came and went with the listing: specs were blamed, now
 -- and then, for descriptors they never touched.
 local H = require "spec.support.helpers"
+local lmp = require "lmp"
 local ffi = require "ffi"
 
 for _, decl in ipairs({
@@ -149,9 +150,12 @@ describe("the leak check", function()
   end)
 
   describe("H.check_leaks() in a spec file of its own", function()
-    it("fails a spec that leaks, closes or replaces a descriptor, and passes a clean one", function()
+    it("fails a spec that leaks, closes or replaces a descriptor or leaves a name in /dev/shm, " ..
+       "and passes a clean one", function()
       local dir = H.tmpdir()
       local n = spare_number()
+      -- a name as another run of these specs (pid 0: none) would make
+      local foreign = ("lmpspec_0_%d_foreign"):format(lmp.current_process().pid)
       local spec = H.write(dir .. "/probe_spec.lua", ([[
         local H = require "spec.support.helpers"
         local lmp = require "lmp"
@@ -182,8 +186,13 @@ describe("the leak check", function()
             H.dup2(a:fileno(), N + 1)
             a:close(); b:close()
           end)
+          it("shm", function()
+            -- one name of this run's own, one of another run's
+            assert(io.open("/dev/shm/" .. H.shm_prefix .. "left", "w")):close()
+            assert(io.open("/dev/shm/%s", "w")):close()
+          end)
         end)
-      ]]):format(n))
+      ]]):format(n, foreign))
       local r = H.run({H.lmp, "/usr/bin/busted", "-o", "TAP", spec}, {timeout = 60})
       -- TAP: each spec's line, then a line for its after_each if that failed
       local failed, current = {}, nil
@@ -200,6 +209,13 @@ describe("the leak check", function()
         "descriptors closed that the spec did not open: " .. n .. "%->/dev/null"), out)
       assert.truthy(failed.replaces and failed.replaces:find(
         "their numbers now used by something else: " .. (n + 1) .. " %(was /dev/null[^,]*, now socket:"), out)
+      -- another run's name is neither blamed nor removed; this run's is both
+      local theirs = io.open("/dev/shm/" .. foreign)
+      if theirs then theirs:close() end
+      os.remove("/dev/shm/" .. foreign)
+      assert.truthy(failed.shm and failed.shm:find("left in /dev/shm: lmpspec_%d+_left"), out)
+      assert.falsy(failed.shm:find(foreign, 1, true), out)
+      assert.truthy(theirs, "the leak check removed another run's /dev/shm/" .. foreign)
     end)
   end)
 end)

@@ -24,7 +24,7 @@ local serial = 0
 -- A fresh name for a named segment, unique to this run.
 local function unique_name(tag)
   serial = serial + 1
-  local name = ("lmpspec_%d_%d_%s"):format(PID, serial, tag or "x")
+  local name = ("%s%d_%s"):format(H.shm_prefix, serial, tag or "x")
   seen_names[name] = true
   return name
 end
@@ -1361,7 +1361,7 @@ describe("lmp shared memory", function()
   it("leaves nothing of its own in /dev/shm", function()
     local left = {}
     for name in pairs(H.dev_shm()) do
-      if seen_names[name] or name:find("^lmpspec_" .. PID .. "_")
+      if seen_names[name] or name:sub(1, #H.shm_prefix) == H.shm_prefix
          or name:find("^lmp_" .. PID .. "_") then
         left[#left + 1] = name
       end

@@ -285,6 +285,11 @@ function H.lmp_mappings()
   return n
 end
 
+-- The prefix of the names the specs give named shared memory: unique to
+-- this run, which the leak check looks for in /dev/shm.
+H.shm_prefix = ("lmpspec_%d_"):format(lmp.current_process().pid)
+local generated_prefix = ("lmp_%d_"):format(lmp.current_process().pid)
+
 -- The names in /dev/shm, as a set.
 function H.dev_shm()
   local set = {}
@@ -442,10 +447,13 @@ function H.check_leaks()
     if maps > before_maps then
       problems[#problems + 1] = ("%d shared memory segments still mapped"):format(maps - before_maps)
     end
-    -- Only names of lmp's and the specs' own (lmp*): other programs on
-    -- the machine may use /dev/shm meanwhile.
+    -- Only names of this run's own (H.shm_prefix, and lmp's generated
+    -- names of this process, which must never be there): other programs on
+    -- the machine, other runs of these specs among them, may use /dev/shm
+    -- meanwhile, and their names are not ours to remove.
     for name in pairs(H.dev_shm()) do
-      if not before_shm[name] and name:match("^lmp") then
+      if not before_shm[name] and (name:sub(1, #H.shm_prefix) == H.shm_prefix or
+                                   name:sub(1, #generated_prefix) == generated_prefix) then
         problems[#problems + 1] = "left in /dev/shm: " .. name
         os.remove("/dev/shm/" .. name)
       end
