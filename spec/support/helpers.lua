@@ -264,13 +264,28 @@ function H.fd_changes(before, after)
   return problems
 end
 
--- Pids of this process's children (of all its threads).
-function H.children()
+local function all_children()
   local kids = {}
   for _, tid in ipairs(list_dir("/proc/self/task") or {}) do
     for k in (slurp("/proc/self/task/" .. tid .. "/children") or ""):gmatch("%d+") do
       kids[#kids + 1] = tonumber(k)
     end
+  end
+  return kids
+end
+
+-- Children this process had before any spec ran are not the specs': a
+-- shell starts the reader of `busted > >(tee log)` as a child of the
+-- process that becomes busted, for instance.
+local inherited_children = {}
+for _, pid in ipairs(all_children()) do inherited_children[pid] = true end
+
+-- Pids of the children of this process (of all its threads) that it
+-- started itself.
+function H.children()
+  local kids = {}
+  for _, pid in ipairs(all_children()) do
+    if not inherited_children[pid] then kids[#kids + 1] = pid end
   end
   return kids
 end
