@@ -485,6 +485,14 @@ static int l_pipe(lua_State *L) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return lmp__error_raise(L, "OSError", "Pipe: %s", strerror(errno));
+  sv[0] = lmp__fd_above_stdio(sv[0]);
+  sv[1] = lmp__fd_above_stdio(sv[1]);
+  if (sv[0] < 0 || sv[1] < 0) {
+    int err = errno;
+    if (sv[0] >= 0) close(sv[0]);
+    if (sv[1] >= 0) close(sv[1]);
+    return lmp__error_raise(L, "OSError", "Pipe: %s", strerror(err));
+  }
   if (!duplex) {
     shutdown(sv[0], SHUT_WR);
     shutdown(sv[1], SHUT_RD);

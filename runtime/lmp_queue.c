@@ -569,7 +569,8 @@ static int l_queue_watch(lua_State *L) {
   lua_setfenv(L, -2);
   lmp__shm_pin(seg);
   w->seg = seg;
-  if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+  w->efd = lmp__fd_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (w->efd < 0)
     return lmp__error_raise(L, "OSError", "wait: %s", strerror(errno));
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -196,7 +196,7 @@ int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
   w.word = word;
   w.expected = expected;
   w.deadline = deadline;
-  w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  w.efd = lmp__fd_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (w.efd < 0) return futex_wait(word, expected, deadline);
   /* Signals stay with the thread that runs Lua. */
   sigfillset(&all);
