@@ -372,6 +372,15 @@ function H.raw_write(fd, s)
   end
 end
 
+-- The lowest number from `from` on that is not an open descriptor: a
+-- number a spec may dup2 onto.  (A fixed one may hold a descriptor the
+-- process inherited, or one of lmp's: dup2 would close it.)
+function H.free_fd(from)
+  local fd = from or 3
+  while ffi.C.fcntl(fd, 1) ~= -1 do fd = fd + 1 end  -- F_GETFD
+  return fd
+end
+
 -- dup2 (the copy is inherited by programs this process starts) and close.
 function H.dup2(fd, newfd)
   assert(ffi.C.dup2(fd, newfd) == newfd, "dup2 failed")
