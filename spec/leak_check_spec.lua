@@ -155,7 +155,7 @@ describe("the leak check", function()
       local dir = H.tmpdir()
       local n = spare_number()
       -- a name as another run of these specs (pid 0: none) would make
-      local foreign = ("lmpspec_0_%d_foreign"):format(lmp.current_process().pid)
+      local foreign = ("spec_lmp_0_%d_foreign"):format(lmp.current_process().pid)
       local spec = H.write(dir .. "/probe_spec.lua", ([[
         local H = require "spec.support.helpers"
         local lmp = require "lmp"
@@ -192,8 +192,8 @@ describe("the leak check", function()
             assert(io.open("/dev/shm/%s", "w")):close()
           end)
           it("keeps", function()
-            -- (checked at once: until every worktree has this check, other
-            -- runs on the machine remove any new name that starts with lmp)
+            -- (checked at once: another run on the machine may be making
+            -- its own check meanwhile)
             local f = io.open("/dev/shm/%s")
             os.remove("/dev/shm/%s")
             assert(f, "the leak check removed another run's name")
@@ -228,7 +228,7 @@ describe("the leak check", function()
         "their numbers now used by something else: " .. (n + 1) .. " %(was /dev/null[^,]*, now socket:"), out)
       -- another run's name is neither blamed nor removed; this run's is both
       os.remove("/dev/shm/" .. foreign)
-      assert.truthy(failed.shm and failed.shm:find("left in /dev/shm: lmpspec_%d+_left"), out)
+      assert.truthy(failed.shm and failed.shm:find("left in /dev/shm: spec_lmp_%d+_left"), out)
       assert.falsy(failed.shm:find(foreign, 1, true), out)
       assert.is_nil(failed.keeps, out)
     end)

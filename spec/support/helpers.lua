@@ -301,8 +301,10 @@ function H.lmp_mappings()
 end
 
 -- The prefix of the names the specs give named shared memory: unique to
--- this run, which the leak check looks for in /dev/shm.
-H.shm_prefix = ("lmpspec_%d_"):format(lmp.current_process().pid)
+-- this run, which the leak check looks for in /dev/shm.  (Not "lmp...":
+-- older versions of this check, running elsewhere on the machine, removed
+-- every new name that starts so.)
+H.shm_prefix = ("spec_lmp_%d_"):format(lmp.current_process().pid)
 local generated_prefix = ("lmp_%d_"):format(lmp.current_process().pid)
 
 -- The names in /dev/shm, as a set.
