@@ -25,6 +25,7 @@
 #include "lmp_error.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
+#include "lmp_platform.h"
 #include "lmp_time.h"
 
 #define CONN_MT "lmp.Connection"
@@ -480,6 +481,14 @@ static int l_pipe(lua_State *L) {
   }
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return lmp__error_raise(L, "OSError", "Pipe: %s", strerror(errno));
+  sv[0] = lmp__fd_above_stdio(sv[0]);
+  sv[1] = lmp__fd_above_stdio(sv[1]);
+  if (sv[0] < 0 || sv[1] < 0) {
+    int err = errno;
+    if (sv[0] >= 0) close(sv[0]);
+    if (sv[1] >= 0) close(sv[1]);
+    return lmp__error_raise(L, "OSError", "Pipe: %s", strerror(err));
+  }
   if (!duplex) {
     shutdown(sv[0], SHUT_WR);
     shutdown(sv[1], SHUT_RD);

@@ -15,6 +15,7 @@
 
 #include "lmp_futex.h"
 #include "lmp_loop.h"
+#include "lmp_platform.h"
 #include "lmp_time.h"
 
 int lmp__futex_wait(uint32_t *word, uint32_t expected, double deadline) {
@@ -56,7 +57,7 @@ int lmp__watcher_start(lmp_watcher *w) {
   w->started = 0;
   atomic_store(&w->stop, 0);
   w->done = 0;
-  w->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  w->fd = lmp__fd_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (w->fd < 0) return -errno;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);

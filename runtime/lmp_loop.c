@@ -9,6 +9,7 @@
 #include "lmp_arg.h"
 #include "lmp_error.h"
 #include "lmp_loop.h"
+#include "lmp_platform.h"
 #include "lmp_time.h"
 
 #define LOOP_KEY "lmp.loop"
@@ -44,14 +45,18 @@ static int loop_gc(lua_State *L) {
 
 lmp_loop *lmp__loop(lua_State *L) {
   lmp_loop *lp;
-  int err;
+  int err, held;
   lua_getfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
   lp = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (lp) return lp;
   lp = lua_newuserdata(L, sizeof(*lp));
   memset(lp, 0, sizeof(*lp));
-  if ((err = uv_loop_init(&lp->loop)) != 0) {
+  /* The loop's descriptors must not take 0, 1 or 2 (lmp_platform.c). */
+  held = lmp__stdio_hold();
+  err = uv_loop_init(&lp->loop);
+  lmp__stdio_release(held);
+  if (err != 0) {
     lp->closed = 1;
     lmp__error_raise(L, "OSError", "cannot create an event loop: %s",
                      lmp_strerror(err));

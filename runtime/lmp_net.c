@@ -21,6 +21,7 @@
 #include "lmp_error.h"
 #include "lmp_loop.h"
 #include "lmp_net.h"
+#include "lmp_platform.h"
 #include "lmp_time.h"
 
 typedef struct {
@@ -117,7 +118,8 @@ static int l_listen(lua_State *L) {
   struct sockaddr_storage bound;
   socklen_t blen = sizeof(bound);
   parse_address(L, address, len, &a);
-  fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  fd = lmp__fd_above_stdio(
+      socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd < 0)
     return lmp__error_raise(L, "OSError", "Listener: %s", strerror(errno));
   if (a.family != AF_UNIX)
@@ -147,8 +149,9 @@ static int l_accept(lua_State *L) {
   struct sockaddr_storage peer;
   for (;;) {
     socklen_t plen = sizeof(peer);
-    int c = accept4(fd, (struct sockaddr *)&peer, &plen,
-                    SOCK_CLOEXEC | SOCK_NONBLOCK), ev = UV_READABLE, ready, n;
+    int c = lmp__fd_above_stdio(accept4(fd, (struct sockaddr *)&peer, &plen,
+                                        SOCK_CLOEXEC | SOCK_NONBLOCK));
+    int ev = UV_READABLE, ready, n;
     if (c >= 0) {
       tune(c, peer.ss_family);
       lua_pushinteger(L, c);
@@ -173,7 +176,8 @@ static int l_connect(lua_State *L) {
   net_addr a;
   int fd, err = 0;
   parse_address(L, address, len, &a);
-  fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  fd = lmp__fd_above_stdio(
+      socket(a.family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd < 0)
     return lmp__error_raise(L, "OSError", "Client: %s", strerror(errno));
   if (connect(fd, (struct sockaddr *)&a.sa, a.len) != 0) {

@@ -6,6 +6,8 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,4 +102,37 @@ const char *lmp_get_executable(void) {
     if (is_executable(candidate) && realpath(candidate, found)) return found;
   }
   return NULL;
+}
+
+/* --- descriptors 0, 1 and 2 ------------------------------------------------- */
+
+int lmp__fd_above_stdio(int fd) {
+  int copy, err;
+  if (fd < 0 || fd > 2) return fd;
+  copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  err = errno;
+  close(fd);
+  errno = err;
+  return copy;
+}
+
+int lmp__stdio_hold(void) {
+  int fd, held = 0;
+  for (fd = 0; fd <= 2; fd++) {
+    int got;
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    /* The lowest free number is fd, as the ones below it are open by now
+     * (unless another thread of the host just opened or closed one: then
+     * the copy is not ours to keep there, and fd stays as it is). */
+    got = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (got == fd) held |= 1 << fd;
+    else if (got >= 0) close(got);
+  }
+  return held;
+}
+
+void lmp__stdio_release(int held) {
+  int fd;
+  for (fd = 0; fd <= 2; fd++)
+    if (held & (1 << fd)) close(fd);
 }

@@ -27,6 +27,7 @@
 #include "lmp_error.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
+#include "lmp_platform.h"
 #include "lmp_process.h"
 #include "lmp_time.h"
 #include "lmp_worker.h"
@@ -102,7 +103,7 @@ static int l_spawn(lua_State *L) {
   size_t hlen;
   proc *p;
   proc_state *st;
-  int sv[2], i, err;
+  int sv[2], i, err, held;
 
   p = lua_newuserdata(L, sizeof(*p));
   memset(p, 0, sizeof(*p));
@@ -116,6 +117,15 @@ static int l_spawn(lua_State *L) {
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     free(st);
     return lmp__error_raise(L, "OSError", "start: %s", strerror(errno));
+  }
+  sv[0] = lmp__fd_above_stdio(sv[0]);
+  sv[1] = lmp__fd_above_stdio(sv[1]);
+  if (sv[0] < 0 || sv[1] < 0) {
+    err = errno;
+    if (sv[0] >= 0) close(sv[0]);
+    if (sv[1] >= 0) close(sv[1]);
+    free(st);
+    return lmp__error_raise(L, "OSError", "start: %s", strerror(err));
   }
   /* stdout and stderr are the parent's; stdin is /dev/null, as in Python,
    * so that children do not compete with a REPL for the terminal. */
@@ -149,7 +159,13 @@ static int l_spawn(lua_State *L) {
   opts.stdio = stdio;
   st->exitcode = RUNNING;
   st->handle.data = &closer;
+  /* 1 and 2 of a host that has them closed are /dev/null meanwhile: the
+   * child's stdout and stderr then, and not where libuv's own descriptors
+   * of the spawn go (lmp_platform.c). */
+  held = lmp__stdio_hold();
   err = uv_spawn(&lp->loop, &st->handle, &opts);
+  lmp__stdio_release(held);
+  lmp__stdio_release(held);
   close(sv[1]);
   if (err != 0) {
     close(sv[0]);
@@ -166,7 +182,7 @@ static int l_spawn(lua_State *L) {
    * waits for the exit. */
   uv_unref((uv_handle_t *)&st->handle);
 #ifdef SYS_pidfd_open
-  p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+  p->pidfd = lmp__fd_above_stdio((int)syscall(SYS_pidfd_open, p->pid, 0));
 #endif
   /* The bootstrap frame: header as on every connection, then the record. */
   hlen = lmp__frame_header(header, blen);

@@ -28,6 +28,7 @@
 
 #include "lmp_arg.h"
 #include "lmp_error.h"
+#include "lmp_platform.h"
 #include "lmp_shm.h"
 
 #define SEGMENT_MT "lmp.Segment"
@@ -131,7 +132,7 @@ static int l_segment_new(lua_State *L) {
   int fd, err;
   if (!(n >= 1 && n <= (lua_Number)(SIZE_MAX / 2)))
     return lmp__error_raise(L, "ValueError", "size must be positive");
-  fd = memfd_create(tag, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  fd = lmp__fd_above_stdio(memfd_create(tag, MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (fd < 0 || ftruncate(fd, (off_t)n) != 0) {
     err = errno;
     if (fd >= 0) close(fd);
@@ -162,6 +163,12 @@ static int l_segment_open(lua_State *L) {
                               "a positive number of bytes");
     size = (size_t)n;
     fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0 && (fd = lmp__fd_above_stdio(fd)) < 0) {
+      err = errno;
+      shm_unlink(path);
+      return lmp__error_raise(L, "OSError", "SharedMemory '%s': %s", name,
+                              strerror(err));
+    }
     if (fd >= 0 && ftruncate(fd, (off_t)size) != 0) {
       err = errno;
       close(fd);
@@ -171,7 +178,7 @@ static int l_segment_open(lua_State *L) {
                               strerror(err));
     }
   } else {
-    fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    fd = lmp__fd_above_stdio(shm_open(path, O_RDWR | O_CLOEXEC, 0));
   }
   if (fd < 0) {
     err = errno;
@@ -226,7 +233,7 @@ static int l_segment_open_proc(lua_State *L) {
   if (len < 0) return 0;
   link[len] = 0;
   if (strcmp(link, want) != 0) return 0;
-  fd = open(path, O_RDWR | O_CLOEXEC);
+  fd = lmp__fd_above_stdio(open(path, O_RDWR | O_CLOEXEC));
   if (fd < 0) {
     int err = errno;
     return lmp__error_raise(L, "OSError", "SharedMemory '%s': cannot open it "

@@ -24,7 +24,7 @@ local serial = 0
 -- A fresh name for a named segment, unique to this run.
 local function unique_name(tag)
   serial = serial + 1
-  local name = ("lmpspec_%d_%d_%s"):format(PID, serial, tag or "x")
+  local name = ("%s%d_%s"):format(H.shm_prefix, serial, tag or "x")
   seen_names[name] = true
   return name
 end
@@ -942,9 +942,8 @@ describe("lmp shared memory", function()
       collectgarbage(); collectgarbage()
       assert.is_true(H.lmp_mappings() <= maps0,
                      ("mappings: %d before, %d after"):format(maps0, H.lmp_mappings()))
-      local extra = {}
-      for fd in pairs(H.fds()) do if not fds0[fd] then extra[fd] = true end end
-      assert.is_nil(next(extra), "descriptors left: " .. H.describe_fds(extra))
+      local changes = H.fd_changes(fds0, H.fds())
+      assert.is_nil(changes[1], table.concat(changes, "; "))
     end)
   end)
 
@@ -1382,9 +1381,8 @@ describe("lmp shared memory", function()
       if jit then jit.flush() end
       collectgarbage(); collectgarbage()
       assert.equal(1, shm_mappings(name))
-      local extra = {}
-      for fd in pairs(H.fds()) do if not fds0[fd] then extra[fd] = true end end
-      assert.is_nil(next(extra), "descriptors left: " .. H.describe_fds(extra))
+      local changes = H.fd_changes(fds0, H.fds())
+      assert.is_nil(changes[1], table.concat(changes, "; "))
       assert.equal(500 % 256, sm:buf()[0])
       sm:close()
       assert.equal(0, shm_mappings(name))
@@ -1395,7 +1393,7 @@ describe("lmp shared memory", function()
   it("leaves nothing of its own in /dev/shm", function()
     local left = {}
     for name in pairs(H.dev_shm()) do
-      if seen_names[name] or name:find("^lmpspec_" .. PID .. "_")
+      if seen_names[name] or name:sub(1, #H.shm_prefix) == H.shm_prefix
          or name:find("^lmp_" .. PID .. "_") then
         left[#left + 1] = name
       end

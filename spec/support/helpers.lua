@@ -126,35 +126,6 @@ function H.raises(kind, f, ...)
   return e
 end
 
-local function own_pid()
-  return tonumber(slurp("/proc/self/stat"):match("^(%d+)"))
-end
-
--- Pids of this process's children (all threads).
-function H.children()
-  local pid, kids = own_pid(), {}
-  local p = io.popen("cat /proc/" .. pid .. "/task/*/children 2>/dev/null")
-  local out = p:read("*a")
-  p:close()
-  -- The cat itself and its shell are children of ours while this runs.
-  for k in out:gmatch("%d+") do
-    local comm = slurp("/proc/" .. k .. "/comm")
-    if comm and not comm:match("^sh") and not comm:match("^cat") then
-      kids[#kids + 1] = tonumber(k)
-    end
-  end
-  return kids
-end
-
--- Open file descriptors of this process, as a set of numbers.
-function H.fds()
-  local set = {}
-  local p = io.popen("ls /proc/" .. own_pid() .. "/fd")
-  for n in p:read("*a"):gmatch("%d+") do set[tonumber(n)] = true end
-  p:close()
-  return set
-end
-
 -- ---------------------------------------------------------------------------
 -- Processes, descriptors and time, for the process and connection specs.
 
@@ -168,26 +139,178 @@ for _, decl in ipairs({
   "int fcntl(int fd, int cmd, ...);",
   "struct lmp_spec_timespec { long tv_sec; long tv_nsec; };",
   "int clock_gettime(int clk, struct lmp_spec_timespec *ts);",
+  "typedef struct lmp_spec_dir lmp_spec_dir;",
+  -- glibc's struct dirent64, the same on every architecture
+  "struct lmp_spec_dirent64 { uint64_t d_ino; int64_t d_off; unsigned short d_reclen;" ..
+  " unsigned char d_type; char d_name[256]; };",
+  "lmp_spec_dir *opendir(const char *name);",
+  "struct lmp_spec_dirent64 *readdir64(lmp_spec_dir *d);",
+  "int closedir(lmp_spec_dir *d);",
+  "int dirfd(lmp_spec_dir *d);",
+  "long readlink(const char *path, char *buf, unsigned long size);",
 }) do
   pcall(ffi.cdef, decl)
+end
+
+-- ---------------------------------------------------------------------------
+-- Descriptors, children and /dev/shm, read from /proc and /dev/shm directly.
+-- Not through a program started with io.popen: its pipe is in this process
+-- while the program runs, and for a moment both ends of it are (glibc closes
+-- the child's end only once the child has started), so a listing of
+-- /proc/PID/fd made by `ls` would include that second number or not
+-- depending on scheduling: a spec would be blamed for a descriptor that
+-- came or went with the listing itself.
+
+-- The names in directory `path` (without "." and ".."), and the descriptor
+-- that the listing itself used (or nil, nil if the directory cannot be
+-- opened).
+local function list_dir(path)
+  local d = ffi.C.opendir(path)
+  if d == nil then return nil, nil end
+  local own, names = ffi.C.dirfd(d), {}
+  while true do
+    local e = ffi.C.readdir64(d)
+    if e == nil then break end
+    local name = ffi.string(e.d_name)
+    if name ~= "." and name ~= ".." then names[#names + 1] = name end
+  end
+  ffi.C.closedir(d)
+  return names, own
+end
+
+local linkbuf = ffi.new("char[?]", 4096)
+
+-- What descriptor `fd` is open on, as a string that changes when the number
+-- is closed and given to something else: the target as /proc shows it (a
+-- path, "pipe:[inode]", "anon_inode:[eventfd]", ...), the file's mount and
+-- inode numbers and, for an eventfd (all of which share one inode), its id.
+-- Two opens of one file at one number look the same: /proc cannot tell
+-- them apart.  Nil if fd is not open.
+local function fd_identity(fd)
+  local n = tonumber(ffi.C.readlink("/proc/self/fd/" .. fd, linkbuf, 4096))
+  if n < 0 then return nil end
+  local id = ffi.string(linkbuf, n):gsub(" %(deleted%)$", "")
+  local info = slurp("/proc/self/fdinfo/" .. fd) or ""
+  local mnt, ino = info:match("mnt_id:%s*(%d+)"), info:match("\nino:%s*(%d+)")
+  if mnt and ino then id = id .. " #" .. mnt .. ":" .. ino end
+  local efd = info:match("eventfd%-id:%s*(%d+)")
+  if efd then id = id .. " eventfd " .. efd end
+  return id
+end
+H.fd_identity = fd_identity
+
+-- Runs f with the garbage collector stopped, so that no finalizer (which
+-- may close a descriptor) runs in the middle; returns what f returns.
+-- Calls nest: the outermost one restarts the collector.
+local gc_stops = 0
+function H.without_gc(f, ...)
+  if gc_stops == 0 then collectgarbage("stop") end
+  gc_stops = gc_stops + 1
+  local r = {pcall(f, ...)}
+  gc_stops = gc_stops - 1
+  if gc_stops == 0 then collectgarbage("restart") end
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, table.maxn(r))
+end
+local without_gc = H.without_gc
+
+-- Open file descriptors of this process, as a table number -> identity
+-- (see fd_identity), without the one the listing itself uses.
+function H.fds()
+  return without_gc(function()
+    local set = {}
+    local names, own = list_dir("/proc/self/fd")
+    assert(names, "cannot list /proc/self/fd")
+    -- first the whole listing, then the identities (reading them opens
+    -- and closes a file: its number must not be in the listing)
+    for _, name in ipairs(names) do
+      local fd = tonumber(name)
+      if fd ~= own then set[fd] = true end
+    end
+    for fd in pairs(set) do set[fd] = fd_identity(fd) or "(closed while listed)" end
+    return set
+  end)
+end
+
+local function by_number(a, b) return tonumber(a:match("^%d+")) < tonumber(b:match("^%d+")) end
+
+-- What changed between two H.fds() tables, as a list of problems (empty if
+-- nothing did).
+function H.fd_changes(before, after)
+  local leaked, closed, reopened, problems = {}, {}, {}, {}
+  for fd, id in pairs(after) do
+    if before[fd] == nil then
+      leaked[#leaked + 1] = fd .. "->" .. id
+    elseif before[fd] ~= id then
+      reopened[#reopened + 1] = ("%d (was %s, now %s)"):format(fd, before[fd], id)
+    end
+  end
+  for fd, id in pairs(before) do
+    if after[fd] == nil then closed[#closed + 1] = fd .. "->" .. id end
+  end
+  for _, l in ipairs({leaked, closed, reopened}) do table.sort(l, by_number) end
+  if #leaked > 0 then
+    problems[#problems + 1] = "descriptors leaked: " .. table.concat(leaked, ", ")
+  end
+  if #closed > 0 then
+    problems[#problems + 1] = "descriptors closed that the spec did not open: " ..
+                              table.concat(closed, ", ")
+  end
+  if #reopened > 0 then
+    problems[#problems + 1] = "descriptors closed that the spec did not open, their " ..
+                              "numbers now used by something else: " ..
+                              table.concat(reopened, ", ")
+  end
+  return problems
+end
+
+local function all_children()
+  local kids = {}
+  for _, tid in ipairs(list_dir("/proc/self/task") or {}) do
+    for k in (slurp("/proc/self/task/" .. tid .. "/children") or ""):gmatch("%d+") do
+      kids[#kids + 1] = tonumber(k)
+    end
+  end
+  return kids
+end
+
+-- Children this process had before any spec ran are not the specs': a
+-- shell starts the reader of `busted > >(tee log)` as a child of the
+-- process that becomes busted, for instance.
+local inherited_children = {}
+for _, pid in ipairs(all_children()) do inherited_children[pid] = true end
+
+-- Pids of the children of this process (of all its threads) that it
+-- started itself.
+function H.children()
+  local kids = {}
+  for _, pid in ipairs(all_children()) do
+    if not inherited_children[pid] then kids[#kids + 1] = pid end
+  end
+  return kids
 end
 
 -- How many mappings of lmp's anonymous segments (memfd "lmp") this
 -- process has.
 function H.lmp_mappings()
   local n = 0
-  for line in io.lines("/proc/" .. own_pid() .. "/maps") do
+  for line in io.lines("/proc/self/maps") do
     if line:find("/memfd:lmp", 1, true) then n = n + 1 end
   end
   return n
 end
 
+-- The prefix of the names the specs give named shared memory: unique to
+-- this run, which the leak check looks for in /dev/shm.  (Not "lmp...":
+-- older versions of this check, running elsewhere on the machine, removed
+-- every new name that starts so.)
+H.shm_prefix = ("spec_lmp_%d_"):format(lmp.current_process().pid)
+local generated_prefix = ("lmp_%d_"):format(lmp.current_process().pid)
+
 -- The names in /dev/shm, as a set.
 function H.dev_shm()
   local set = {}
-  local p = io.popen("ls -A /dev/shm")
-  for name in p:read("*a"):gmatch("[^\n]+") do set[name] = true end
-  p:close()
+  for _, name in ipairs(list_dir("/dev/shm") or {}) do set[name] = true end
   return set
 end
 
@@ -251,6 +374,15 @@ function H.raw_write(fd, s)
   end
 end
 
+-- The lowest number from `from` on that is not an open descriptor: a
+-- number a spec may dup2 onto.  (A fixed one may hold a descriptor the
+-- process inherited, or one of lmp's: dup2 would close it.)
+function H.free_fd(from)
+  local fd = from or 3
+  while ffi.C.fcntl(fd, 1) ~= -1 do fd = fd + 1 end  -- F_GETFD
+  return fd
+end
+
 -- dup2 (the copy is inherited by programs this process starts) and close.
 function H.dup2(fd, newfd)
   assert(ffi.C.dup2(fd, newfd) == newfd, "dup2 failed")
@@ -258,8 +390,7 @@ function H.dup2(fd, newfd)
 end
 function H.close_fd(fd) return ffi.C.close(fd) end
 
--- Is `fd` an open descriptor of this process?  (H.fds() cannot tell for a
--- just-closed one: the pipe it reads through reuses the lowest free number.)
+-- Is `fd` an open descriptor of this process?
 function H.fd_open(fd)
   return ffi.C.fcntl(fd, 1) ~= -1  -- F_GETFD
 end
@@ -271,24 +402,25 @@ function H.set_blocking(fd)
   assert(fl >= 0 and ffi.C.fcntl(fd, F_SETFL, ffi.new("int", bit.band(fl, bit.bnot(O_NONBLOCK)))) == 0)
 end
 
--- A readable description of the descriptors in `set` (number -> target).
-function H.describe_fds(set)
-  local out = {}
-  for fd in pairs(set) do
-    local p = io.popen("readlink /proc/" .. own_pid() .. "/fd/" .. fd .. " 2>/dev/null")
-    out[#out + 1] = fd .. "->" .. (p:read("*l") or "?")
-    p:close()
-  end
-  table.sort(out)
-  return table.concat(out, ", ")
+-- Lets lmp finish what it does later rather than at once, so that what is
+-- counted next is what a spec left behind: compiled traces may hold objects
+-- of the spec as constants, keeping them (and the descriptors they own)
+-- alive until the trace goes; finalizers close what was dropped; handles
+-- closed on lmp's loop are done with in its next turn.
+function H.settle()
+  if jit then jit.flush() end
+  collectgarbage(); collectgarbage()
+  lmp.connection.wait({}, 0)
+  collectgarbage(); collectgarbage()
 end
 
 -- Installs before_each/after_each in the current describe block that make
 -- a spec fail if it leaves a child process (running or zombie) or an open
--- descriptor behind.  Leftover lmp children are killed and joined first, so
--- that one failure does not cascade into the following specs.
+-- descriptor behind, or closes one it did not open (a number it never had,
+-- or one now open on something else).  Leftover lmp children are killed
+-- and joined first, so that one failure does not cascade into the
+-- following specs.
 function H.check_leaks()
-  local lmp_ = require "lmp"
   -- busted's functions live in the calling spec file's environment
   local env = getfenv(2)
   local before_each, after_each = env.before_each, env.after_each
@@ -298,23 +430,24 @@ function H.check_leaks()
     if not warmed then
       -- The event loop and libuv's signal pipes are created on first use
       -- and live as long as the state: create them before counting.
-      local p = lmp_.Process(function() end)
+      local p = lmp.Process(function() end)
       p:start()
       p:join(10)
       p:close()
-      local a, b = lmp_.Pipe()
+      local a, b = lmp.Pipe()
       a:poll(0)
-      lmp_.connection.wait({a, b}, 0)
+      lmp.connection.wait({a, b}, 0)
       a:close(); b:close()
       warmed = true
     end
-    collectgarbage(); collectgarbage()
+    -- What earlier specs dropped goes now, not during this one.
+    H.settle()
     before = H.fds()
     before_maps, before_shm = H.lmp_mappings(), H.dev_shm()
   end)
   after_each(function()
     local problems = {}
-    for _, p in ipairs(lmp_.active_children()) do
+    for _, p in ipairs(lmp.active_children()) do
       problems[#problems + 1] = ("child %s (pid %d, state %s) still listed by active_children")
         :format(p.name, p.pid, tostring(H.proc_state(p.pid)))
       p:kill()
@@ -326,7 +459,7 @@ function H.check_leaks()
     local kids = H.wait_until(function()
       local k = H.children()
       return #k == 0 or nil
-    end, 2, function() lmp_.connection.wait({}, 0.02) end)
+    end, 2, function() lmp.connection.wait({}, 0.02) end)
     if not kids then
       for _, pid in ipairs(H.children()) do
         problems[#problems + 1] = ("child pid %d left behind (state %s)")
@@ -334,30 +467,19 @@ function H.check_leaks()
         os.execute("kill -9 " .. pid .. " 2>/dev/null")
       end
     end
-    -- Compiled traces may hold objects of the spec as constants, keeping
-    -- them (and the descriptors they own) alive until the trace goes:
-    -- drop the traces, then collect, so that only real leaks remain.
-    if jit then jit.flush() end
-    collectgarbage(); collectgarbage()
-    local after = H.fds()
-    local extra, missing = {}, {}
-    for fd in pairs(after) do if not before[fd] then extra[fd] = true end end
-    for fd in pairs(before) do if not after[fd] then missing[fd] = true end end
-    if next(extra) then problems[#problems + 1] = "descriptors leaked: " .. H.describe_fds(extra) end
-    if next(missing) then
-      local l = {}
-      for fd in pairs(missing) do l[#l + 1] = fd end
-      table.sort(l)
-      problems[#problems + 1] = "descriptors closed that the spec did not open: " .. table.concat(l, " ")
-    end
+    H.settle()
+    for _, p in ipairs(H.fd_changes(before, H.fds())) do problems[#problems + 1] = p end
     local maps = H.lmp_mappings()
     if maps > before_maps then
       problems[#problems + 1] = ("%d shared memory segments still mapped"):format(maps - before_maps)
     end
-    -- Only names of lmp's and the specs' own (lmp*): other programs on
-    -- the machine may use /dev/shm meanwhile.
+    -- Only names of this run's own (H.shm_prefix, and lmp's generated
+    -- names of this process, which must never be there): other programs on
+    -- the machine, other runs of these specs among them, may use /dev/shm
+    -- meanwhile, and their names are not ours to remove.
     for name in pairs(H.dev_shm()) do
-      if not before_shm[name] and name:match("^lmp") then
+      if not before_shm[name] and (name:sub(1, #H.shm_prefix) == H.shm_prefix or
+                                   name:sub(1, #generated_prefix) == generated_prefix) then
         problems[#problems + 1] = "left in /dev/shm: " .. name
         os.remove("/dev/shm/" .. name)
       end
