@@ -42,14 +42,20 @@ static void setup(void) {
   const char *so = getenv("LMP_FUZZ_SAFE_ONLY");
   safe_only = so && *so && *so != '0';
   L = fuzz_new_state("fuzz_decode");
-  fuzz_run(L,
-           "local S = ...\n"
-           "return S.lmp.codec.decode, S.lmp.codec.encode, {safe = true}, S.plain",
-           0, 4);
+  fuzz_push_support(L);
+  lua_getfield(L, -1, "lmp");
+  lua_getfield(L, -1, "codec");
+  lua_getfield(L, -1, "decode");
+  lua_getfield(L, -2, "encode");
+  lua_newtable(L);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "safe");
+  lua_getfield(L, -6, "plain");
   ref_plain = luaL_ref(L, LUA_REGISTRYINDEX);
   ref_safe = luaL_ref(L, LUA_REGISTRYINDEX);
   ref_encode = luaL_ref(L, LUA_REGISTRYINDEX);
   ref_decode = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

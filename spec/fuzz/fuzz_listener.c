@@ -18,7 +18,8 @@
  *   0x20  F_MAXLEN  ... with recv_bytes(FUZZ_MAXLENGTH)
  *   0xc0  unused
  *
- * The real code runs, in one lua_State kept across inputs: eight
+ * The real code runs, in one lua_State kept across inputs (the Lua half
+ * of this target is fuzz_listener.lua): eight
  * Listeners (F_AUTH x F_STALL x F_SMALL) on abstract Unix sockets, made
  * once; the harness connects a socket to one, writes the input into it
  * (before the accept: what does not fit the socket buffer is cut off) and
@@ -36,9 +37,16 @@
  * A failure is: a crash or a sanitizer report; an error other than an
  * AuthenticationError from accept() or Client(), or other than a
  * CodecError or an OSError of recv from reading a message; a received
- * value that is not plain data (safe mode), a recv_bytes longer than its
- * limits; a descriptor more or fewer after an input than before it (the
- * number of open descriptors is checked after every input).
+ * value that is not plain data (safe mode); a descriptor more or fewer
+ * after an input than before it (counted around every input); and any
+ * difference from a model of the frames in the input (in
+ * fuzz_listener.lua): after a handshake, which takes three whole frames,
+ * recv_bytes must return exactly the payloads of the whole frames that
+ * are within the limits, in order, then report the end of file where the
+ * bytes end at a frame boundary, and raise an OSError where they do not
+ * (a truncated frame, a negative length, a length over max_message or
+ * maxlength); recv must return as many values, or raise a CodecError for
+ * a payload that the safe decoder refuses on its own too.
  *
  * LMP_FUZZ_VERBOSE=1 in the environment prints how each session ends
  * (for checking what a seed reaches).
@@ -92,97 +100,6 @@ static int job_state = JOB_IDLE;
 static const uint8_t *job_data;
 static size_t job_size;
 static int helper_fd = -1;
-
-static const char setup_lua[] =
-  "local S, names = ...\n"
-  "local lmp, bit = S.lmp, require 'bit'\n"
-  "local KEY = 'fuzz-authkey'                             -- FUZZ_KEY\n"
-  "local CHALLENGE = '0123456789abcdefghijklmnopqrstuvwxyzABCD'  -- FUZZ_CHALLENGE\n"
-  "local SMALL, MAXLENGTH = 200, 64                      -- FUZZ_SMALL, FUZZ_MAXLENGTH\n"
-  "local F_AUTH, F_STALL, F_SMALL, F_BYTES, F_MAXLEN = 2, 4, 8, 16, 32\n"
-  "assert(#CHALLENGE == 40)\n"
-  /* The module's own table of C functions, as listener.lua sees it. */
-  "local core\n"
-  "for i = 1, 100 do\n"
-  "  local name, v = debug.getupvalue(lmp.connection.Listener, i)\n"
-  "  if name == nil then break end\n"
-  "  if name == 'core' then core = v end\n"
-  "end\n"
-  "assert(core and core.random_bytes, 'no core upvalue in lmp.connection.Listener')\n"
-  "core.random_bytes = function(n) assert(n <= #CHALLENGE); return CHALLENGE:sub(1, n) end\n"
-  "local function has(flags, f) return bit.band(flags, f) ~= 0 end\n"
-  /* LMP_FUZZ_VERBOSE=1: how each session ends, on stderr (for seeds). */
-  "local verbose = (os.getenv('LMP_FUZZ_VERBOSE') or '0') ~= '0'\n"
-  "local function trace(fmt, ...)\n"
-  "  if verbose then io.stderr:write(fmt:format(...), '\\n') end\n"
-  "end\n"
-  "local listeners = {}\n"
-  "for i = 0, 7 do\n"
-  "  local t = has(i * 2, F_STALL) and 1e-3 or 30  -- LISTENER_OF\n"
-  "  listeners[i] = lmp.connection.Listener{address = names[i + 1],\n"
-  "    authkey = has(i * 2, F_AUTH) and KEY or nil, timeout = t, stall = t,\n"
-  "    max_message = has(i * 2, F_SMALL) and SMALL or nil}\n"
-  "end\n"
-  "local HANDSHAKE = {AuthenticationError = true}\n"
-  "local MESSAGE = {OSError = true, CodecError = true}\n"
-  /* Messages until the end, an error, or (F_STALL) nothing to read: nil,
-   * or what is wrong. */
-  "local function messages(conn, flags)\n"
-  "  local stall, bytes = has(flags, F_STALL), has(flags, F_BYTES)\n"
-  "  local maxlength = has(flags, F_MAXLEN) and MAXLENGTH or nil\n"
-  "  local limit = has(flags, F_SMALL) and SMALL or 64 * 2^20\n"
-  "  for n = 0, 1e6 do\n"
-  "    if stall and not conn:poll(0) then return trace('%d messages, then nothing', n) end\n"
-  "    local ok, v, why\n"
-  "    if bytes then ok, v, why = pcall(conn.recv_bytes, conn, maxlength)\n"
-  "    else ok, v, why = pcall(conn.recv, conn) end\n"
-  "    if not ok then\n"
-  "      if not S.lmp_error(v, MESSAGE) or\n"
-  "         (v.kind == 'OSError' and not v.message:find('^recv: ')) then\n"
-  "        return 'reading a message raised ' .. tostring(v)\n"
-  "      end\n"
-  "      return trace('%d messages, then %s', n, tostring(v))\n"
-  "    end\n"
-  "    if why == 'eof' and v == nil then return trace('%d messages, then eof', n) end\n"
-  "    if why ~= nil then return 'recv returned a second value ' .. tostring(why) end\n"
-  "    if bytes then\n"
-  "      if type(v) ~= 'string' then return 'recv_bytes returned a ' .. type(v) end\n"
-  "      if #v > limit or (maxlength and #v > maxlength) then\n"
-  "        return ('recv_bytes returned %d bytes, over its limit'):format(#v)\n"
-  "      end\n"
-  "    else\n"
-  "      local what = S.plain(v)\n"
-  "      if what then return 'recv returned ' .. what .. ', not plain data' end\n"
-  "    end\n"
-  "  end\n"
-  "  return 'too many messages'\n"
-  "end\n"
-  "local function finish(conn, flags)\n"
-  "  local why = messages(conn, flags)\n"
-  "  conn:close()\n"
-  "  return why\n"
-  "end\n"
-  "local function server(flags)\n"
-  "  local l = listeners[bit.band(bit.rshift(flags, 1), 7)]\n"
-  "  local ok, conn = pcall(l.accept, l, 1)\n"
-  "  if not ok then\n"
-  "    if S.lmp_error(conn, HANDSHAKE) then return trace('accept: %s', tostring(conn)) end\n"
-  "    return 'accept raised ' .. tostring(conn)\n"
-  "  end\n"
-  "  if conn == nil then return 'accept found no peer' end\n"
-  "  return finish(conn, flags)\n"
-  "end\n"
-  "local function client(flags)\n"
-  "  local ok, conn = pcall(lmp.connection.Client, names[9], {timeout = 30,\n"
-  "    stall = 30, authkey = has(flags, F_AUTH) and KEY or nil,\n"
-  "    max_message = has(flags, F_SMALL) and SMALL or nil})\n"
-  "  if not ok then\n"
-  "    if S.lmp_error(conn, HANDSHAKE) then return trace('Client: %s', tostring(conn)) end\n"
-  "    return 'Client raised ' .. tostring(conn)\n"
-  "  end\n"
-  "  return finish(conn, bit.band(flags, bit.bnot(F_STALL)))\n"
-  "end\n"
-  "return server, client\n";
 
 static void fail(const char *fmt, const char *arg) {
   fprintf(stderr, "fuzz_listener: ");
@@ -254,10 +171,12 @@ static void *helper(void *arg) {
 }
 
 /* Calls server(flags) or client(flags); aborts on what they report. */
-static void run_lua(int ref, int flags, size_t size) {
+static void run_lua(int ref, int flags, const uint8_t *p, size_t n,
+                    size_t size) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   lua_pushinteger(L, flags);
-  lua_call(L, 1, 1);
+  lua_pushlstring(L, (const char *)p, n);
+  lua_call(L, 2, 1);
   if (!lua_isnil(L, -1)) {
     fprintf(stderr, "fuzz_listener: %s side, flags 0x%02x, input of %zu "
             "bytes: %s\n", ref == ref_client ? "Client" : "Listener", flags,
@@ -276,7 +195,7 @@ static void run_server(int flags, const uint8_t *p, size_t n, size_t size) {
     fail("connect to the Listener: %s", strerror(errno));
   write_some(fd, p, n, MSG_DONTWAIT);
   if (!(flags & F_STALL)) shutdown(fd, SHUT_WR);
-  run_lua(ref_server, flags, size);
+  run_lua(ref_server, flags, p, n, size);
   close(fd);
 }
 
@@ -288,7 +207,7 @@ static void run_client(int flags, const uint8_t *p, size_t n, size_t size) {
   job_state = JOB_POSTED;
   pthread_cond_broadcast(&job_cv);
   pthread_mutex_unlock(&job_mu);
-  run_lua(ref_client, flags, size);
+  run_lua(ref_client, flags, p, n, size);
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += 10;
   pthread_mutex_lock(&job_mu);
@@ -334,7 +253,7 @@ static void setup(void) {
                     addr_len[i] - offsetof(struct sockaddr_un, sun_path));
     lua_rawseti(L, -2, i + 1);
   }
-  fuzz_run(L, setup_lua, 1, 2);
+  fuzz_run(L, "fuzz_listener.lua", 1, 2);
   ref_client = luaL_ref(L, LUA_REGISTRYINDEX);
   ref_server = luaL_ref(L, LUA_REGISTRYINDEX);
   /* One round of each side makes what lmp creates on first use (the

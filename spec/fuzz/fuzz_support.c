@@ -65,39 +65,15 @@ static int traceback(lua_State *L) {
   return 1;
 }
 
-static const char support_lua[] =
-  "local lmp = require 'lmp'\n"
-  "lmp.codec.register('fuzz.Point', {__index = {}})\n"
-  "package.loaded['fuzz_mod'] = {answer = 42}\n"
-  "local null, next, type = lmp.null, next, type\n"
-  "local S = {lmp = lmp}\n"
-  /* Metatables are not looked into: safe mode attaches registered ones
-   * only, by name. */
-  "local function walk(v, seen, modules)\n"
-  "  local t = type(v)\n"
-  "  if t == 'table' then\n"
-  "    if seen[v] then return end\n"
-  "    if modules[v] then return 'a loaded module' end\n"
-  "    seen[v] = true\n"
-  "    for k, x in next, v do\n"
-  "      local why = walk(k, seen, modules) or walk(x, seen, modules)\n"
-  "      if why then return why end\n"
-  "    end\n"
-  "  elseif t ~= 'nil' and t ~= 'boolean' and t ~= 'number' and t ~= 'string'\n"
-  "         and v ~= null then\n"
-  "    return 'a ' .. t\n"
-  "  end\n"
-  "end\n"
-  "function S.plain(v)\n"
-  "  local modules = {}\n"
-  "  for _, m in next, package.loaded do modules[m] = true end\n"
-  "  return walk(v, {}, modules)\n"
-  "end\n"
-  "function S.lmp_error(e, kinds)\n"
-  "  return lmp.is_error(e) and type(e.message) == 'string' and\n"
-  "         kinds[e.kind] == true\n"
-  "end\n"
-  "return S\n";
+/* Loads spec/fuzz/<file> (FUZZ_DIR is spec/fuzz, set by CMake). */
+static void load(lua_State *L, const char *file) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/%s", FUZZ_DIR, file);
+  if (luaL_loadfile(L, path)) {
+    fprintf(stderr, "%s: %s\n", target, lua_tostring(L, -1));
+    abort();
+  }
+}
 
 lua_State *fuzz_new_state(const char *who) {
   lua_State *L = lua_newstate(fuzz_alloc, NULL);
@@ -112,8 +88,8 @@ lua_State *fuzz_new_state(const char *who) {
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   lmp_preload(L);
   lua_pushcfunction(L, traceback);
-  if (luaL_loadbuffer(L, support_lua, sizeof(support_lua) - 1, "=fuzz_support") ||
-      lua_pcall(L, 0, 1, -2)) {
+  load(L, "fuzz_support.lua");
+  if (lua_pcall(L, 0, 1, -2)) {
     fprintf(stderr, "%s: setup failed: %s\n", target, lua_tostring(L, -1));
     abort();
   }
@@ -122,14 +98,15 @@ lua_State *fuzz_new_state(const char *who) {
   return L;
 }
 
-void fuzz_run(lua_State *L, const char *chunk, int nargs, int nresults) {
+void fuzz_push_support(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, support_ref);
+}
+
+void fuzz_run(lua_State *L, const char *file, int nargs, int nresults) {
   int base = lua_gettop(L) - nargs;  /* the arguments are above base */
   lua_pushcfunction(L, traceback);
   lua_insert(L, base + 1);
-  if (luaL_loadbuffer(L, chunk, strlen(chunk), "=fuzz_chunk")) {
-    fprintf(stderr, "%s: %s\n", target, lua_tostring(L, -1));
-    abort();
-  }
+  load(L, file);
   lua_insert(L, base + 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, support_ref);
   lua_insert(L, base + 3);
