@@ -15,8 +15,8 @@
  *                   that expires is a hang, caught by libFuzzer -timeout)
  *   0x08  F_SMALL   max_message = FUZZ_SMALL (else the default, 64 MiB)
  *   0x10  F_BYTES   messages are read with recv_bytes (else recv)
- *   0x20  F_MAXLEN  ... with recv_bytes(FUZZ_MAXLENGTH)
- *   0xc0  unused
+ *   0x20  F_MAXLEN  ... with recv_bytes(maxlength), where flags >> 6
+ *                   picks maxlength: 64, 0, math.huge, 2^64
  *
  * The real code runs, in one lua_State kept across inputs (the Lua half
  * of this target is fuzz_listener.lua): eight

@@ -10,7 +10,9 @@ local lmp, bit = S.lmp, require "bit"
 -- Kept in step with spec/fuzz/make_corpus.lua.
 local KEY = "fuzz-authkey"
 local CHALLENGE = "0123456789abcdefghijklmnopqrstuvwxyzABCD"
-local SMALL, MAXLENGTH = 200, 64
+local SMALL = 200
+-- recv_bytes(maxlength) with F_MAXLEN: flags >> 6 picks maxlength.
+local MAXLENGTHS = {[0] = 64, 0, math.huge, 2^64}
 local DEFAULT_MAX = 64 * 2^20  -- listener.lua's default max_message
 local F_AUTH, F_STALL, F_SMALL, F_BYTES, F_MAXLEN = 2, 4, 8, 16, 32
 local SAFE = {safe = true}
@@ -87,7 +89,7 @@ local MESSAGE = {OSError = true, CodecError = true}
 -- and compares them with the model of `stream` from `pos`.
 local function messages(conn, flags, stream, pos)
   local stall, bytes = has(flags, F_STALL), has(flags, F_BYTES)
-  local maxlength = bytes and has(flags, F_MAXLEN) and MAXLENGTH or nil
+  local maxlength = bytes and has(flags, F_MAXLEN) and MAXLENGTHS[bit.rshift(flags, 6)] or nil
   local limit = has(flags, F_SMALL) and SMALL or DEFAULT_MAX
   local list, ending = frames(stream, pos, maxlength and math.min(limit, maxlength) or limit)
   for n = 1, #list + 1 do
