@@ -7,19 +7,19 @@
  * An input is one byte of flags, then the bytes the peer sends:
  *
  *   0x01  F_CLIENT  lmp is the Client (else the Listener, in accept())
- *   0x02  F_AUTH    with an authkey (FUZZ_KEY): the handshake comes first
+ *   0x02  F_AUTH    with an authkey: the handshake comes first
  *   0x04  F_STALL   Listener side only: the peer sends its bytes but does
  *                   not close its end, so that waits end by the deadlines,
  *                   1 ms then (else the peer closes: every wait ends at
  *                   once with the end of file, and a deadline of 30 s
  *                   that expires is a hang, caught by libFuzzer -timeout)
- *   0x08  F_SMALL   max_message = FUZZ_SMALL (else the default, 64 MiB)
+ *   0x08  F_SMALL   max_message = 200 (else the default, 64 MiB)
  *   0x10  F_BYTES   messages are read with recv_bytes (else recv)
  *   0x20  F_MAXLEN  ... with recv_bytes(maxlength), where flags >> 6
  *                   picks maxlength: 64, 0, math.huge, 2^64
  *
  * The real code runs, in one lua_State kept across inputs (the Lua half
- * of this target is fuzz_listener.lua): eight
+ * of this target, with the constants, is fuzz_listener.lua): eight
  * Listeners (F_AUTH x F_STALL x F_SMALL) on abstract Unix sockets, made
  * once; the harness connects a socket to one, writes the input into it
  * (before the accept: what does not fit the socket buffer is cut off) and
@@ -30,7 +30,7 @@
  * or (F_STALL) nothing more to read.
  *
  * The challenges that lmp sends are made deterministic (the harness
- * replaces core.random_bytes in its state with FUZZ_CHALLENGE), so that
+ * replaces core.random_bytes in its state with a fixed string), so that
  * a seed can answer them and the fuzzer gets past the handshake; the
  * HMACs are computed by the real code.
  *
@@ -52,7 +52,7 @@
  * (for checking what a seed reaches).
  *
  * Seeds: spec/fuzz/corpus/listener, written by spec/fuzz/make_corpus.lua
- * (keep FUZZ_KEY and FUZZ_CHALLENGE in step with it).  Built by
+ * (its key and challenge are those of fuzz_listener.lua).  Built by
  * spec/fuzz/CMakeLists.txt; run by scripts/fuzz.
  */
 #define _GNU_SOURCE
@@ -129,7 +129,8 @@ static int count_fds(int show) {
   return n - 1;  /* the directory's own */
 }
 
-/* Writes what the socket takes without waiting; returns the count. */
+/* Writes p[0..n), or what the socket takes of it: until it is full (with
+ * MSG_DONTWAIT in flags) or the reader has gone.  Returns the count. */
 static size_t write_some(int fd, const uint8_t *p, size_t n, int flags) {
   size_t done = 0;
   while (done < n) {
@@ -160,7 +161,10 @@ static void *helper(void *arg) {
     if (fd < 0) fail("helper: accept: %s", strerror(errno));
     write_some(fd, p, n, 0);  /* blocking: lmp reads as it goes */
     shutdown(fd, SHUT_WR);
-    while (recv(fd, sink, sizeof(sink), 0) > 0 || errno == EINTR) {}
+    for (;;) {
+      ssize_t r = recv(fd, sink, sizeof(sink), 0);
+      if (r <= 0 && !(r < 0 && errno == EINTR)) break;
+    }
     close(fd);
     pthread_mutex_lock(&job_mu);
     job_state = JOB_DONE;
