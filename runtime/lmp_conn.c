@@ -241,7 +241,8 @@ static void stalled(lua_State *L, lmp_conn *c) {
 }
 
 /* Makes a whole frame available in the buffer; returns its payload length
- * and sets *payload, or returns -1 (pushing nil, "eof") at end of file. */
+ * and sets *payload, or returns -1 (pushing nil, "eof") at end of file.
+ * A frame longer than maxlength (SIZE_MAX: no limit) raises. */
 static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
                           size_t maxlength) {
   uint64_t len = 0;
@@ -268,8 +269,8 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
     lmp__error_raise(L, "OSError", "recv: bad message length; connection "
                      "closed");
   }
-  if ((c->max_frame && len > c->max_frame) || (maxlength && len > maxlength)) {
-    uint64_t limit = maxlength && (!c->max_frame || maxlength < c->max_frame)
+  if ((c->max_frame && len > c->max_frame) || len > maxlength) {
+    uint64_t limit = !c->max_frame || maxlength < c->max_frame
                          ? maxlength : c->max_frame;
     if (c->max_frame && len > c->max_frame) conn_release(c);
     lmp__error_raise(L, "OSError", "recv: a %f-byte message exceeds the limit "
@@ -304,7 +305,7 @@ static int conn_recv(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
   lmp_codec_opts opts;
   const char *payload;
-  int64_t len = read_frame(L, c, &payload, 0);
+  int64_t len = read_frame(L, c, &payload, SIZE_MAX);
   if (len < 0) {
     lua_pushnil(L);
     lua_pushliteral(L, "eof");
@@ -317,15 +318,24 @@ static int conn_recv(lua_State *L) {
   return 1;
 }
 
-/* conn:recv_bytes([maxlength]) -> string | nil, "eof" */
+/* conn:recv_bytes([maxlength]) -> string | nil, "eof".  As in Python, a
+ * message longer than maxlength raises, whatever maxlength is (0 too);
+ * math.huge, like no maxlength, is no limit.  The number is checked before
+ * it becomes a size_t: a NaN or one past SIZE_MAX would not convert. */
 static int conn_recv_bytes(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
-  lua_Number maxlength = lmp__opt_number(L, 2, 0);
+  size_t maxlength = SIZE_MAX;
   const char *payload;
   int64_t len;
-  if (lua_gettop(L) >= 2 && maxlength < 0)
-    return lmp__error_raise(L, "ValueError", "recv_bytes: negative maxlength");
-  len = read_frame(L, c, &payload, (size_t)maxlength);
+  if (!lua_isnoneornil(L, 2)) {
+    lua_Number m = lmp__check_number(L, 2);
+    if (m != m)
+      return lmp__error_raise(L, "ValueError", "recv_bytes: maxlength is NaN");
+    if (m < 0)
+      return lmp__error_raise(L, "ValueError", "recv_bytes: negative maxlength");
+    if (m < (lua_Number)SIZE_MAX) maxlength = (size_t)m;
+  }
+  len = read_frame(L, c, &payload, maxlength);
   if (len < 0) {
     lua_pushnil(L);
     lua_pushliteral(L, "eof");
@@ -572,10 +582,12 @@ static int l_wait(lua_State *L) {
  * `stall` seconds in the middle of a message (0: wait for ever). */
 static int l_conn_configure(lua_State *L) {
   lmp_conn *c = check_conn(L, 1);
+  lua_Number max_frame = lmp__opt_number(L, 3, 0);
+  lua_Number stall = lmp__opt_number(L, 4, 0);
   c->safe = lua_toboolean(L, 2);
-  lua_Number stall;
-  c->max_frame = (size_t)lmp__opt_number(L, 3, 0);
-  stall = lmp__opt_number(L, 4, 0);
+  /* math.huge (and anything that does not fit a size_t) is no limit. */
+  c->max_frame = max_frame > 0 && max_frame < (lua_Number)SIZE_MAX
+                     ? (size_t)max_frame : 0;
   c->stall = stall > 0 ? lmp__timeout(stall) : LMP_FOREVER;
   return 0;
 }

@@ -159,6 +159,26 @@ describe("lmp.Pipe", function()
     a:close(); b:close()
   end)
 
+  it("recv_bytes(0) takes an empty message only; math.huge is no limit; NaN is a ValueError", function()
+    -- 0 was taken for "no limit", and math.huge and NaN were converted to
+    -- a size_t, which C leaves undefined (clang's UBSan reports it).
+    local a, b = lmp.Pipe()
+    a:send_bytes("")
+    assert.equal("", b:recv_bytes(0))
+    a:send_bytes("x")
+    assert.is_true(b:poll(5))
+    raises("OSError", b.recv_bytes, b, 0)
+    assert.equal("x", b:recv_bytes())  -- still there for a larger limit
+    a:send_bytes("hello")
+    assert.equal("hello", b:recv_bytes(math.huge))
+    a:send_bytes("hello")
+    assert.equal("hello", b:recv_bytes(2^70))
+    a:send_bytes("hello")
+    raises("ValueError", b.recv_bytes, b, 0 / 0)
+    assert.equal("hello", b:recv_bytes(nil))
+    a:close(); b:close()
+  end)
+
   describe("poll", function()
     it("without a timeout does not wait", function()
       local a, b = lmp.Pipe()

@@ -43,7 +43,7 @@ return function(core, lmp, I)
     end
     if o.authkey == "" then o.authkey = nil end  -- as Python: no authentication
     for _, k in ipairs({"max_message", "timeout", "stall"}) do
-      if type(o[k]) ~= "number" or o[k] < 0 then
+      if type(o[k]) ~= "number" or not (o[k] >= 0) then  -- NaN too
         raise("TypeError", "%s: %s must be a number >= 0", what, k)
       end
     end

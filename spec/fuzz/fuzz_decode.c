@@ -1,18 +1,22 @@
 /*
  * fuzz_decode.c -- libFuzzer target for lmp.codec.decode.
  *
- * One lua_State, created once with the standard libraries and lmp in
- * package.preload.  Each input is decoded twice under lua_pcall, by
+ * One lua_State (fuzz_support.c: malloc'ed heap, JIT off, lmp loaded).
+ * Each input is decoded twice under lua_pcall, by
  * lmp.codec.decode(input) and lmp.codec.decode(input, {safe = true}); a
  * value that decodes is encoded again.  The only acceptable failure is a
  * CodecError (an lmp error table with kind == "CodecError"): any other Lua
  * error -- "not enough memory", a C stack overflow, a string error -- is a
- * bug, and aborts, as do crashes and sanitizer reports.
+ * bug, and aborts, as do crashes and sanitizer reports.  What the safe
+ * decode returns must be plain data (SPEC 12): a function, a coroutine, a
+ * userdata other than null, a cdata or a loaded module anywhere in it
+ * aborts too.
  *
  * LMP_FUZZ_SAFE_ONLY=1 in the environment skips the decode without
  * {safe = true} (which loads bytecode): a way to fuzz the rest while a
  * bytecode-loading bug is open.  The default, and CI, decode both ways.
  *
+ * Seeds: spec/fuzz/corpus/decode, written by spec/fuzz/make_corpus.lua.
  * Built by spec/fuzz/CMakeLists.txt (cmake -DLMP_FUZZ=ON, clang); run by
  * scripts/fuzz.
  */
@@ -20,74 +24,38 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <lauxlib.h>
 #include <lua.h>
-#include <lualib.h>
 
-#include "lmp.h"
+#include "fuzz_support.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
-static int ref_decode, ref_encode, ref_safe;
-static unsigned long runs;
+static int ref_decode, ref_encode, ref_safe, ref_plain;
 static int safe_only;
 
-/* The Lua heap may not grow past this between collections. */
-#define HEAP_LIMIT_KB (768 * 1024)
-
-/* Closing the state at exit runs the __gc of whatever the codec keeps in
- * Lua objects: LuaJIT allocates its heap with mmap, where LeakSanitizer
- * does not look for pointers, so memory only reachable from there would
- * otherwise be reported as leaked. */
-static void close_state(void) {
-  if (L) lua_close(L);
-  L = NULL;
-}
+static const char *const codec_error[] = {"CodecError", NULL};
 
 static void setup(void) {
   const char *so = getenv("LMP_FUZZ_SAFE_ONLY");
   safe_only = so && *so && *so != '0';
-  L = luaL_newstate();
-  if (!L) abort();
-  luaL_openlibs(L);
-  lmp_preload(L);
-  /* A registered metatable (the seed corpus uses it), a module of our
-   * own, and the codec functions. */
-  if (luaL_dostring(L,
-        "local lmp = require 'lmp'\n"
-        "lmp.codec.register('fuzz.Point', {__index = {}})\n"
-        "package.loaded['fuzz_mod'] = {answer = 42}\n"
-        "return lmp.codec.decode, lmp.codec.encode, {safe = true}")) {
-    fprintf(stderr, "fuzz_decode: setup failed: %s\n", lua_tostring(L, -1));
-    abort();
-  }
+  L = fuzz_new_state("fuzz_decode");
+  fuzz_push_support(L);
+  lua_getfield(L, -1, "lmp");
+  lua_getfield(L, -1, "codec");
+  lua_getfield(L, -1, "decode");
+  lua_getfield(L, -2, "encode");
+  lua_newtable(L);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "safe");
+  lua_getfield(L, -6, "plain");
+  ref_plain = luaL_ref(L, LUA_REGISTRYINDEX);
   ref_safe = luaL_ref(L, LUA_REGISTRYINDEX);
   ref_encode = luaL_ref(L, LUA_REGISTRYINDEX);
   ref_decode = luaL_ref(L, LUA_REGISTRYINDEX);
-  atexit(close_state);
-}
-
-/* Aborts unless the error at the top of the stack is a CodecError. */
-static void check_error(const char *what, size_t size) {
-  int ok = 0;
-  if (lua_istable(L, -1)) {
-    lua_pushliteral(L, "kind");
-    lua_rawget(L, -2);
-    lua_pushliteral(L, "message");
-    lua_rawget(L, -3);
-    ok = lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
-         strcmp(lua_tostring(L, -2), "CodecError") == 0;
-    lua_pop(L, 2);
-  }
-  if (!ok) {
-    const char *msg = lua_tostring(L, -1);
-    fprintf(stderr, "fuzz_decode: %s raised a non-CodecError: %s (%s), input of %zu bytes\n",
-            what, msg ? msg : "(not a string)", luaL_typename(L, -1), size);
-    abort();
-  }
+  lua_settop(L, 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -98,24 +66,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_pushlstring(L, (const char *)data, size);
     if (safe) lua_rawgeti(L, LUA_REGISTRYINDEX, ref_safe);
     if (lua_pcall(L, safe ? 2 : 1, 1, 0) != 0) {
-      check_error(safe ? "decode(input, {safe = true})" : "decode(input)", size);
+      fuzz_check_error(L, safe ? "decode(input, {safe = true})" : "decode(input)",
+                       size, codec_error);
       continue;
+    }
+    if (safe) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, ref_plain);
+      lua_pushvalue(L, -2);
+      lua_call(L, 1, 1);
+      if (!lua_isnil(L, -1)) {
+        fprintf(stderr, "fuzz_decode: decode(input, {safe = true}) returned "
+                "%s, not plain data, from an input of %zu bytes\n",
+                lua_tostring(L, -1), size);
+        abort();
+      }
+      lua_pop(L, 1);
     }
     /* What decodes encodes again (or raises a CodecError). */
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref_encode);
     lua_insert(L, -2);
-    if (lua_pcall(L, 1, 1, 0) != 0) check_error("encode(decode(input))", size);
+    if (lua_pcall(L, 1, 1, 0) != 0)
+      fuzz_check_error(L, "encode(decode(input))", size, codec_error);
   }
-  lua_settop(L, 0);
-  if (++runs % 64 == 0 || lua_gc(L, LUA_GCCOUNT, 0) > HEAP_LIMIT_KB / 4) {
-    lua_gc(L, LUA_GCCOLLECT, 0);
-    if (lua_gc(L, LUA_GCCOUNT, 0) > HEAP_LIMIT_KB) {
-      fprintf(stderr, "fuzz_decode: the Lua heap holds %d KB after a full collection\n",
-              lua_gc(L, LUA_GCCOUNT, 0));
-      abort();
-    }
-  } else {
-    lua_gc(L, LUA_GCSTEP, 0);
-  }
+  fuzz_collect(L);
   return 0;
 }
