@@ -250,18 +250,21 @@ static int64_t read_frame(lua_State *L, lmp_conn *c, const char **payload,
   double begun = 0;
   if (!c->readable)
     lmp__error_raise(L, "ValueError", "the connection is write-only");
-  while (buffered(c) < hlen) {
-    int r = fill(L, c, READ_CHUNK,
-                 buffered(c) > 0 ? stall_timeout(c, &begun) : -1);
+  /* The header's size is known from its first bytes, which may have come
+   * with the message before (then nothing needs reading here). */
+  for (;;) {
+    int r;
+    if (buffered(c) >= LMP_FRAME_HEADER_MIN)
+      hlen = lmp__frame_header_size(
+          (const unsigned char *)c->in.data + c->in_pos);
+    if (buffered(c) >= hlen) break;
+    r = fill(L, c, READ_CHUNK, buffered(c) > 0 ? stall_timeout(c, &begun) : -1);
     if (r < 0) stalled(L, c);
     if (r == 0) {
       if (buffered(c) == 0) return -1;
       lmp__error_raise(L, "OSError", "recv: the peer closed the connection "
                        "in the middle of a message");
     }
-    if (buffered(c) >= LMP_FRAME_HEADER_MIN)
-      hlen = lmp__frame_header_size(
-          (const unsigned char *)c->in.data + c->in_pos);
   }
   if (lmp__frame_length((const unsigned char *)c->in.data + c->in_pos,
                         &len) != 0) {

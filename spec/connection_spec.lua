@@ -366,6 +366,20 @@ describe("lmp.Pipe", function()
       a:close(); b:close()
     end)
 
+    it("reads a long-form header that arrived with the message before it", function()
+      local a, b = lmp.Pipe()
+      -- one write: the second frame's header is already buffered when the
+      -- first frame has been read
+      H.raw_write(a:fileno(), "\0\0\0\2" .. "hi" ..
+                  "\255\255\255\255" .. "\0\0\0\0\0\0\0\5" .. "hello" ..
+                  "\0\0\0\3" .. "end")
+      assert.is_true(b:poll(5))
+      assert.equal("hi", b:recv_bytes())
+      assert.equal("hello", b:recv_bytes())
+      assert.equal("end", b:recv_bytes())
+      a:close(); b:close()
+    end)
+
     it("recv decodes JSON text written by a foreign peer", function()
       local a, b = lmp.Pipe()
       local json = '{"k": [1, 2, {"x": null}], "s": "\\u00e9"}'
