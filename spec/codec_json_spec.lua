@@ -16,37 +16,7 @@ local function show(v) return V.show(v, 60) end
 local SPEC_DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local SUITE_DIR = SPEC_DIR .. "/fixtures/JSONTestSuite/test_parsing"
 
-
-
-
--- Deep equality of acyclic plain data; numbers exactly as doubles (the sign
--- of zero included).
-local function same(a, b, path)
-  path = path or "value"
-  if type(a) ~= type(b) then
-    return false, path .. ": " .. type(a) .. " " .. show(a) .. " vs " .. type(b) .. " " .. show(b)
-  end
-  if type(a) == "number" then
-    if a == b and (a ~= 0 or 1 / a == 1 / b) then return true end
-    return false, path .. ": " .. fmtnum(a) .. " vs " .. fmtnum(b)
-  end
-  if type(a) ~= "table" then
-    if a == b then return true end
-    return false, path .. ": " .. show(a) .. " vs " .. show(b)
-  end
-  local n = 0
-  for k, va in V.entries(a) do
-    n = n + 1
-    local vb = b[k]
-    if vb == nil then return false, path .. "[" .. show(k) .. "]: missing" end
-    local ok, why = same(va, vb, path .. "[" .. show(k) .. "]")
-    if not ok then return false, why end
-  end
-  for _ in V.entries(b) do n = n - 1 end
-  if n ~= 0 then return false, path .. ": different number of keys" end
-  return true
-end
-
+local same = V.same
 
 local function is_codec_error(e)
   return type(e) == "table" and e.kind == "CodecError" and type(e.message) == "string"

@@ -56,4 +56,32 @@ function V.hex(s, n)
   return (s:sub(1, n or 80):gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
+-- Deep equality of acyclic plain data; numbers exactly as doubles (the sign
+-- of zero included).  Returns true, or false and where the two differ.
+function V.same(a, b, path)
+  path = path or "value"
+  if type(a) ~= type(b) then
+    return false, path .. ": " .. type(a) .. " " .. V.show(a, 60) .. " vs " .. type(b) .. " " .. V.show(b, 60)
+  end
+  if type(a) == "number" then
+    if a == b and (a ~= 0 or 1 / a == 1 / b) or (a ~= a and b ~= b) then return true end
+    return false, path .. ": " .. V.fmtnum(a) .. " vs " .. V.fmtnum(b)
+  end
+  if type(a) ~= "table" then
+    if a == b then return true end
+    return false, path .. ": " .. V.show(a, 60) .. " vs " .. V.show(b, 60)
+  end
+  local n = 0
+  for k, va in V.entries(a) do
+    n = n + 1
+    local vb = b[k]
+    if vb == nil then return false, path .. "[" .. V.show(k, 60) .. "]: missing" end
+    local ok, why = V.same(va, vb, path .. "[" .. V.show(k, 60) .. "]")
+    if not ok then return false, why end
+  end
+  for _ in V.entries(b) do n = n - 1 end
+  if n ~= 0 then return false, path .. ": different number of keys" end
+  return true
+end
+
 return V
