@@ -103,6 +103,7 @@ typedef struct {
   path_frame *path;
   int path_cap;
   int busy;
+  int finalized;       /* its __gc has run: the memory above is gone */
 } enc_ctx;
 
 typedef struct {
@@ -122,6 +123,10 @@ typedef struct {
 
 static void push_module_name(enc *e, int idx);
 
+/* When the state closes (lua_close, os.exit(code, true)), every finalizer
+ * runs, the registry's context being no exception, and the ones that run
+ * after it may still encode.  So a finalized context is left empty and
+ * marked, and push_ctx does not hand it out again. */
 static int ctx_gc(lua_State *L) {
   enc_ctx *c = lua_touserdata(L, 1);
   free(c->tables.slots);
@@ -129,29 +134,31 @@ static int ctx_gc(lua_State *L) {
   free(c->path);
   lmp__buf_free(&c->scratch);
   lmp__buf_free(&c->own_out);
+  memset(c, 0, sizeof(*c));
+  c->finalized = 1;
   return 0;
 }
 
 /* Pushes a context that is not in use: the state's shared one, or a fresh
- * one when encode is re-entered (from an extension's encoder). */
+ * one when encode is re-entered (from an extension's encoder).  A fresh
+ * one becomes the shared one if there is none yet, or if the shared one
+ * was finalized (the new one is finalized in a later round of lua_close). */
 static enc_ctx *push_ctx(lua_State *L) {
-  enc_ctx *c;
+  enc_ctx *c, *shared;
   lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
-  c = lua_touserdata(L, -1);
-  if (c && !c->busy) return c;
-  lua_pop(L, 1);
+  shared = lua_touserdata(L, -1);
+  if (shared && !shared->busy && !shared->finalized) return shared;
+  lua_pop(L, 1);  /* the registry still holds it */
   c = lua_newuserdata(L, sizeof(*c));
   memset(c, 0, sizeof(*c));
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, ctx_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
-  lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY);
-  if (lua_isnil(L, -1)) {
-    lua_pushvalue(L, -2);
+  if (shared == NULL || shared->finalized) {
+    lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
   }
-  lua_pop(L, 1);
   return c;
 }
 

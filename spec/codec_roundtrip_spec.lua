@@ -239,12 +239,12 @@ local function plainness(v)
 end
 
 -- Runs Lua `code` in a fresh lmp process with arg[1] = a file holding
--- `data`; returns {status, stdout, stderr}.
-local function run_child(code, data)
+-- `data`; returns {status, stdout, stderr}.  opts as H.run's.
+local function run_child(code, data, opts)
   local dir = H.tmpdir()
   H.write(dir .. "/data.bin", data)
   H.write(dir .. "/child.lua", code)
-  return H.lmp_run({dir .. "/child.lua", dir .. "/data.bin"})
+  return H.lmp_run({dir .. "/child.lua", dir .. "/data.bin"}, opts)
 end
 
 local function roundtrip_check(v, opts, what)
@@ -719,6 +719,36 @@ describe("lmp.codec round trips", function()
         local ok, why = deep_equal(v, twice)
         assert(ok, string.format("seed %d case %d (second round trip): %s", SEED, i, tostring(why)))
       end
+    end)
+  end)
+
+  describe("while the state closes", function()
+    -- os.exit(code, true) and lua_close run every finalizer, newest first:
+    -- an object made before the first encoding (which makes the encoder's
+    -- context) is finalized after the context, and may still encode (a
+    -- goodbye message on a Queue or a Connection, say).  Memory used after
+    -- it is freed crashes now and then; ASan sees it every time, and so
+    -- does glibc with its per-thread cache turned off (a double free).
+    it("encodes in a finalizer that runs after the encoder's own", function()
+      local child = [[
+        local codec = require("lmp").codec
+        local guard = newproxy(true)
+        getmetatable(guard).__gc = function()
+          local v = {}
+          for i = 1, 100 do v[i] = {i, name = "t" .. i} end
+          local json = codec.decode(codec.encode(v))
+          v.shared = v[1]
+          local bin = codec.decode(codec.encode(v))
+          assert(json[100].name == "t100" and bin[100].name == "t100" and bin.shared == bin[1])
+          io.write("encoded while closing\n")
+        end
+        _G.guard = guard
+        codec.encode({1})
+        os.exit(0, true)
+      ]]
+      local r = run_child(child, "", {env = {GLIBC_TUNABLES = "glibc.malloc.tcache_count=0"}})
+      assert.equal("encoded while closing\n", r.stdout, r.stderr)
+      assert.equal(0, r.status, r.stderr)
     end)
   end)
 end)
