@@ -14,6 +14,7 @@ local lmp = require "lmp"
 local cjson = require "cjson"
 local codec = lmp.codec
 
+local H = require "spec.support.helpers"
 local V = require "spec.support.values"
 local SEED, new_rng, fmtnum, same = V.SEED, V.new_rng, V.fmtnum, V.deep_equal
 local function show(v) return V.show(v, 60) end
@@ -37,13 +38,7 @@ local function is_codec_error(e)
   return type(e) == "table" and e.kind == "CodecError" and type(e.message) == "string"
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = H.slurp
 
 local function list(dir)
   local p = io.popen("timeout 20 ls " .. "'" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
