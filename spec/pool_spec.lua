@@ -1021,6 +1021,27 @@ describe("lmp.Pool", function()
       p:close(); p:join()
     end)
 
+    it("= 1 with more tasks than workers: close and join complete every task", function()
+      -- Workers retire after their one task while the pool is closed: the
+      -- pool must still replace them while tasks are waiting.
+      local r = run_script([[
+        local lmp = require "lmp"
+        local pool = lmp.Pool{processes = 3, maxtasksperchild = 1}
+        local rs = {}
+        for i = 1, 6 do
+          rs[i] = pool:apply_async(function(x)
+            local t = os.clock() while os.clock() - t < 0.05 do end
+            return x * x
+          end, {i})
+        end
+        pool:close(); pool:join()
+        for i = 1, 6 do io.write(tostring(rs[i]:get(0)), " ") end
+        print()
+      ]], {timeout = 20})
+      assert.equal(0, r.status, r.stderr)
+      assert.equal("1 4 9 16 25 36 \n", r.stdout)
+    end)
+
     it("= 2 lets a worker run at most two tasks", function()
       local p = new_pool{processes = 2, maxtasksperchild = 2}
       local r = p:map(function() return require("lmp").current_process().pid end, {1, 2, 3, 4, 5, 6, 7, 8, 9}, 1)

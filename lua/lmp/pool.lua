@@ -313,7 +313,11 @@ return function(core, lmp, I)
     end
     w.conn:close()
     pcall(w.proc.close, w.proc)
-    if self.state == "running" then self:_spawn() end
+    -- A closed pool still owes its queued tasks a worker: the one that
+    -- ended may have retired (maxtasksperchild) or died after close().
+    if self.state == "running" or (self.state == "closed" and self.queue.first <= self.queue.last) then
+      self:_spawn()
+    end
   end
 
   -- What this pool waits on, appended to `list`; returns the time left to
