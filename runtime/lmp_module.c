@@ -7,6 +7,7 @@
  * The module-level functions are here (lmp.cpu_count, lmp.error, ...); each
  * object's are in its own file, added by its lmp__<module>_open.
  */
+#include "lmp_alarm.h"
 #include "lmp_arg.h"
 #include "lmp_codec_lua.h"
 #include "lmp_conn.h"
@@ -44,7 +45,8 @@ static int l_set_executable(lua_State *L) {
 
 /* Every kind of error lmp raises; lmp.errors maps each name to itself. */
 static const char *const error_kinds[] = {
-  "AuthenticationError", "BufferTooShort", "CodecError", "IndexError",
+  "AuthenticationError", "BufferTooShort", "CancelledError", "CodecError",
+  "IndexError",
   "OSError", "ProcessError", "RemoteError", "TimeoutError", "TypeError",
   "ValueError", "WorkerLost", NULL
 };
@@ -145,6 +147,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__codec_open(L);
   lmp__loop_open(L);
   lmp__time_open(L);
+  lmp__alarm_open(L);
   lmp__conn_open(L);
   lmp__process_open(L);
   lmp__shm_open(L);

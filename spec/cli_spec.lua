@@ -84,7 +84,7 @@ describe("lmp command line", function()
     end)
 
     it("finds lmp's own modules wherever it is run from", function()
-      local r = H.lmp_run({"-e", "print(require('lmp').version, type(require('lmp.poolworker').main))"},
+      local r = H.lmp_run({"-e", "print(require('lmp').version, type(require('lmp.pool.worker').main))"},
                           {cwd = "/"})
       assert.equal(lmp.version .. "\tfunction\n", r.stdout)
     end)

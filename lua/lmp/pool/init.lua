@@ -1,0 +1,358 @@
+-- lmp.pool: Pool (SPEC section 8): the API, and the pool's state.
+--
+-- A pool is made of parts, each in its own module:
+--   lmp.pool.scheduler  the queue of tasks, which worker runs what,
+--                       deadlines, retries, cancelling, replacing workers;
+--   lmp.pool.transport  how the scheduler reaches its workers (local
+--                       processes, one socketpair each);
+--   lmp.pool.worker     the loop each worker runs;
+--   lmp.pool.result     AsyncResult;
+--   lmp.pool.pump       waiting on all pools at once, running callbacks;
+--   lmp.pool.imap       imap and imap_unordered;
+--   lmp.pool.progress   the progress bar.
+-- This file checks arguments and options, turns calls into tasks, and
+-- closes, terminates and joins.
+return function(core, lmp, I)
+  local codec = lmp.codec
+  local unpack = unpack or table.unpack
+  local floor = math.floor
+  local raise = I.raise
+
+  -- The worker's module needs lmp's core (for soft deadlines), which a
+  -- plain require cannot give it: installed here, for the worker process
+  -- to find as the target "lmp.pool.worker:main".
+  local worker = require("lmp.pool.worker")(core, lmp)
+  package.loaded["lmp.pool.worker"] = worker
+
+  local Pool = I.class("Pool")
+  local pump = require("lmp.pool.pump")(core, lmp, I)
+  local progress = require("lmp.pool.progress")(core)
+  local transport = require("lmp.pool.transport")(core, lmp)
+  local AsyncResult = require("lmp.pool.result")(core, lmp, I, pump, progress)
+  require("lmp.pool.scheduler")(core, lmp, I, Pool, transport, pump, worker.FUNCTIONS_KEPT)
+
+  -- Without a `timeout`, a task's hard deadline follows its soft one by
+  -- this much: time for the task to clean up.
+  local SOFT_GRACE = 1
+  -- How long join waits for an idle worker to end before killing it.
+  local JOIN_TIMEOUT = 10
+
+  function Pool:_describe()
+    return ("%s, %d workers"):format(self.state, #self.workers)
+  end
+
+  ---------------------------------------------------------------------------
+  -- Checking arguments and options
+
+  -- what: "Pool" or "Pool:map" ..., name: the argument or option.
+  local function check_positive_integer(v, what, name)
+    I.check_type(v, "number", what, name, "a positive integer")
+    if v < 1 or v ~= floor(v) then
+      raise("ValueError", "%s: %s must be a positive integer, not %s", what, name, tostring(v))
+    end
+  end
+
+  local function check_optional(v, tname, what, name)
+    if v ~= nil then I.check_type(v, tname, what, name) end
+  end
+
+  local function check_seconds(v, what, name)
+    if v == nil then return end
+    I.check_type(v, "number", what, name, "a number of seconds")
+    if not (v > 0) then
+      raise("ValueError", "%s: %s must be a positive number of seconds, not %s", what, name,
+            tostring(v))
+    end
+  end
+
+  local function check_retries(v, what, name)
+    if v == nil then return end
+    I.check_type(v, "number", what, name, "a whole number")
+    if v < 0 or v ~= floor(v) then
+      raise("ValueError", "%s: %s must be 0 or more, and whole, not %s", what, name, tostring(v))
+    end
+  end
+
+  local function check_kinds(v, what, name)
+    if v == nil then return end
+    I.check_type(v, "table", what, name, "a list of error kinds")
+    for i, k in ipairs(v) do
+      if type(k) ~= "string" then
+        raise("TypeError", "%s: %s[%d] must be an error kind (a string), not %s", what, name, i,
+              type(k))
+      end
+    end
+  end
+
+  local function check_known(t, known, what, noun)
+    for k in pairs(t) do
+      if not known[k] then raise("ValueError", "%s: unknown %s %s", what, noun, tostring(k)) end
+    end
+  end
+
+  local POOL_OPTIONS = {processes = true, initializer = true, initargs = true,
+                        maxtasksperchild = true, task_timeout = true, soft_timeout = true,
+                        retries = true, retry_on = true, max_memory_per_child = true}
+  local CALL_OPTIONS = {timeout = true, soft_timeout = true, retries = true, retry_on = true,
+                        callback = true, error_callback = true, progress = true,
+                        buffersize = true}
+
+  -- The options table of a call is its last argument, if that is a table
+  -- (no other argument of a pool call is one).  Returns it and how many
+  -- arguments come before it.
+  local function trailing_options(...)
+    local n = select("#", ...)
+    if n > 0 and type((select(n, ...))) == "table" then return (select(n, ...)), n - 1 end
+    return nil, n
+  end
+
+  -- A call's options, with the pool's defaults and positional callbacks
+  -- folded in, checked.
+  local function call_options(self, what, fn, opts, callback, error_callback)
+    if self.broken then
+      raise("ProcessError", "%s: the pool is broken: %s", what, tostring(self.broken.message))
+    end
+    if self.state ~= "running" then
+      raise("ValueError", "%s: the pool is %s", what, self.state)
+    end
+    I.check_type(fn, "function", what, "fn")
+    opts = opts or {}
+    check_known(opts, CALL_OPTIONS, what, "option")
+    local o = {
+      callback = callback or opts.callback,
+      error_callback = error_callback or opts.error_callback,
+      timeout = opts.timeout, soft_timeout = opts.soft_timeout,
+      retries = opts.retries, retry_on = opts.retry_on,
+      progress = opts.progress, buffersize = opts.buffersize, grace = SOFT_GRACE,
+    }
+    check_optional(o.callback, "function", what, "callback")
+    check_optional(o.error_callback, "function", what, "error_callback")
+    check_seconds(o.timeout, what, "timeout")
+    check_seconds(o.soft_timeout, what, "soft_timeout")
+    check_retries(o.retries, what, "retries")
+    check_kinds(o.retry_on, what, "retry_on")
+    if o.buffersize ~= nil then check_positive_integer(o.buffersize, what, "buffersize") end
+    if o.timeout == nil then o.timeout = self.task_timeout end
+    if o.soft_timeout == nil then o.soft_timeout = self.soft_timeout end
+    if o.retries == nil then o.retries = self.retries end
+    if o.retry_on == nil then o.retry_on = self.retry_on end
+    return o
+  end
+
+  ---------------------------------------------------------------------------
+  -- The pool
+
+  function lmp.Pool(opts)
+    if type(opts) ~= "table" then opts = {processes = opts} end
+    check_known(opts, POOL_OPTIONS, "lmp.Pool", "option")
+    local n = opts.processes
+    if n == nil then n = lmp.cpu_count() end
+    check_positive_integer(n, "lmp.Pool", "processes")
+    if opts.maxtasksperchild ~= nil then
+      check_positive_integer(opts.maxtasksperchild, "lmp.Pool", "maxtasksperchild")
+    end
+    check_optional(opts.initializer, "function", "lmp.Pool", "initializer")
+    check_optional(opts.initargs, "table", "lmp.Pool", "initargs")
+    check_seconds(opts.task_timeout, "lmp.Pool", "task_timeout")
+    check_seconds(opts.soft_timeout, "lmp.Pool", "soft_timeout")
+    check_retries(opts.retries, "lmp.Pool", "retries")
+    check_kinds(opts.retry_on, "lmp.Pool", "retry_on")
+    if opts.max_memory_per_child ~= nil then
+      I.check_type(opts.max_memory_per_child, "number", "lmp.Pool", "max_memory_per_child",
+                   "a number of MiB")
+      if not (opts.max_memory_per_child > 0) then
+        raise("ValueError", "lmp.Pool: max_memory_per_child must be a positive number of MiB")
+      end
+    end
+    local self = setmetatable({
+      size = n, initializer = opts.initializer, initargs = opts.initargs,
+      maxtasks = opts.maxtasksperchild, max_memory = opts.max_memory_per_child,
+      task_timeout = opts.task_timeout, soft_timeout = opts.soft_timeout,
+      retries = opts.retries, retry_on = opts.retry_on,
+      workers = {}, queue = {first = 1, last = 0}, nqueued = 0, tasks = {},
+      next_id = 0, next_key = 0, state = "running", nstarted = 0, early_deaths = 0,
+      counts = {done = 0, failed = 0, retried = 0, replaced = 0},
+    }, Pool)
+    -- A pool collected while open takes its workers down with it.
+    local workers = self.workers
+    self._gc = newproxy(true)
+    getmetatable(self._gc).__gc = function()
+      for _, w in ipairs(workers) do w.ep:signal("terminate") end
+    end
+    for _ = 1, n do self:_spawn() end
+    pump.add(self)
+    return self
+  end
+
+  -- A CodecError names the path in the task frame {id, key, star, items};
+  -- the user knows the value as `args` (apply) or items[i] of the list.
+  local function task_error(e, base, job)
+    if not (lmp.is_error(e) and e.kind == "CodecError") then return e end
+    local k, rest = e.message:match("^value%[4%]%[(%d+)%](.*)$")
+    if not k then return e end
+    local where = job.single and "args" or ("items[%d]"):format(base + tonumber(k) - 1)
+    return lmp.error("CodecError", where .. rest)
+  end
+
+  -- Encodes fn, with its upvalues as they are now, for the tasks of one
+  -- call: job.key names it on the workers, job.fnframe carries it.
+  local function function_frame(self, fn, job)
+    self.next_key = self.next_key + 1
+    local ok, frame = pcall(codec.encode, {self.next_key, fn}, {binary = true, role = "function"})
+    if not ok then
+      local e = frame
+      if lmp.is_error(e, "CodecError") then
+        local rest = e.message:match("^function%[2%](.*)$")
+        if rest then e = lmp.error("CodecError", "function" .. rest) end
+      end
+      error(e, 0)
+    end
+    job.key, job.fnframe = self.next_key, frame
+  end
+
+  -- Queues a task: items[1..n] for the job's function, results delivered
+  -- to job at base.
+  local function submit(self, star, items, job, base)
+    self.next_id = self.next_id + 1
+    local id = self.next_id
+    local ok, frame = pcall(codec.encode, {id, job.key, star, items, job.opts.soft_timeout},
+                            {binary = true})
+    if not ok then error(task_error(frame, base, job), 0) end
+    return self:_queue_task(job, id, frame, base)
+  end
+
+  ---------------------------------------------------------------------------
+  -- The API
+
+  local function default_chunksize(self, len)
+    local size, extra = floor(len / (self.size * 4)), len % (self.size * 4)
+    if extra > 0 then size = size + 1 end
+    return size > 0 and size or 1
+  end
+
+  function Pool:apply_async(fn, args, ...)
+    local opts, npos = trailing_options(...)
+    local callback, error_callback
+    if npos >= 1 then callback, error_callback = ... end
+    local o = call_options(self, "Pool:apply_async", fn, opts, callback, error_callback)
+    check_optional(args, "table", "Pool:apply_async", "args")
+    args = args or {}
+    local job = AsyncResult.new(self, 1, o, 1)
+    job.single = true
+    function_frame(self, fn, job)
+    submit(self, true, {n = 1, {n = args.n or #args, unpack(args, 1, args.n or #args)}}, job, 1)
+    return job
+  end
+
+  function Pool:apply(fn, args, opts)
+    call_options(self, "Pool:apply", fn, opts)
+    check_optional(args, "table", "Pool:apply", "args")
+    return self:apply_async(fn, args, opts):get()
+  end
+
+  local function map_job(self, what, star, fn, list, ...)
+    local opts, npos = trailing_options(...)
+    local chunksize, callback, error_callback
+    if npos >= 1 then chunksize, callback, error_callback = ... end
+    local o = call_options(self, what, fn, opts, callback, error_callback)
+    I.check_type(list, "table", what, "list", "an array table")
+    local len = #list
+    if star then
+      for i = 1, len do
+        if type(list[i]) ~= "table" then
+          raise("TypeError", "%s: list[%d] must be a table of arguments, not %s", what, i,
+                type(list[i]))
+        end
+      end
+    end
+    if chunksize == nil then chunksize = default_chunksize(self, len) end
+    check_positive_integer(chunksize, what, "chunksize")
+    local nchunks = math.ceil(len / chunksize)
+    local job = AsyncResult.new(self, nchunks, o, len)
+    if nchunks == 0 then job:_finish(true, {}) return job end
+    function_frame(self, fn, job)
+    for c = 0, nchunks - 1 do
+      local base = c * chunksize + 1
+      local n = math.min(chunksize, len - base + 1)
+      local items = {n = n}
+      for i = 1, n do items[i] = list[base + i - 1] end
+      submit(self, star, items, job, base)
+    end
+    return job
+  end
+
+  function Pool:map_async(fn, list, ...) return map_job(self, "Pool:map_async", false, fn, list, ...) end
+  function Pool:starmap_async(fn, list, ...)
+    return map_job(self, "Pool:starmap_async", true, fn, list, ...)
+  end
+
+  -- map and starmap take (fn, list [, chunksize] [, opts]): no callbacks
+  -- in positions.
+  local function map_sync(self, what, star, fn, list, ...)
+    local opts, npos = trailing_options(...)
+    local chunksize = npos >= 1 and (...) or nil
+    if npos > 1 then raise("TypeError", "%s: takes (fn, list [, chunksize] [, options])", what) end
+    return map_job(self, what, star, fn, list, chunksize, nil, nil, opts):get()
+  end
+
+  function Pool:map(fn, list, ...) return map_sync(self, "Pool:map", false, fn, list, ...) end
+  function Pool:starmap(fn, list, ...) return map_sync(self, "Pool:starmap", true, fn, list, ...) end
+
+  require("lmp.pool.imap")(core, lmp, I, pump, progress, Pool, {
+    trailing_options = trailing_options, call_options = call_options,
+    check_positive_integer = check_positive_integer, function_frame = function_frame,
+    submit = submit,
+  })
+
+  function Pool:stats()
+    local busy = 0
+    for _, w in ipairs(self.workers) do
+      if w.inflight[1] then busy = busy + 1 end
+    end
+    local c = self.counts
+    return {workers = #self.workers, busy = busy, queued = self.nqueued, done = c.done,
+            failed = c.failed, retried = c.retried, replaced = c.replaced}
+  end
+
+  function Pool:terminate_workers() self:_end_workers("terminate", "Pool:terminate_workers()") end
+  function Pool:kill_workers() self:_end_workers("kill", "Pool:kill_workers()") end
+
+  function Pool:close()
+    if self.state == "running" then self.state = "closed" end
+  end
+
+  local function terminate(self)
+    self.state = "terminated"
+    pump.remove(self)
+    local workers = self.workers
+    for _, w in ipairs(workers) do w.ep:signal("terminate") end
+    for _, w in ipairs(workers) do w.ep:finish(self._END_TIMEOUT) end
+    for i = #workers, 1, -1 do workers[i] = nil end
+    local err = lmp.error("ProcessError", "the pool was terminated")
+    for id, task in pairs(self.tasks) do
+      self.tasks[id] = nil
+      task.job:_chunk(task.base, false, err)
+    end
+    self.queue, self.nqueued = {first = 1, last = 0}, 0
+  end
+
+  function Pool:terminate()
+    if self.state == "terminated" then return end
+    pump.hold(terminate, self)
+  end
+
+  function Pool:join()
+    if self.state == "running" then
+      raise("ValueError", "Pool:join: close() or terminate() the pool first")
+    end
+    while next(self.tasks) do pump.pump(nil) end
+    pump.remove(self)  -- no background work on a pool that is going away
+    pump.hold(function()
+      local workers = self.workers
+      for _, w in ipairs(workers) do w.ep:finish(JOIN_TIMEOUT) end
+      for i = #workers, 1, -1 do workers[i] = nil end
+    end)
+  end
+
+  lmp.AsyncResult = AsyncResult
+end

@@ -1,0 +1,430 @@
+-- lmp.pool.scheduler: which task runs where, and what becomes of it.
+--
+-- Work is cut into tasks (chunks of items, one frame each).  Tasks wait in
+-- the parent, in one queue, until a worker can take them: a worker has at
+-- most a few tasks sent to it (the pipeline), so that it never waits for
+-- the pool between two tasks, and no more unread bytes than its transport
+-- holds, so that sending never waits for a busy worker.  The function of
+-- a call is encoded once, with its upvalues as they are at that call, and
+-- sent to a worker before the first task of that call that it runs.
+--
+-- A task ends with its result, or fails with its error, WorkerLost (its
+-- worker died), TimeoutError (its hard deadline passed: the worker is
+-- killed) or CancelledError; a failure the call's `retries` allow puts it
+-- back in the queue instead.  A worker that ends is replaced while the
+-- pool runs, and while a closed pool still has tasks waiting.  A worker
+-- whose initializer fails (or EARLY_DEATHS in a row that die before they
+-- are ready) breaks the pool: waiting tasks fail with that error, since
+-- every replacement would fail the same way.
+--
+-- The pool's workers are reached through a transport (lmp.pool.transport).
+return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
+  -- Tasks in flight per worker; short tasks (under FAST seconds) get a
+  -- deeper pipeline.
+  local PIPELINE, PIPELINE_FAST, FAST = 2, 4, 0.002
+  -- How long a worker may take to end once told to (or killed).
+  local END_TIMEOUT = 5
+  -- Workers in a row that die before they are ready break the pool.
+  local EARLY_DEATHS = 3
+
+  local now = core.now
+
+  local function enqueue(self, task, front)
+    if self.broken then  -- no worker will come to run it
+      self.tasks[task.id] = nil
+      self.counts.failed = self.counts.failed + 1
+      return task.job:_chunk(task.base, false, self.broken)
+    end
+    local q = self.queue
+    if front then
+      q.first = q.first - 1
+      q[q.first] = task
+    else
+      q.last = q.last + 1
+      q[q.last] = task
+    end
+    self.nqueued = self.nqueued + 1
+  end
+
+  function Pool:_spawn()
+    self.nstarted = self.nstarted + 1
+    local ep = transport.start{
+      name = "PoolWorker-" .. self.nstarted, initializer = self.initializer,
+      initargs = self.initargs, maxtasks = self.maxtasks, max_memory = self.max_memory,
+    }
+    self.workers[#self.workers + 1] = {pool = self, ep = ep, inflight = {}, kept = {}, has = {},
+                                       sent = 0, unread = 0, ready = false}
+  end
+
+  -- A worker has gone: replace it while the pool runs, or while a closed
+  -- pool still owes queued tasks a worker.
+  function Pool:_replace()
+    if self.broken or self.state == "terminated" then return end
+    if self.state == "running" or self.nqueued > 0 then
+      self:_spawn()
+      self.counts.replaced = self.counts.replaced + 1
+    end
+  end
+
+  -- Queues a task of `job` (an AsyncResult, or imap's sink): `frame` is its
+  -- encoded {id, key, star, items, soft}, `base` the index of its first item.
+  function Pool:_queue_task(job, id, frame, base)
+    local o = job.opts
+    local task = {id = id, job = job, base = base, body = frame, attempts = 1,
+                  timeout = o.timeout or (o.soft_timeout and o.soft_timeout + o.grace)}
+    self.tasks[id] = task
+    if job.tasks then job.tasks[#job.tasks + 1] = task end
+    enqueue(self, task)
+    pump.hold(self._dispatch, self)
+    return task
+  end
+
+  -- Sends a task to w, preceded by the frame of its call's function unless
+  -- w still keeps it (lmp.pool.worker forgets the oldest of FUNCTIONS_KEPT
+  -- the same way).  `queued`: w may not read it before its current task is
+  -- done.
+  local function send_task(w, task, size, queued)
+    local job = task.job
+    if not w.has[job.key] then
+      w.ep:send(job.fnframe)
+      local kept = w.kept
+      kept[#kept + 1] = job.key
+      w.has[job.key] = true
+      if #kept > FUNCTIONS_KEPT then w.has[table.remove(kept, 1)] = nil end
+    end
+    w.ep:send(task.body)
+    w.sent = w.sent + 1
+    task.worker = w
+    local inflight = w.inflight
+    inflight[#inflight + 1] = task
+    if queued then
+      task.unread = size
+      w.unread = w.unread + size
+    elseif #inflight == 1 then
+      task.started = now()
+    end
+  end
+
+  -- The bytes a task puts on the way to w.
+  local function frame_size(w, task)
+    local size = #task.body
+    if not w.has[task.job.key] then size = size + #task.job.fnframe end
+    return size
+  end
+
+  -- Whether w can take a task of `size` bytes now, and if so whether it
+  -- waits there unread (w is busy, or still starting).
+  local function can_take(self, w, size)
+    if w.broken or w.retiring or (self.maxtasks and w.sent >= self.maxtasks) then return false end
+    local n = #w.inflight
+    if n == 0 and w.ready then return true, false end
+    if n >= (w.fast and PIPELINE_FAST or PIPELINE) then return false end
+    return w.unread + size <= w.ep.pipeline_bytes, true
+  end
+
+  -- Sends queued tasks to the least busy workers that can take them.
+  function Pool:_dispatch()
+    local q = self.queue
+    while q.first <= q.last do
+      local task = q[q.first]
+      if task.cancelled then
+        q[q.first] = nil
+        q.first = q.first + 1
+      else
+        local best, best_queued, best_size
+        for _, w in ipairs(self.workers) do
+          if not best or #w.inflight < #best.inflight then
+            local size = frame_size(w, task)
+            local ok, queued = can_take(self, w, size)
+            if ok then best, best_queued, best_size = w, queued, size end
+          end
+        end
+        if not best then break end
+        q[q.first] = nil
+        q.first = q.first + 1
+        self.nqueued = self.nqueued - 1
+        if not pcall(send_task, best, task, best_size, best_queued) then
+          -- The worker is gone (broken pipe): the task runs elsewhere, and
+          -- the worker is buried at the next pump.
+          best.broken = true
+          task.worker, task.started, task.unread = nil, nil, nil
+          enqueue(self, task, true)
+        end
+      end
+    end
+    -- The queue's keys only grow: a fresh table keeps memory flat.
+    if q.first > q.last and q.first > 1024 then self.queue = {first = 1, last = 0} end
+  end
+
+  -- Fails a task with err, or queues it again if its call's retries allow.
+  function Pool:_task_failed(task, err)
+    local o = task.job.opts
+    local retry = false
+    if not err.final and task.attempts <= (o.retries or 0) then
+      local kind, remote = err.kind, err.remote_kind
+      retry = kind == "WorkerLost" or kind == "TimeoutError" or remote == "TimeoutError"
+      for _, k in ipairs(o.retry_on or {}) do
+        if k == kind or k == remote then retry = true end
+      end
+    end
+    if retry then
+      task.attempts = task.attempts + 1
+      self.counts.retried = self.counts.retried + 1
+      task.worker, task.started, task.unread = nil, nil, nil
+      enqueue(self, task, true)
+      return
+    end
+    self.tasks[task.id] = nil
+    self.counts.failed = self.counts.failed + 1
+    err.attempts = task.attempts
+    task.job:_chunk(task.base, false, err)
+  end
+
+  -- The head of w's pipeline is what w runs now.
+  local function started(self, w)
+    local head = w.inflight[1]
+    if not head or head.started then return end
+    head.started = now()
+    if head.unread then
+      w.unread = w.unread - head.unread
+      head.unread = nil
+    end
+    -- A cancelled task that w was about to run: w is killed and replaced
+    -- (its other tasks go back to the queue when it is buried).
+    if head.cancelled then
+      w.killed = true
+      w.ep:signal("kill")
+    end
+  end
+
+  -- The initializer failed in w (err from the worker), or w ended before it
+  -- was ready: the pool is broken.
+  function Pool:_break(w, err)
+    self.broken = self.broken or err
+    err = self.broken
+    local function fail(task)
+      if not task.cancelled and self.tasks[task.id] then
+        self.tasks[task.id] = nil
+        self.counts.failed = self.counts.failed + 1
+        task.job:_chunk(task.base, false, err)
+      end
+    end
+    for _, task in ipairs(w.inflight) do fail(task) end
+    w.inflight, w.unread = {}, 0
+    local q = self.queue
+    for i = q.first, q.last do fail(q[i]) end
+    self.queue, self.nqueued = {first = 1, last = 0}, 0
+  end
+
+  -- A reply from worker w.
+  function Pool:_reply(w, msg)
+    local id, ok, value = msg[1], msg[2], msg[3]
+    if id == 0 then  -- ready, or its initializer failed
+      if ok then
+        w.ready = true
+        self.early_deaths = 0
+        started(self, w)
+      else
+        self:_break(w, lmp.error("RemoteError",
+          ("the pool's initializer failed in worker %s (pid %d): %s")
+          :format(w.ep.name, w.ep.pid, tostring(value.message)),
+          {traceback = value.traceback, remote_kind = value.kind, pid = w.ep.pid}))
+      end
+      return
+    end
+    local inflight, task = w.inflight, nil
+    for i = 1, #inflight do
+      if inflight[i].id == id then
+        task = table.remove(inflight, i)
+        break
+      end
+    end
+    if not task then return end
+    if task.started then w.fast = now() - task.started < FAST end
+    if msg[4] then
+      -- w retires after this task: what it has not read runs elsewhere.
+      w.retiring = true
+      for i = #inflight, 1, -1 do
+        local t = inflight[i]
+        inflight[i] = nil
+        t.worker, t.started, t.unread = nil, nil, nil
+        if not t.cancelled then enqueue(self, t, true) end
+      end
+      w.unread = 0
+    else
+      started(self, w)
+    end
+    if task.cancelled then return end
+    if ok then
+      self.tasks[id] = nil
+      self.counts.done = self.counts.done + 1
+      task.job:_chunk(task.base, true, value)
+    else
+      self:_task_failed(task, lmp.error("RemoteError", value.message or "?",
+        {traceback = value.traceback, remote_kind = value.kind, pid = w.ep.pid}))
+    end
+  end
+
+  -- Worker w has ended (or must end now): the task it was running fails
+  -- with err (WorkerLost, unless given), its other tasks go back to the
+  -- queue, and it is replaced.
+  function Pool:_bury(w, err)
+    for i, x in ipairs(self.workers) do
+      if x == w then table.remove(self.workers, i) break end
+    end
+    w.buried = true
+    local code = w.ep:finish(END_TIMEOUT)
+    local how = code == nil and "did not exit"
+                or code < 0 and ("was killed by signal " .. -code)
+                or ("exited with code " .. code)
+    if not w.ready and not w.retiring and not w.killed and self.state ~= "terminated" then
+      -- It died before it was ready: killed from outside, or its
+      -- initializer killed it.  Some in a row mean that every replacement
+      -- would die the same way.
+      self.early_deaths = self.early_deaths + 1
+      if self.early_deaths >= EARLY_DEATHS then
+        self:_break(w, lmp.error("WorkerLost",
+          ("worker %s (pid %d) %s before it was ready, the %dth in a row")
+          :format(w.ep.name, w.ep.pid, how, self.early_deaths), {pid = w.ep.pid, exitcode = code}))
+      end
+    end
+    local inflight = w.inflight
+    local head = inflight[1]
+    local running = head and head.started and not head.cancelled
+    if running and not err then
+      err = lmp.error("WorkerLost", ("worker %s (pid %d) %s during a task")
+                      :format(w.ep.name, w.ep.pid, how), {pid = w.ep.pid, exitcode = code})
+    end
+    w.inflight, w.unread = {}, 0
+    for i = #inflight, 1, -1 do  -- backwards: requeued tasks keep their order
+      local task = inflight[i]
+      task.worker, task.started, task.unread = nil, nil, nil
+      if not task.cancelled then
+        if i == 1 and running then self:_task_failed(task, err)
+        else enqueue(self, task, true) end
+      end
+    end
+    self:_replace()
+  end
+
+  -- What this pool waits on (lmp.pool.pump); returns the time left to its
+  -- nearest hard deadline (or nil).
+  function Pool:_watch(list, owner, ends, t)
+    local nearest
+    for _, w in ipairs(self.workers) do
+      w.ep:watch(list, owner, w, ends)
+      local task = w.inflight[1]
+      if task and task.timeout and task.started then
+        local left = task.started + task.timeout - t
+        if not nearest or left < nearest then nearest = left > 0 and left or 0 end
+      end
+    end
+    return nearest
+  end
+
+  function Pool:_fds(list)
+    for _, w in ipairs(self.workers) do w.ep:fds(list) end
+  end
+
+  -- Reads every reply that has come from w; true if w has ended.
+  function Pool:_drain(w)
+    while true do
+      local msg = w.ep:receive()
+      if msg == false then return true end
+      if msg == nil then return false end
+      self:_reply(w, msg)
+    end
+  end
+
+  -- Serves what `ready` (from connection.wait) says about this pool:
+  -- replies, ended workers, tasks past their deadline; then dispatches.
+  function Pool:_handle(ready, owner, ends)
+    local ended
+    for _, obj in ipairs(ready) do
+      local w = owner[obj]
+      if w and w.pool == self and not w.buried and not (ended and ended[w]) then
+        if self:_drain(w) or ends[obj] then
+          ended = ended or {}
+          ended[w] = true
+        end
+      end
+    end
+    for _, w in ipairs(self.workers) do
+      if w.broken then
+        ended = ended or {}
+        ended[w] = true
+      end
+    end
+    if ended then
+      for w in pairs(ended) do
+        self:_drain(w)  -- replies sent before the end are still in the pipe
+        self:_bury(w)
+      end
+    end
+    local t = now()
+    for i = #self.workers, 1, -1 do
+      local w = self.workers[i]
+      local task = w and w.inflight[1]
+      if task and task.timeout and task.started and t - task.started >= task.timeout then
+        w.killed = true
+        w.ep:signal("kill")
+        self:_bury(w, lmp.error("TimeoutError",
+          ("task timed out after %g s; worker %s (pid %d) was killed and replaced")
+          :format(task.timeout, w.ep.name, w.ep.pid)))
+      end
+    end
+    self:_dispatch()
+  end
+
+  -- Cancels the tasks of job that are not over.
+  function Pool:_cancel(job)
+    for _, task in ipairs(job.tasks or {}) do
+      if self.tasks[task.id] then
+        self.tasks[task.id] = nil
+        task.cancelled = true
+        local w = task.worker
+        if not w then
+          self.nqueued = self.nqueued - 1
+        elseif w.inflight[1] == task and task.started then
+          w.killed = true
+          w.ep:signal("kill")  -- buried and replaced at the next pump
+        end
+      end
+    end
+  end
+
+  -- A call failed: its tasks still queued will not be needed.
+  function Pool:_drop_queued(job)
+    for _, task in ipairs(job.tasks or {}) do
+      if not task.worker and self.tasks[task.id] then
+        self.tasks[task.id] = nil
+        task.cancelled = true
+        self.nqueued = self.nqueued - 1
+      end
+    end
+  end
+
+  -- Ends every worker now with `how` ("terminate" or "kill"): the tasks
+  -- they were running fail with WorkerLost (never retried), the others run
+  -- on their replacements.
+  local function end_workers(self, how, what)
+    local workers = {}
+    for i, w in ipairs(self.workers) do workers[i] = w end
+    for _, w in ipairs(workers) do
+      w.killed = true
+      w.ep:signal(how)
+    end
+    for _, w in ipairs(workers) do
+      self:_drain(w)
+      local err = lmp.error("WorkerLost", ("worker %s (pid %d) was ended by %s")
+                            :format(w.ep.name, w.ep.pid, what), {pid = w.ep.pid})
+      err.final = true
+      self:_bury(w, w.inflight[1] and w.inflight[1].started and err or nil)
+    end
+    self:_dispatch()
+  end
+
+  function Pool:_end_workers(how, what) pump.hold(end_workers, self, how, what) end
+
+  Pool._END_TIMEOUT = END_TIMEOUT
+end

@@ -1,0 +1,117 @@
+-- lmp.pool.worker: the loop a Pool worker process runs (the local
+-- transport, lmp.pool.transport, starts it as the target
+-- "lmp.pool.worker:main").
+--
+-- Messages from the pool, each a frame on `conn`:
+--   {key, fn}                     the function of one call of the pool
+--                                 (map, apply_async, ...), kept under `key`
+--                                 for that call's later tasks; the worker
+--                                 keeps the last FUNCTIONS_KEPT, and the
+--                                 pool counts them the same way;
+--   {id, key, star, items, soft}  a task: fn(item), or fn(unpack(item))
+--                                 when star, for each item; `soft`, if
+--                                 set, is its soft timeout in seconds.
+-- Replies, one frame per task: {id, true, results, retiring} or
+-- {id, false, err, retiring}; `retiring` says that this was the worker's
+-- last task (maxtasksperchild, or max_memory_per_child exceeded) and that
+-- it ends now.  Before its tasks, the worker says {0, true} once its
+-- initializer has run, or {0, false, err} if the initializer failed (and
+-- then ends).
+-- End of file on conn means the pool is done with this worker.
+--
+-- lmp.pool installs this module (with lmp's core) as
+-- package.loaded["lmp.pool.worker"].
+return function(core, lmp)
+  local codec = lmp.codec
+  local unpack = unpack or table.unpack
+
+  local M = {}
+
+  M.FUNCTIONS_KEPT = 4
+
+  local function failure(e)
+    local kind = lmp.is_error(e) and e.kind or nil
+    return {message = lmp.is_error(e) and e.message or tostring(e), kind = kind,
+            traceback = debug.traceback("", 2):gsub("^\n", "")}
+  end
+
+  local function run_chunk(fn, star, items, soft)
+    if soft then core.soft_deadline(soft) end
+    local results, n = {n = items.n or #items}, items.n or #items
+    for i = 1, n do
+      if star then
+        local a = items[i]
+        results[i] = fn(unpack(a, 1, a.n or #a))
+      else
+        results[i] = fn(items[i])
+      end
+    end
+    -- Disarmed inside the protected call: a deadline that fires now fails
+    -- this task, never the loop below.
+    if soft then core.soft_deadline(nil) end
+    return results
+  end
+
+  local function disarmed(e)
+    core.soft_deadline(nil)
+    return failure(e)
+  end
+
+  -- The resident set of this process, in MiB.
+  local function rss_mib()
+    local f = io.open("/proc/self/status")
+    if not f then return 0 end
+    local kib = f:read("*a"):match("VmRSS:%s*(%d+)")
+    f:close()
+    return (tonumber(kib) or 0) / 1024
+  end
+
+  local function reply(conn, id, ok, value, retiring)
+    local okenc, frame = pcall(codec.encode, {id, ok, value, retiring},
+                               {binary = true, role = "result"})
+    if not okenc then
+      frame = codec.encode({id, false, {message = tostring(frame), kind = "CodecError"},
+                            retiring}, {binary = true})
+    end
+    -- The pool may be gone (terminated, or its program ended): then so is
+    -- this worker, quietly.
+    return pcall(conn.send_bytes, conn, frame)
+  end
+
+  local function receive(conn)
+    local ok, msg = pcall(conn.recv, conn)
+    return ok and msg or nil
+  end
+
+  function M.main(conn, initializer, initargs, maxtasks, max_memory)
+    if initializer then
+      initargs = initargs or {}
+      local ok, err = xpcall(initializer, failure, unpack(initargs, 1, initargs.n or #initargs))
+      if not ok then
+        reply(conn, 0, false, err)
+        return
+      end
+    end
+    if not reply(conn, 0, true) then return end
+    local cache, kept, done = {}, {}, 0
+    while true do
+      local msg = receive(conn)
+      if msg == nil then return end
+      if msg[4] == nil then  -- {key, fn}
+        cache[msg[1]] = msg[2]
+        kept[#kept + 1] = msg[1]
+        if #kept > M.FUNCTIONS_KEPT then cache[table.remove(kept, 1)] = nil end
+        msg = receive(conn)
+        if msg == nil then return end
+      end
+      local ok, value = xpcall(run_chunk, msg[5] and disarmed or failure,
+                               cache[msg[2]], msg[3], msg[4], msg[5])
+      done = done + 1
+      local retiring = (maxtasks and done >= maxtasks)
+                       or (max_memory and rss_mib() > max_memory) or nil
+      if not reply(conn, msg[1], ok, value, retiring) or retiring then return end
+    end
+  end
+
+  return M
+end

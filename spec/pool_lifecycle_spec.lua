@@ -1,0 +1,503 @@
+-- The life of a Pool task (SPEC section 8, issue 13): per-call options and
+-- pool defaults, soft and hard deadlines, retries, cancel, workers over a
+-- memory limit, a broken initializer, stats, ending the workers, and
+-- submitting that never waits for a busy worker.
+--
+-- Every wait is bounded (AsyncResult:get(timeout), H.wait_until); scenarios
+-- that could block for ever live in pool_never_hang_spec.lua.
+local H = require "spec.support.helpers"
+local lmp = require "lmp"
+
+local raises = H.raises
+
+-- Sleeps in a worker by polling a pipe: lmp code, so a soft deadline
+-- reaches the task when the wait ends.
+local function nap(s)
+  local l = require "lmp"
+  local a, b = l.Pipe()
+  a:poll(s)
+  a:close(); b:close()
+end
+
+-- Spins for `s` seconds, calling os.clock: the interpreter runs all along,
+-- so a soft deadline reaches the task at once.
+local function spin(s)
+  local t = os.clock()
+  while os.clock() - t < s do end
+end
+
+-- A file that a task appends a line to, to count how often it ran.
+local function counter_file()
+  local path = H.tmpdir() .. "/runs"
+  H.write(path, "")
+  return path, function()
+    local n = 0
+    for _ in (H.slurp(path) or ""):gmatch("\n") do n = n + 1 end
+    return n
+  end
+end
+
+local pool
+
+local function new_pool(opts)
+  pool = lmp.Pool(opts)
+  return pool
+end
+
+describe("Pool task lifecycle", function()
+  after_each(function()
+    if pool then
+      pcall(pool.terminate, pool)
+      pcall(pool.join, pool)
+      pool = nil
+    end
+  end)
+  H.check_leaks()
+
+  describe("options", function()
+    it("refuses unknown pool and call options with a ValueError naming them", function()
+      local e = raises("ValueError", lmp.Pool, {processes = 1, maxtaskperchild = 2})
+      assert.truthy(e.message:find("maxtaskperchild", 1, true), e.message)
+      local p = new_pool(1)
+      e = raises("ValueError", p.apply, p, function() end, {}, {timout = 1})
+      assert.truthy(e.message:find("Pool:apply", 1, true) and e.message:find("timout", 1, true),
+                    e.message)
+      raises("ValueError", p.map, p, function() end, {1}, {retries = -1})
+      raises("TypeError", p.map, p, function() end, {1}, {retry_on = "WorkerLost"})
+      raises("ValueError", p.apply_async, p, function() end, {}, {soft_timeout = 0})
+      raises("TypeError", p.map_async, p, function() end, {1}, {callback = 1})
+      raises("ValueError", p.imap, p, function() end, {1}, {callback = function() end})
+      raises("ValueError", lmp.Pool, {processes = 1, max_memory_per_child = 0})
+    end)
+
+    it("take callback and error_callback from the options table", function()
+      local p = new_pool(1)
+      local got, failed = {}, nil
+      local r1 = p:apply_async(function(x) return x + 1 end, {1}, {callback = function(v) got[1] = v end})
+      local r2 = p:map_async(function(x) return x * 2 end, {1, 2},
+                             {callback = function(v) got[2] = v end})
+      local r3 = p:starmap_async(function() error("no") end, {{1}},
+                                 {error_callback = function(e) failed = e end})
+      assert.is_true(r1:wait(10) and r2:wait(10) and r3:wait(10))
+      lmp.poll(0)
+      assert.equal(2, got[1])
+      assert.same({2, 4}, got[2])
+      assert.equal("RemoteError", failed and failed.kind)
+    end)
+
+    it("map_async takes chunksize and callbacks in their places and options last", function()
+      local p = new_pool(2)
+      local seen
+      local r = p:map_async(function(x) return -x end, {1, 2, 3}, 1, function(v) seen = v end,
+                            nil, {timeout = 5})
+      assert.same({-1, -2, -3}, r:get(10))
+      lmp.poll(0)
+      assert.same({-1, -2, -3}, seen)
+      assert.same({-1, -2}, p:map_async(function(x) return -x end, {1, 2}, {retries = 1}):get(10))
+    end)
+  end)
+
+  describe("soft_timeout", function()
+    it("raises a TimeoutError inside the task, which can clean up and return", function()
+      local p = new_pool(1)
+      local t0 = H.now()
+      local r = p:apply_async(function()
+        local ok, e = pcall(spin, 10)
+        return {ok = ok, kind = e.kind, message = e.message}
+      end, {}, {soft_timeout = 0.2})
+      local v = r:get(10)
+      assert.is_false(v.ok)
+      assert.equal("TimeoutError", v.kind)
+      assert.truthy(v.message:find("0.2", 1, true), v.message)
+      assert.is_true(H.now() - t0 < 3, "took " .. (H.now() - t0) .. " s")
+      -- the worker is the same one, and still works
+      assert.equal(3, p:apply(function() return 3 end, {}))
+      assert.equal(0, p:stats().replaced)
+    end)
+
+    it("a task that does not catch it fails with RemoteError of kind TimeoutError", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() spin(10) end, {}, {soft_timeout = 0.2})
+      assert.is_true(r:wait(10))
+      local e = raises("RemoteError", r.get, r, 0)
+      assert.equal("TimeoutError", e.remote_kind)
+      assert.truthy(e.traceback, "no traceback")
+    end)
+
+    it("is followed by the hard deadline when the task goes on", function()
+      local p = new_pool(1)
+      local t0 = H.now()
+      local r = p:apply_async(function()
+        pcall(spin, 10)  -- swallows the soft deadline and goes on
+        spin(10)
+      end, {}, {soft_timeout = 0.2, timeout = 1})
+      assert.is_true(r:wait(10))
+      local e = raises("TimeoutError", r.get, r, 0)
+      assert.truthy(e.message:find("killed", 1, true), e.message)
+      local el = H.now() - t0
+      assert.is_true(el >= 0.9 and el < 4, "took " .. el .. " s")
+      assert.equal(1, p:stats().replaced)
+    end)
+
+    it("without a timeout, the hard deadline is the soft one plus a grace second", function()
+      local p = new_pool(1)
+      local t0 = H.now()
+      -- a JIT-compiled loop that calls nothing never runs the hook
+      local r = p:apply_async(function()
+        local x = 0
+        for i = 1, 1e13 do x = x + i % 7 end
+        return x
+      end, {}, {soft_timeout = 0.2})
+      assert.is_true(r:wait(10))
+      raises("TimeoutError", r.get, r, 0)
+      local el = H.now() - t0
+      assert.is_true(el >= 1.1 and el < 4, "took " .. el .. " s")
+    end)
+
+    it("is disarmed when the task returns in time, and applies per chunk of a map", function()
+      local p = new_pool(1)
+      assert.same({1, 2, 3}, p:map(function(x) spin(0.05) return x end, {1, 2, 3}, 1,
+                                   {soft_timeout = 0.5}))
+      -- a long pause after the task: no stray TimeoutError in the worker
+      nap(0.7)
+      assert.equal(7, p:apply(function() spin(0.6) return 7 end, {}))
+      assert.equal(0, p:stats().failed)
+    end)
+
+    it("comes from the pool's soft_timeout option by default", function()
+      local p = new_pool{processes = 1, soft_timeout = 0.2}
+      local r = p:apply_async(function() spin(10) end, {})
+      assert.is_true(r:wait(10))
+      local e = raises("RemoteError", r.get, r, 0)
+      assert.equal("TimeoutError", e.remote_kind)
+    end)
+  end)
+
+  describe("retries", function()
+    it("re-run a task whose worker died, and it can then succeed", function()
+      local path, runs = counter_file()
+      local p = new_pool(1)
+      local r = p:apply_async(function(file)
+        local f = io.open(file, "a"); f:write("run\n"); f:close()
+        local n = 0
+        for _ in io.lines(file) do n = n + 1 end
+        if n < 3 then os.exit(3) end
+        return n
+      end, {path}, {retries = 2})
+      assert.equal(3, r:get(20))
+      assert.equal(3, runs())
+      local s = p:stats()
+      assert.equal(2, s.retried)
+      assert.equal(2, s.replaced)
+    end)
+
+    it("count attempts: the last error carries them", function()
+      local path, runs = counter_file()
+      local p = new_pool(1)
+      local r = p:apply_async(function(file)
+        local f = io.open(file, "a"); f:write("run\n"); f:close()
+        os.exit(3)
+      end, {path}, {retries = 2})
+      assert.is_true(r:wait(20))
+      local e = raises("WorkerLost", r.get, r, 0)
+      assert.equal(3, e.attempts)
+      assert.equal(3, runs())
+    end)
+
+    it("retry hard timeouts, and errors whose kind is in retry_on, not other errors", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() spin(10) end, {}, {timeout = 0.2, retries = 1})
+      assert.is_true(r:wait(20))
+      assert.equal(2, raises("TimeoutError", r.get, r, 0).attempts)
+
+      local path, runs = counter_file()
+      r = p:apply_async(function(file)
+        local f = io.open(file, "a"); f:write("run\n"); f:close()
+        error(require("lmp").error("OSError", "flaky disk"))
+      end, {path}, {retries = 3, retry_on = {"OSError"}})
+      assert.is_true(r:wait(20))
+      local e = raises("RemoteError", r.get, r, 0)
+      assert.equal("OSError", e.remote_kind)
+      assert.equal(4, e.attempts)
+      assert.equal(4, runs())
+
+      path, runs = counter_file()
+      r = p:apply_async(function(file)
+        local f = io.open(file, "a"); f:write("run\n"); f:close()
+        error("a bug, not worth a retry")
+      end, {path}, {retries = 3, retry_on = {"OSError"}})
+      assert.is_true(r:wait(20))
+      assert.equal(1, raises("RemoteError", r.get, r, 0).attempts)
+      assert.equal(1, runs())
+    end)
+
+    it("come from the pool's retries and retry_on options by default", function()
+      local path, runs = counter_file()
+      local p = new_pool{processes = 1, retries = 1, retry_on = {"RemoteError"}}
+      local r = p:apply_async(function(file)
+        local f = io.open(file, "a"); f:write("run\n"); f:close()
+        error("always")
+      end, {path})
+      assert.is_true(r:wait(20))
+      assert.equal(2, raises("RemoteError", r.get, r, 0).attempts)
+      assert.equal(2, runs())
+      -- a call's own option wins over the pool's
+      path, runs = counter_file()
+      r = p:apply_async(function(file)
+        local f = io.open(file, "a"); f:write("run\n"); f:close()
+        error("always")
+      end, {path}, {retries = 0})
+      assert.is_true(r:wait(20))
+      assert.equal(1, runs())
+    end)
+  end)
+
+  describe("cancel", function()
+    it("drops a task that has not started: it never runs", function()
+      local path, runs = counter_file()
+      local p = new_pool(1)
+      local busy = p:apply_async(function() nap(0.5) return "busy" end, {})
+      local waiting = {}
+      for i = 1, 4 do
+        waiting[i] = p:apply_async(function(file)
+          local f = io.open(file, "a"); f:write("run\n"); f:close()
+        end, {path})
+      end
+      local failed
+      local victim = p:apply_async(function(file)
+        local f = io.open(file, "a"); f:write("victim\n"); f:close()
+      end, {path}, nil, function(e) failed = e end)
+      assert.is_true(victim:cancel())
+      assert.is_false(victim:cancel(), "a second cancel")
+      assert.is_true(victim:ready())
+      assert.is_false(victim:successful())
+      raises("CancelledError", victim.get, victim, 0)
+      assert.equal("busy", busy:get(10))
+      for i = 1, 4 do waiting[i]:get(10) end
+      lmp.poll(0)
+      assert.equal("CancelledError", failed and failed.kind)
+      assert.equal(4, runs())
+      assert.is_nil((H.slurp(path) or ""):find("victim", 1, true))
+      assert.equal(0, p:stats().replaced)
+    end)
+
+    it("kills and replaces the worker of a running task", function()
+      local p = new_pool(1)
+      local pid1 = p:apply(function() return require("lmp").current_process().pid end, {})
+      local r = p:apply_async(function() nap(30) end, {})
+      assert.is_truthy(H.wait_until(function() return p:stats().busy == 1 end, 5,
+                                    function() lmp.poll(0.02) end))
+      nap(0.2)  -- the task is running
+      local t0 = H.now()
+      assert.is_true(r:cancel())
+      raises("CancelledError", r.get, r, 0)
+      local pid2 = p:apply(function() return require("lmp").current_process().pid end, {}, {timeout = 10})
+      assert.is_true(H.now() - t0 < 5)
+      assert.are_not.equal(pid1, pid2)
+      assert.is_truthy(H.wait_until(function() return H.dead(pid1) end, 5))
+      assert.equal(1, p:stats().replaced)
+    end)
+
+    it("cancelling a map cancels its remaining chunks", function()
+      local path, runs = counter_file()
+      local p = new_pool(2)
+      local list = {}
+      for i = 1, 40 do list[i] = i end
+      local r = p:map_async(function(x, file)
+        local f = io.open(path, "a"); f:write(x, "\n"); f:close()
+        nap(0.1)
+        return x
+      end, list, 1)
+      nap(0.25)
+      assert.is_true(r:cancel())
+      raises("CancelledError", r.get, r, 0)
+      -- the pool goes on, and the cancelled chunks do not run
+      assert.same({1, 2}, p:map(function(x) return x end, {1, 2}, {timeout = 10}))
+      nap(0.3)
+      assert.is_true(runs() < 20, runs() .. " of 40 chunks ran")
+      local s = p:stats()
+      assert.equal(0, s.queued)
+      assert.equal(2, s.workers)
+    end)
+
+    it("returns false for a call that is over", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() return 1 end, {})
+      assert.equal(1, r:get(10))
+      assert.is_false(r:cancel())
+      assert.equal(1, r:get(0))
+    end)
+  end)
+
+  describe("a failed map", function()
+    it("drops its chunks that have not started", function()
+      local path, runs = counter_file()
+      local p = new_pool(1)
+      local list = {}
+      for i = 1, 30 do list[i] = i end
+      local r = p:map_async(function(x)
+        local f = io.open(path, "a"); f:write(x, "\n"); f:close()
+        if x == 2 then error("item 2") end
+        return x
+      end, list, 1)
+      assert.is_true(r:wait(10))
+      raises("RemoteError", r.get, r, 0)
+      nap(0.2)
+      lmp.poll(0)
+      assert.is_true(runs() <= 6, runs() .. " chunks ran")
+      assert.equal(0, p:stats().queued)
+    end)
+  end)
+
+  describe("max_memory_per_child", function()
+    it("replaces a worker whose RSS is over the limit after its task", function()
+      local p = new_pool{processes = 1, max_memory_per_child = 40}
+      local function pid() return require("lmp").current_process().pid end
+      local a = p:apply(pid, {})
+      assert.equal(a, p:apply(pid, {}), "a small worker was replaced")
+      local r = p:apply(function()
+        local t = {}
+        for i = 1, 8e6 do t[i] = i end  -- 64 MiB of array
+        _G.keep = t
+        return #t
+      end, {})
+      assert.equal(8e6, r)
+      local b = p:apply(pid, {}, {timeout = 10})
+      assert.are_not.equal(a, b)
+      assert.equal(b, p:apply(pid, {}))
+      local s = p:stats()
+      assert.equal(1, s.replaced)
+      assert.equal(0, s.failed)
+    end)
+
+    it("runs the tasks queued behind the retiring worker elsewhere", function()
+      local p = new_pool{processes = 1, max_memory_per_child = 40}
+      local rs = {}
+      for i = 1, 6 do
+        rs[i] = p:apply_async(function(x)
+          if x == 1 then
+            local t = {}
+            for j = 1, 8e6 do t[j] = j end
+            _G.keep = t
+          end
+          return x
+        end, {i})
+      end
+      for i = 1, 6 do assert.equal(i, rs[i]:get(20)) end
+      assert.equal(1, p:stats().replaced)
+    end)
+  end)
+
+  describe("a broken initializer", function()
+    it("fails the tasks with its error; the pool refuses more; join returns", function()
+      local p = new_pool{processes = 2, initializer = function() error("no database") end}
+      local rs = {}
+      for i = 1, 5 do rs[i] = p:apply_async(function(x) return x end, {i}) end
+      for i = 1, 5 do
+        assert.is_true(rs[i]:wait(10), "task " .. i .. " has no outcome")
+        local e = raises("RemoteError", rs[i].get, rs[i], 0)
+        assert.truthy(e.message:find("initializer", 1, true), e.message)
+        assert.truthy(e.message:find("no database", 1, true), e.message)
+      end
+      local e = raises("ProcessError", p.apply_async, p, function() end, {})
+      assert.truthy(e.message:find("broken", 1, true), e.message)
+      p:close()
+      local t0 = H.now()
+      p:join()
+      assert.is_true(H.now() - t0 < 5)
+    end)
+
+    it("an initializer that exits its worker breaks the pool after three in a row", function()
+      local p = new_pool{processes = 1, initializer = function() os.exit(4) end}
+      local r = p:apply_async(function() return 1 end, {})
+      assert.is_true(r:wait(20))
+      local e = raises("WorkerLost", r.get, r, 0)
+      assert.truthy(e.message:find("before it was ready", 1, true), e.message)
+      assert.truthy(e.message:find("code 4", 1, true), e.message)
+    end)
+  end)
+
+  describe("stats", function()
+    it("counts workers, busy workers, queued, done, failed, retried and replaced tasks", function()
+      local p = new_pool(2)
+      local s = p:stats()
+      assert.same({workers = 2, busy = 0, queued = 0, done = 0, failed = 0, retried = 0,
+                   replaced = 0}, s)
+      local slow = {}
+      for i = 1, 6 do slow[i] = p:apply_async(function() nap(0.3) end, {}) end
+      s = p:stats()
+      assert.equal(2, s.workers)
+      assert.is_true(s.queued >= 2, "queued " .. s.queued)
+      assert.is_truthy(H.wait_until(function() return p:stats().busy == 2 end, 5,
+                                    function() lmp.poll(0.02) end))
+      for i = 1, 6 do slow[i]:get(10) end
+      local r = p:apply_async(function() error("x") end, {})
+      r:wait(10)
+      r = p:apply_async(function() os.exit(1) end, {}, {retries = 1})
+      r:wait(10)
+      s = p:stats()
+      assert.equal(6, s.done)
+      assert.equal(2, s.failed)
+      assert.equal(1, s.retried)
+      assert.equal(2, s.replaced)
+      assert.equal(0, s.queued)
+    end)
+  end)
+
+  describe("terminate_workers and kill_workers", function()
+    for _, how in ipairs({"terminate_workers", "kill_workers"}) do
+      it(how .. " ends the workers now, failing their running tasks; the pool goes on", function()
+        local p = new_pool(2)
+        local running = {}
+        for i = 1, 2 do running[i] = p:apply_async(function() nap(30) end, {}, {retries = 3}) end
+        local queued = p:apply_async(function() return "later" end, {})
+        assert.is_truthy(H.wait_until(function() return p:stats().busy == 2 end, 5,
+                                      function() lmp.poll(0.02) end))
+        nap(0.2)
+        local t0 = H.now()
+        p[how](p)
+        assert.is_true(H.now() - t0 < 3)
+        for i = 1, 2 do
+          assert.is_true(running[i]:wait(0), "a running task is not over")
+          local e = raises("WorkerLost", running[i].get, running[i], 0)
+          assert.truthy(e.message:find(how, 1, true), e.message)
+          assert.equal(1, e.attempts)
+        end
+        assert.equal("later", queued:get(10))
+        assert.equal(9, p:apply(function() return 9 end, {}))
+        assert.equal(2, p:stats().workers)
+      end)
+    end
+  end)
+
+  describe("submitting", function()
+    it("never waits for busy workers, even with big arguments", function()
+      local p = new_pool(2)
+      local busy = {}
+      for i = 1, 2 do busy[i] = p:apply_async(function() nap(1.5) return "done" end, {}) end
+      assert.is_truthy(H.wait_until(function() return p:stats().busy == 2 end, 5,
+                                    function() lmp.poll(0.02) end))
+      local big = ("x"):rep(1024 * 1024)
+      local t0 = H.now()
+      local rs = {}
+      for i = 1, 8 do rs[i] = p:apply_async(function(s, k) return #s + k end, {big, i}) end
+      local el = H.now() - t0
+      assert.is_true(el < 0.7, ("8 apply_async calls took %.3f s"):format(el))
+      for i = 1, 8 do assert.equal(1024 * 1024 + i, rs[i]:get(20)) end
+      for i = 1, 2 do assert.equal("done", busy[i]:get(10)) end
+    end)
+  end)
+
+  describe("progress", function()
+    it("map_async and imap take progress (drawn only on a terminal)", function()
+      local p = new_pool(2)
+      assert.same({1, 2, 3}, p:map_async(function(x) return x end, {1, 2, 3},
+                                         {progress = true}):get(10))
+      local n = 0
+      for _ in p:imap_unordered(function(x) return x end, {1, 2, 3}, {progress = true}) do
+        n = n + 1
+      end
+      assert.equal(3, n)
+    end)
+  end)
+end)
