@@ -16,7 +16,8 @@ describe("an installed lmp", function()
 
   it("has the host, the libraries, the header and the Lua modules", function()
     for _, path in ipairs({"bin/lmp", "lib/lua/5.1/lmp.so", "include/lmp.h",
-                           "share/lua/5.1/lmp/init.lua", "share/lua/5.1/lmp/pool.lua"}) do
+                           "share/lua/5.1/lmp/init.lua", "share/lua/5.1/lmp/pool/init.lua",
+                           "share/lua/5.1/lmp/pool/scheduler.lua"}) do
       assert.truthy(H.slurp(prefix .. "/" .. path), path)
     end
     local libs = H.run({"sh", "-c", "ls " .. H.quote(prefix) .. "/lib*/liblmp.*"}).stdout

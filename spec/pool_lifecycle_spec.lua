@@ -320,6 +320,18 @@ describe("Pool task lifecycle", function()
       assert.equal(2, s.workers)
     end)
 
+    it("returns false for a call whose result came in but was not read yet", function()
+      local p = new_pool(1)
+      local a = p:apply_async(function() return "a" end, {})
+      local b = p:apply_async(function() spin(0.3) return "b" end, {})
+      spin(0.2)  -- no lmp call: a's reply waits unread
+      assert.is_false(a:cancel())
+      assert.equal("a", a:get(0))
+      -- b, which the worker runs now, is not harmed
+      assert.equal("b", b:get(10))
+      assert.equal(0, p:stats().replaced)
+    end)
+
     it("returns false for a call that is over", function()
       local p = new_pool(1)
       local r = p:apply_async(function() return 1 end, {})

@@ -80,6 +80,7 @@ return function(core, lmp, I, pump, progress)
   function AsyncResult:cancel()
     if self.done then return false end
     self.pool:_cancel(self)
+    if self.done then return false end  -- its result came in just now
     self:_finish(false, lmp.error("CancelledError", "the call was cancelled"))
     return true
   end

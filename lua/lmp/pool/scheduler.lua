@@ -192,7 +192,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     -- A cancelled task that w was about to run: w is killed and replaced
     -- (its other tasks go back to the queue when it is buried).
     if head.cancelled then
-      w.killed = true
+      w.killed, w.killed_for_cancel = true, true
       w.ep:signal("kill")
     end
   end
@@ -290,7 +290,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     end
     local inflight = w.inflight
     local head = inflight[1]
-    local running = head and head.started and not head.cancelled
+    local running = head and head.started and not head.cancelled and not w.killed_for_cancel
     if running and not err then
       err = lmp.error("WorkerLost", ("worker %s (pid %d) %s during a task")
                       :format(w.ep.name, w.ep.pid, how), {pid = w.ep.pid, exitcode = code})
@@ -376,22 +376,29 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     self:_dispatch()
   end
 
-  -- Cancels the tasks of job that are not over.
-  function Pool:_cancel(job)
+  -- Cancels the tasks of job that are not over.  A worker running one is
+  -- killed, once its replies so far are read: what it runs now is known
+  -- as well as it can be.  Should it have moved on to another task all
+  -- the same, that task runs again elsewhere (_bury).
+  local function cancel(self, job)
     for _, task in ipairs(job.tasks or {}) do
+      local w = task.worker
+      if w and not w.buried then self:_drain(w) end
       if self.tasks[task.id] then
         self.tasks[task.id] = nil
         task.cancelled = true
-        local w = task.worker
+        w = task.worker
         if not w then
           self.nqueued = self.nqueued - 1
         elseif w.inflight[1] == task and task.started then
-          w.killed = true
+          w.killed, w.killed_for_cancel = true, true
           w.ep:signal("kill")  -- buried and replaced at the next pump
         end
       end
     end
   end
+
+  function Pool:_cancel(job) pump.hold(cancel, self, job) end
 
   -- A call failed: its tasks still queued will not be needed.
   function Pool:_drop_queued(job)
