@@ -21,7 +21,10 @@ typedef struct {
   const lmp_codec_opts *opts;
   int depth, max_depth;
   int refs;        /* stack index of the table id -> object, or 0 */
-  uint32_t nrefs;
+  uint32_t nrefs;  /* tables and functions met so far (the next id) */
+  int keep_all;    /* version 1: any table may be referenced again */
+  int strs;        /* stack index of the table string id -> string */
+  uint32_t nstrs;
 } dec;
 
 static int dec_error(dec *d, const char *fmt, ...) {
@@ -352,12 +355,26 @@ static const char *bin_tagged_string(dec *d, size_t *len) {
   return bin_bytes(d, len);
 }
 
-static void refs_add(dec *d) {
+/* The object at the top gets the next id; it is remembered if `keep`
+ * (a REF to it may follow), else only counted. */
+static void refs_add(dec *d, int keep) {
   lua_State *L = d->L;
   if (d->refs == 0) dec_error(d, "internal: no reference table");
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, d->refs, (int)++d->nrefs);
+  ++d->nrefs;
+  if (keep) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->refs, (int)d->nrefs);
+  }
   if (d->nrefs >= 0x3ffffff) dec_error(d, "too many objects");
+}
+
+/* Pushes the object with reference id `id`, or raises. */
+static void push_ref(dec *d, uint64_t id, const char *what) {
+  lua_State *L = d->L;
+  if (id >= d->nrefs) dec_error(d, "%s", what);
+  lua_rawgeti(L, d->refs, (int)id + 1);
+  /* A table written without the SHARED flag was not kept. */
+  if (lua_isnil(L, -1)) dec_error(d, "%s", what);
 }
 
 static void refuse_code(dec *d, const char *what) {
@@ -367,7 +384,7 @@ static void refuse_code(dec *d, const char *what) {
 
 static void bin_value(dec *d);
 
-static void bin_table(dec *d, int with_mt) {
+static void bin_table(dec *d, int with_mt, int shared) {
   lua_State *L = d->L;
   size_t narr, nhash, i, namelen = 0;
   const char *name = NULL;
@@ -377,16 +394,22 @@ static void bin_table(dec *d, int with_mt) {
   enter(d);
   lua_createtable(L, narr > (1 << 20) ? 1 << 20 : (int)narr,
                   nhash > (1 << 20) ? 1 << 20 : (int)nhash);
-  refs_add(d);
+  refs_add(d, shared || d->keep_all);
   for (i = 1; i <= narr; i++) {
     bin_value(d);
     lua_rawseti(L, -2, (int)i);
   }
   for (i = 0; i < nhash; i++) {
-    bin_value(d);
-    if (lua_isnil(L, -1)) dec_error(d, "table key is nil");
-    if (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1)))
-      dec_error(d, "table key is NaN");
+    /* A string key, the usual one, needs no check. */
+    need(d, 1);
+    if (*d->p == LMP_TAG_STRING_REF || *d->p == LMP_TAG_STRING_DEF) {
+      bin_value(d);
+    } else {
+      bin_value(d);
+      if (lua_isnil(L, -1)) dec_error(d, "table key is nil");
+      if (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1)))
+        dec_error(d, "table key is NaN");
+    }
     bin_value(d);
     lua_rawset(L, -3);
   }
@@ -433,7 +456,7 @@ static void bin_function(dec *d) {
   if (lmp__proto_closure(L, code, len) != 0)
     dec_error(d, "function bytecode does not load: %s", lua_tostring(L, -1));
   f = lua_gettop(L);
-  refs_add(d);
+  refs_add(d, 1);  /* upvalue joins name functions by id */
   nups = count(d, 1);
   actual = count_upvalues(L, f);
   if (nups != (size_t)actual)
@@ -446,8 +469,7 @@ static void bin_function(dec *d) {
       d->p++;
       id = varint(d);
       n = varint(d);
-      if (id >= d->nrefs) dec_error(d, "upvalue refers to an unknown function");
-      lua_rawgeti(L, d->refs, (int)id + 1);
+      push_ref(d, id, "upvalue refers to an unknown function");
       if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1) || n < 1 ||
           n > (uint64_t)count_upvalues(L, lua_gettop(L)))
         dec_error(d, "upvalue refers to a missing upvalue");
@@ -513,14 +535,28 @@ static void bin_value(dec *d) {
       lua_pushlstring(L, s, len);
       break;
     }
-    case LMP_TAG_TABLE: bin_table(d, 0); break;
-    case LMP_TAG_TABLE_MT: bin_table(d, 1); break;
-    case LMP_TAG_REF: {
+    case LMP_TAG_STRING_REF: {
       uint64_t id = varint(d);
-      if (id >= d->nrefs) dec_error(d, "reference to an unknown object");
-      lua_rawgeti(L, d->refs, (int)id + 1);
+      if (id >= d->nstrs) dec_error(d, "reference to an unknown string");
+      lua_rawgeti(L, d->strs, (int)id + 1);
       break;
     }
+    case LMP_TAG_STRING_DEF: {
+      size_t len;
+      const char *s = bin_bytes(d, &len);
+      if (len == 0 || len > LMP_CODEC_STRING_DEF_MAX)
+        dec_error(d, "string with an id is %d bytes long", (int)len);
+      if (d->nstrs >= LMP_CODEC_MAX_STRING_IDS) dec_error(d, "too many strings");
+      lua_pushlstring(L, s, len);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, d->strs, (int)++d->nstrs);
+      break;
+    }
+    case LMP_TAG_TABLE: bin_table(d, 0, 0); break;
+    case LMP_TAG_TABLE_MT: bin_table(d, 1, 0); break;
+    case LMP_TAG_TABLE | LMP_TAG_SHARED: bin_table(d, 0, 1); break;
+    case LMP_TAG_TABLE_MT | LMP_TAG_SHARED: bin_table(d, 1, 1); break;
+    case LMP_TAG_REF: push_ref(d, varint(d), "reference to an unknown object"); break;
     case LMP_TAG_FUNCTION: bin_function(d); break;
     case LMP_TAG_MODULE: {
       size_t len;
@@ -580,11 +616,14 @@ static int decode_protected(lua_State *L) {
   if (*d->p == LMP_CODEC_MAGIC) {
     d->p++;
     need(d, 1);
-    if (*d->p != LMP_CODEC_VERSION)
+    if (*d->p < LMP_CODEC_VERSION_MIN || *d->p > LMP_CODEC_VERSION)
       dec_error(d, "unsupported format version %d", (int)*d->p);
+    d->keep_all = *d->p == 1;
     d->p++;
     lua_newtable(L);
     d->refs = lua_gettop(L);
+    lua_newtable(L);
+    d->strs = lua_gettop(L);
     bin_value(d);
   } else {
     json_value(d);

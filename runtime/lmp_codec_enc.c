@@ -95,9 +95,25 @@ typedef struct {
   const char *name;   /* PATH_UPVALUE, PATH_LABEL */
 } path_frame;
 
+/* Where a string with an id was written, to check that a later string at
+ * the same address is still the same bytes (see bin_str). */
+typedef struct {
+  size_t off;
+  size_t len;
+} str_def;
+
+#define NO_TAG ((size_t)-1)
+
 typedef struct {
   ptrmap tables;       /* table or function -> reference id */
   ptrmap upvalues;     /* upvalue id -> function id << 8 | index */
+  ptrmap strings;      /* string bytes -> string id (binary format) */
+  ptrmap modules;      /* tables of package.loaded -> 1 */
+  str_def *strs;       /* string id -> where its bytes were written */
+  uint32_t strs_cap;
+  size_t *obj_tag;     /* reference id -> offset of its table's tag, or
+                          NO_TAG (a function: always remembered) */
+  uint32_t obj_cap;
   lmp_buf scratch;     /* bytecode of the function being dumped */
   lmp_buf own_out;     /* the output of lmp.codec.encode() */
   path_frame *path;
@@ -114,6 +130,8 @@ typedef struct {
   int max_depth;
   int depth;
   uint32_t next_ref;
+  uint32_t next_str;
+  int modules_built;   /* this encoding has scanned package.loaded */
   int base;            /* stack index of the first of the helper slots: */
 #define SLOT_NAME_BY_MT(e) ((e)->base)
 #define SLOT_EXT_BY_MT(e) ((e)->base + 1)
@@ -121,7 +139,7 @@ typedef struct {
 #define SLOT_CFUNCS(e) ((e)->base + 3)    /* C function -> {module, key} */
 } enc;
 
-static void push_module_name(enc *e, int idx);
+static int push_module_name(enc *e, int idx);
 
 /* When the state closes (lua_close, os.exit(code, true)), every finalizer
  * runs, the registry's context being no exception, and the ones that run
@@ -131,6 +149,10 @@ static int ctx_gc(lua_State *L) {
   enc_ctx *c = lua_touserdata(L, 1);
   free(c->tables.slots);
   free(c->upvalues.slots);
+  free(c->strings.slots);
+  free(c->modules.slots);
+  free(c->strs);
+  free(c->obj_tag);
   free(c->path);
   lmp__buf_free(&c->scratch);
   lmp__buf_free(&c->own_out);
@@ -247,6 +269,19 @@ static int enc_error(enc *e, const char *fmt, const char *arg) {
 
 static void enc_nomem(enc *e) {
   enc_error(e, "%s: out of memory%s", "");
+}
+
+/* Adds `key`, absent from m (`s` is the slot ptrmap_find gave for it). */
+static void ptrmap_add(enc *e, ptrmap *m, ptrmap_slot *s, const void *key,
+                       uint32_t value) {
+  if (m->count * 2 >= m->mask) {
+    if (ptrmap_grow(m)) enc_nomem(e);
+    s = ptrmap_find(m, key);
+  }
+  s->key = key;
+  s->gen = m->gen;
+  s->value = value;
+  m->count++;
 }
 
 static inline void out_append(enc *e, const void *p, size_t n) {
@@ -474,12 +509,10 @@ static int json_table(enc *e, int idx) {
   s->value = 0;
   e->ctx->tables.count++;
   /* A loaded module travels by reference, which JSON cannot say. */
-  push_module_name(e, idx);
-  if (!lua_isnil(L, -1)) {
+  if (push_module_name(e, idx)) {
     lua_pop(L, 1);
     return NOT_PLAIN;
   }
-  lua_pop(L, 1);
   shape = json_table_shape(L, idx, &n);
   if (shape == 0) return NOT_PLAIN;
   /* Too deep: the binary pass reports it, with the path. */
@@ -572,6 +605,56 @@ static void bin_string(enc *e, const char *s, size_t len) {
   e->out->len += len;
 }
 
+/* A string value.  Short ones get an id the first time (STRING_DEF) and
+ * travel as that id afterwards (STRING_REF): keys repeat in every record,
+ * and the decoder then neither copies nor hashes them again.  Strings are
+ * known by address (LuaJIT interns them); a string that died during the
+ * encoding (an extension's encoder may run any code) may leave its address
+ * to another, so a match is confirmed on the bytes written the first
+ * time. */
+static void bin_str(enc *e, const char *s, size_t len) {
+  enc_ctx *c = e->ctx;
+  ptrmap *m = &c->strings;
+  ptrmap_slot *slot;
+  lmp_buf *b = e->out;
+  uint32_t id;
+  if (len - 1 >= LMP_CODEC_STRING_DEF_MAX) {  /* also len == 0 */
+    bin_string(e, s, len);
+    return;
+  }
+  slot = ptrmap_find(m, s);
+  if (slot->gen == m->gen) {
+    str_def *d = &c->strs[slot->value];
+    if (d->len == len && memcmp(b->data + d->off, s, len) == 0) {
+      unsigned char v[6];
+      v[0] = LMP_TAG_STRING_REF;
+      out_append(e, v, (size_t)varint_bytes(v + 1, slot->value) + 1);
+      return;
+    }
+  }
+  if (e->next_str >= LMP_CODEC_MAX_STRING_IDS) {
+    bin_string(e, s, len);
+    return;
+  }
+  if (e->next_str >= c->strs_cap) {
+    uint32_t cap = c->strs_cap ? c->strs_cap * 2 : 256;
+    str_def *t = realloc(c->strs, sizeof(*t) * cap);
+    if (t == NULL) enc_nomem(e);
+    c->strs = t;
+    c->strs_cap = cap;
+  }
+  id = e->next_str++;
+  if (slot->gen == m->gen) slot->value = id;  /* the address has new bytes */
+  else ptrmap_add(e, m, slot, s, id);
+  if (lmp__buf_reserve(b, len + 2)) enc_nomem(e);
+  b->data[b->len++] = LMP_TAG_STRING_DEF;
+  b->data[b->len++] = (char)len;  /* len <= 64: a one-byte varint */
+  c->strs[id].off = b->len;
+  c->strs[id].len = len;
+  memcpy(b->data + b->len, s, len);
+  b->len += len;
+}
+
 static void bin_number(enc *e, double d) {
   unsigned char b[9];
   if (d == floor(d) && d >= -2147483648.0 && d <= 2147483647.0 &&
@@ -650,10 +733,17 @@ static void build_module_maps(enc *e) {
 /* Table -> module name, for the tables that package.loaded holds.  Built
  * anew by each encoding, on its first table: modules may be loaded at any
  * time, and a value without tables (a scalar, a function over scalars)
- * needs no scan of package.loaded. */
+ * needs no scan of package.loaded.  The Lua table gives the names; the C
+ * map beside it answers "is it a module?" for every table without a call
+ * into Lua.  The Lua table holds the modules, so no address in the C map
+ * can be reused by another table during the encoding. */
 static void build_loaded_map(enc *e) {
   lua_State *L = e->L;
+  ptrmap *m = &e->ctx->modules;
   stack_room(e);
+  e->modules_built = 1;
+  if (m->slots == NULL && ptrmap_grow(m)) enc_nomem(e);
+  ptrmap_reset(m);
   lua_newtable(L);
   lua_replace(L, SLOT_MODULES(e));
   lua_getglobal(L, "package");
@@ -663,6 +753,9 @@ static void build_loaded_map(enc *e) {
       lua_pushnil(L);
       while (lua_next(L, -2)) {
         if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+          const void *p = lua_topointer(L, -1);
+          ptrmap_slot *s = ptrmap_find(m, p);
+          if (s->gen != m->gen) ptrmap_add(e, m, s, p, 1);
           lua_pushvalue(L, -2);
           lua_rawset(L, SLOT_MODULES(e));
         } else {
@@ -675,36 +768,51 @@ static void build_loaded_map(enc *e) {
   lua_pop(L, 1);
 }
 
-/* Pushes the module name of the table at idx, or nil. */
-static void push_module_name(enc *e, int idx) {
+/* If the table at idx is a loaded module, pushes its name and returns 1;
+ * otherwise pushes nothing and returns 0. */
+static int push_module_name(enc *e, int idx) {
   lua_State *L = e->L;
-  if (lua_isnil(L, SLOT_MODULES(e))) build_loaded_map(e);
+  ptrmap *m = &e->ctx->modules;
+  if (!e->modules_built) build_loaded_map(e);
+  if (ptrmap_find(m, lua_topointer(L, idx))->gen != m->gen) return 0;
   lua_pushvalue(L, idx);
   lua_rawget(L, SLOT_MODULES(e));
+  if (lua_isnil(L, -1)) {  /* cannot happen: the two maps hold the same */
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
 }
 
 static void bin_value(enc *e, int idx);
 static int bin_ext_by_mt(enc *e, int idx);
 
 /* Returns 1 (and writes a REF) if the object at idx was seen before;
- * otherwise gives it the next id and returns 0. */
-static int bin_ref(enc *e, int idx) {
-  ptrmap *m = &e->ctx->tables;
+ * otherwise gives it the next id and returns 0.  `tag` is where the tag
+ * of a table will be written, NO_TAG for a function: a REF to a table
+ * sets the SHARED flag in its tag, so that the decoder remembers only the
+ * tables that are referenced again. */
+static int bin_ref(enc *e, int idx, size_t tag) {
+  enc_ctx *c = e->ctx;
+  ptrmap *m = &c->tables;
   const void *p = lua_topointer(e->L, idx);
   ptrmap_slot *s = ptrmap_find(m, p);
   if (s->gen == m->gen) {
+    size_t at = c->obj_tag[s->value];
+    if (at != NO_TAG) e->out->data[at] |= LMP_TAG_SHARED;
     out_byte(e, LMP_TAG_REF);
     bin_varint(e, s->value);
     return 1;
   }
-  if (m->count * 2 >= m->mask) {
-    if (ptrmap_grow(m)) enc_nomem(e);
-    s = ptrmap_find(m, p);
+  if (e->next_ref >= c->obj_cap) {
+    uint32_t cap = c->obj_cap ? c->obj_cap * 2 : 256;
+    size_t *t = realloc(c->obj_tag, sizeof(*t) * cap);
+    if (t == NULL || cap <= c->obj_cap) enc_nomem(e);
+    c->obj_tag = t;
+    c->obj_cap = cap;
   }
-  s->key = p;
-  s->gen = m->gen;
-  s->value = e->next_ref++;
-  m->count++;
+  c->obj_tag[e->next_ref] = tag;
+  ptrmap_add(e, m, s, p, e->next_ref++);
   return 0;
 }
 
@@ -721,8 +829,9 @@ static void bin_table(enc *e, int idx) {
   lua_Integer n, i;
   uint64_t nhash = 0;
   size_t slot;
-  push_module_name(e, idx);
-  if (!lua_isnil(L, -1)) {
+  uint32_t refs_from, strs_from;
+  int has_mt;
+  if (push_module_name(e, idx)) {
     size_t len;
     const char *name = lua_tolstring(L, -1, &len);
     out_byte(e, LMP_TAG_MODULE);
@@ -730,11 +839,15 @@ static void bin_table(enc *e, int idx) {
     lua_pop(L, 1);
     return;
   }
-  lua_pop(L, 1);
-  if (bin_ext_by_mt(e, idx)) return;
-  if (bin_ref(e, idx)) return;
+  /* Plain data has no metatable: one call tells. */
+  has_mt = lua_getmetatable(L, idx);
+  if (has_mt) {
+    lua_pop(L, 1);
+    if (bin_ext_by_mt(e, idx)) return;
+  }
+  if (bin_ref(e, idx, e->out->len)) return;
   stack_room(e);
-  if (lua_getmetatable(L, idx)) {
+  if (has_mt && lua_getmetatable(L, idx)) {
     size_t len;
     const char *name;
     lua_rawget(L, SLOT_NAME_BY_MT(e));
@@ -756,6 +869,8 @@ static void bin_table(enc *e, int idx) {
   bin_varint(e, (uint64_t)n);
   slot = e->out->len;
   out_byte(e, 0);
+  refs_from = e->next_ref;
+  strs_from = e->next_str;
   for (i = 1; i <= n; i++) {
     path_frame *f = enter(e, PATH_INDEX);
     f->index = i;
@@ -787,6 +902,13 @@ static void bin_table(enc *e, int idx) {
             e->out->len - slot - 1);
     memcpy(e->out->data + slot, v, (size_t)len);
     e->out->len += (size_t)len - 1;
+    /* What was written inside moved: so did the tags and strings that
+     * later references patch or compare with. */
+    for (; refs_from < e->next_ref; refs_from++)
+      if (e->ctx->obj_tag[refs_from] != NO_TAG)
+        e->ctx->obj_tag[refs_from] += (size_t)len - 1;
+    for (; strs_from < e->next_str; strs_from++)
+      e->ctx->strs[strs_from].off += (size_t)len - 1;
   }
 }
 
@@ -843,7 +965,7 @@ static void bin_function(enc *e, int idx) {
     lua_pop(L, 3);
     return;
   }
-  if (bin_ref(e, idx)) return;
+  if (bin_ref(e, idx, NO_TAG)) return;
   stack_room(e);
   self_id = e->next_ref - 1;
   push_bytecode(e, idx);
@@ -985,7 +1107,7 @@ static void bin_value(enc *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
-      bin_string(e, s, len);
+      bin_str(e, s, len);
       break;
     }
     case LUA_TTABLE:
@@ -1021,15 +1143,18 @@ static int encode_protected(lua_State *L) {
   lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);
   lua_pushnil(L);
   lua_pushnil(L);
-  if (e->ctx->tables.slots == NULL &&
-      (ptrmap_grow(&e->ctx->tables) || ptrmap_grow(&e->ctx->upvalues)))
+  if ((e->ctx->tables.slots == NULL && ptrmap_grow(&e->ctx->tables)) ||
+      (e->ctx->upvalues.slots == NULL && ptrmap_grow(&e->ctx->upvalues)) ||
+      (e->ctx->strings.slots == NULL && ptrmap_grow(&e->ctx->strings)))
     enc_nomem(e);
   ptrmap_reset(&e->ctx->tables);
   ptrmap_reset(&e->ctx->upvalues);
+  ptrmap_reset(&e->ctx->strings);
   if (e->opts->binary || json_value(e, 1) != 0) {
     e->out->len = start;
     e->depth = 0;
     ptrmap_reset(&e->ctx->tables);
+    ptrmap_reset(&e->ctx->strings);
     lua_settop(L, SLOT_CFUNCS(e));
     out_byte(e, LMP_CODEC_MAGIC);
     out_byte(e, LMP_CODEC_VERSION);

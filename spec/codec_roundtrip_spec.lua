@@ -411,6 +411,35 @@ describe("lmp.codec round trips", function()
       assert(ok, why)
     end)
 
+    it("keeps references and repeated strings inside tables of 128 keys or more", function()
+      -- A table's count of keys gets more bytes once it reaches 128, which
+      -- moves what was written inside it: references to tables and to
+      -- strings written there, met after it, must still find them.
+      for _, n in ipairs({127, 128, 200, 20000}) do
+        local shared, big = {x = "shared"}, {}
+        for i = 1, n do big["k" .. i] = i end
+        big.only = {inner = shared, s = "a string defined inside"}
+        local v = {big, shared, "a string defined inside", {shared, "k1", "k" .. n}}
+        for _, opts in ipairs({{binary = true}, {}}) do
+          local d = codec.decode(codec.encode(v, opts))
+          local ok, why = deep_equal(v, d)
+          assert(ok, why)
+          assert.equal(d[2], d[1].only.inner)
+          assert.equal(d[2], d[4][1])
+        end
+        -- and nested: a big table inside a big table
+        local outer = {}
+        for i = 1, 130 do outer["o" .. i] = i end
+        outer.big = big
+        local w = {outer, shared, big.only, "a string defined inside", "k7"}
+        local d = codec.decode(codec.encode(w))
+        local ok, why = deep_equal(w, d)
+        assert(ok, why)
+        assert.equal(d[2], d[3].inner)
+        assert.equal(d[3], d[1].big.only)
+      end
+    end)
+
     it("nests 1000 deep, arrays and objects, both ways", function()
       for _, kind in ipairs({"array", "object", "mixed"}) do
         local root = {}
