@@ -457,93 +457,95 @@ static void json_number(enc *e, double d) {
 
 static int json_value(enc *e, int idx);
 
-/* Is the table at idx JSON-shaped?  Returns 0 not plain, 1 object (or
- * empty), 2 array, and its length in *n. */
-static int json_table_shape(lua_State *L, int idx, size_t *n) {
-  size_t count = 0, strings = 0;
-  double max = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      strings++;
-    } else if (lua_type(L, -1) == LUA_TNUMBER) {
-      double k = lua_tonumber(L, -1);
-      if (k < 1 || k != floor(k) || k > 9007199254740992.0) {
-        lua_pop(L, 1);
-        return 0;
-      }
-      if (k > max) max = k;
-      count++;
-    } else {
-      lua_pop(L, 1);
-      return 0;
-    }
+/* The rest of an array whose keys stopped arriving in order (key
+ * `next` is at top + 1, its value at top + 2; keys 1..next-1 are written):
+ * counts the keys left, which must be integers, then writes next..n if
+ * the keys are exactly 1..n. */
+static int json_array_rest(enc *e, int idx, int top, double next) {
+  lua_State *L = e->L;
+  double count = next - 1, max = next - 1, i;
+  do {
+    double k;
+    if (lua_type(L, top + 1) != LUA_TNUMBER) return NOT_PLAIN;
+    k = lua_tonumber(L, top + 1);
+    if (k < 1 || k != floor(k) || k > 9007199254740992.0) return NOT_PLAIN;
+    if (k > max) max = k;
+    count++;
+    lua_settop(L, top + 1);
+  } while (lua_next(L, idx));
+  if (count != max) return NOT_PLAIN;  /* holes */
+  for (i = next; i <= max; i++) {
+    if (i > 1) out_byte(e, ',');
+    lua_rawgeti(L, idx, (int)i);
+    if (json_value(e, top + 1)) return NOT_PLAIN;
+    lua_settop(L, top);
   }
-  if (count && strings) return 0;
-  if (count == 0) return 1;
-  if ((double)count != max) return 0;  /* holes */
-  *n = count;
-  return 2;
+  return 0;
 }
 
+/* Writes the table at idx as a JSON array or object, in one pass over its
+ * keys: string keys make an object; integer keys an array, if they are
+ * exactly 1..n.  LuaJIT walks an array part in order, so the values can
+ * usually be written as the keys come; json_array_rest takes over when
+ * they do not.  Anything else is not plain. */
 static int json_table(enc *e, int idx) {
   lua_State *L = e->L;
+  ptrmap *m = &e->ctx->tables;
+  const void *p = lua_topointer(L, idx);
   ptrmap_slot *s;
-  size_t i, n = 0;
-  int shape;
+  int top;
   if (lua_getmetatable(L, idx)) {
     lua_pop(L, 1);
     return NOT_PLAIN;
   }
   /* A table seen before makes a shared reference or a cycle, which JSON
    * would silently turn into copies. */
-  s = ptrmap_find(&e->ctx->tables, lua_topointer(L, idx));
-  if (s->gen == e->ctx->tables.gen) return NOT_PLAIN;
-  if (e->ctx->tables.count * 2 >= e->ctx->tables.mask) {
-    if (ptrmap_grow(&e->ctx->tables)) enc_nomem(e);
-    s = ptrmap_find(&e->ctx->tables, lua_topointer(L, idx));
-  }
-  s->key = lua_topointer(L, idx);
-  s->gen = e->ctx->tables.gen;
-  s->value = 0;
-  e->ctx->tables.count++;
+  s = ptrmap_find(m, p);
+  if (s->gen == m->gen) return NOT_PLAIN;
+  ptrmap_add(e, m, s, p, 0);
   /* A loaded module travels by reference, which JSON cannot say. */
   if (push_module_name(e, idx)) {
     lua_pop(L, 1);
     return NOT_PLAIN;
   }
-  shape = json_table_shape(L, idx, &n);
-  if (shape == 0) return NOT_PLAIN;
   /* Too deep: the binary pass reports it, with the path. */
   if (e->depth >= e->max_depth) return NOT_PLAIN;
   if (!lua_checkstack(L, 8)) return NOT_PLAIN;
   enter(e, PATH_LABEL)->name = "";
-  if (shape == 2) {
-    out_byte(e, '[');
-    for (i = 1; i <= n; i++) {
-      if (i > 1) out_byte(e, ',');
-      lua_rawgeti(L, idx, (int)i);
-      if (json_value(e, lua_gettop(L))) return NOT_PLAIN;
-      lua_pop(L, 1);
-    }
-    out_byte(e, ']');
-  } else {
-    int first = 1;
+  top = lua_gettop(L);
+  lua_pushnil(L);
+  if (!lua_next(L, idx)) {
+    out_append(e, "{}", 2);
+  } else if (lua_type(L, top + 1) == LUA_TSTRING) {
     out_byte(e, '{');
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
+    for (;;) {
       size_t klen;
-      const char *k;
-      if (!first) out_byte(e, ',');
-      first = 0;
-      k = lua_tolstring(L, -2, &klen);
+      const char *k = lua_tolstring(L, top + 1, &klen);
       if (json_string(e, k, klen)) return NOT_PLAIN;
       out_byte(e, ':');
-      if (json_value(e, lua_gettop(L))) return NOT_PLAIN;
-      lua_pop(L, 1);
+      if (json_value(e, top + 2)) return NOT_PLAIN;
+      lua_settop(L, top + 1);
+      if (!lua_next(L, idx)) break;
+      if (lua_type(L, top + 1) != LUA_TSTRING) return NOT_PLAIN;
+      out_byte(e, ',');
     }
     out_byte(e, '}');
+  } else {
+    double next = 1;
+    out_byte(e, '[');
+    for (;;) {
+      if (lua_type(L, top + 1) != LUA_TNUMBER ||
+          lua_tonumber(L, top + 1) != next) {
+        if (json_array_rest(e, idx, top, next)) return NOT_PLAIN;
+        break;
+      }
+      if (next > 1) out_byte(e, ',');
+      if (json_value(e, top + 2)) return NOT_PLAIN;
+      lua_settop(L, top + 1);
+      next++;
+      if (!lua_next(L, idx)) break;
+    }
+    out_byte(e, ']');
   }
   leave(e);
   return 0;
@@ -816,21 +818,13 @@ static int bin_ref(enc *e, int idx, size_t tag) {
   return 0;
 }
 
-static void bin_key_value(enc *e, int key_idx, int value_idx) {
-  path_frame *f = enter(e, PATH_KEY);
-  f->key_idx = key_idx;
-  bin_value(e, key_idx);
-  bin_value(e, value_idx);
-  leave(e);
-}
-
 static void bin_table(enc *e, int idx) {
   lua_State *L = e->L;
   lua_Integer n, i;
   uint64_t nhash = 0;
   size_t slot;
   uint32_t refs_from, strs_from;
-  int has_mt;
+  int has_mt, top, more, in_order = 1;
   if (push_module_name(e, idx)) {
     size_t len;
     const char *name = lua_tolstring(L, -1, &len);
@@ -871,25 +865,62 @@ static void bin_table(enc *e, int idx) {
   out_byte(e, 0);
   refs_from = e->next_ref;
   strs_from = e->next_str;
-  for (i = 1; i <= n; i++) {
-    path_frame *f = enter(e, PATH_INDEX);
-    f->index = i;
-    lua_rawgeti(L, idx, (int)i);
-    bin_value(e, lua_gettop(L));
-    lua_pop(L, 1);
-    leave(e);
-  }
+  top = lua_gettop(L);
+  /* One pass: LuaJIT walks the array part first and in order, so keys
+   * 1..n usually come first, and the rest are the other keys.  When they
+   * do not, the rest of 1..n is read by index and a second pass writes
+   * the other keys. */
   lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_type(L, -2) == LUA_TNUMBER) {
-      double k = lua_tonumber(L, -2);
+  more = lua_next(L, idx);
+  for (i = 1; i <= n; i++) {
+    path_frame *f;
+    if (!more || lua_type(L, top + 1) != LUA_TNUMBER ||
+        lua_tonumber(L, top + 1) != (lua_Number)i) {
+      in_order = 0;
+      break;
+    }
+    f = enter(e, PATH_INDEX);
+    f->index = i;
+    bin_value(e, top + 2);
+    leave(e);
+    lua_settop(L, top + 1);
+    more = lua_next(L, idx);
+  }
+  if (!in_order) {
+    lua_settop(L, top);
+    for (; i <= n; i++) {
+      path_frame *f = enter(e, PATH_INDEX);
+      f->index = i;
+      lua_rawgeti(L, idx, (int)i);
+      bin_value(e, top + 1);
+      lua_settop(L, top);
+      leave(e);
+    }
+    lua_pushnil(L);
+    more = lua_next(L, idx);
+  }
+  for (; more; more = lua_next(L, idx)) {
+    path_frame *f;
+    int kt = lua_type(L, top + 1);
+    if (kt == LUA_TNUMBER && !in_order) {
+      double k = lua_tonumber(L, top + 1);
       if (k >= 1 && k <= (double)n && k == floor(k)) {
-        lua_pop(L, 1);
+        lua_settop(L, top + 1);
         continue;
       }
     }
-    bin_key_value(e, lua_gettop(L) - 1, lua_gettop(L));
-    lua_pop(L, 1);
+    f = enter(e, PATH_KEY);
+    f->key_idx = top + 1;
+    if (kt == LUA_TSTRING) {
+      size_t len;
+      const char *k = lua_tolstring(L, top + 1, &len);
+      bin_str(e, k, len);
+    } else {
+      bin_value(e, top + 1);
+    }
+    bin_value(e, top + 2);
+    leave(e);
+    lua_settop(L, top + 1);
     nhash++;
   }
   if (nhash < 128) {

@@ -205,6 +205,39 @@ describe("lmp.codec and lua-cjson", function()
       end
     end)
 
+    it("is JSON for arrays however they were built, and not for near-arrays", function()
+      -- The encoder writes an array while its keys come in order and counts
+      -- the rest when they do not: the order a table is walked in must not
+      -- change what the text says.
+      local backwards, hashed, sparse_then_filled = {}, {}, {}
+      for i = 50, 1, -1 do backwards[i] = i * 10 end
+      for i = 1, 50 do hashed[i] = "v" .. i end
+      for i = 50, 1, -1 do hashed[i] = nil; hashed[i] = "v" .. i end
+      for i = 1, 40, 2 do sparse_then_filled[i] = i end
+      for i = 2, 40, 2 do sparse_then_filled[i] = i end
+      local grown = {}
+      for i = 1, 8 do grown[i] = {i} end
+      grown[20] = 1; grown[20] = nil
+      for _, v in ipairs({backwards, hashed, sparse_then_filled, grown, {[2] = "b", [1] = "a", [3] = "c"}}) do
+        local text = codec.encode(v)
+        assert(text:sub(1, 1) == "[", show(text))
+        assert.same(v, cjson.decode(text))
+        assert.same(v, codec.decode(text))
+      end
+      -- not arrays: a hole, key 0, a float key, a string after numbers, a
+      -- negative key, a number after strings
+      local holes = {1, 2, 3}; holes[2] = nil
+      local zero = {[0] = 0, 1, 2}
+      local mixed = {1, 2, x = 3}
+      local obj_then_num = {x = 1}; obj_then_num[1] = 2
+      for _, v in ipairs({holes, zero, {1, [2.5] = 2}, mixed, {[-1] = 1, 2}, obj_then_num, {[3] = 3, [1] = 1}}) do
+        local text = codec.encode(v)
+        assert.equal(0xFF, text:byte(1))
+        local ok, why = V.deep_equal(v, codec.decode(text))
+        assert(ok, why)
+      end
+    end)
+
     it("is read by a stock JSON parser (Python's json)", function()
       local f = io.open("/usr/bin/python3", "rb")
       if not f then
