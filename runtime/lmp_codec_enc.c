@@ -297,23 +297,26 @@ static inline void out_byte(enc *e, int c) {
   b->data[b->len++] = (char)c;
 }
 
-/* Enters one level: checks the depth and records how we got there. */
-static path_frame *enter(enc *e, int kind) {
+/* The slow half of enter(): the depth limit, a longer path. */
+static void enter_grow(enc *e) {
   enc_ctx *c = e->ctx;
+  int cap = c->path_cap ? c->path_cap * 2 : 64;
+  path_frame *p;
   if (e->depth >= e->max_depth)
     enc_error(e, "%s: nested too deeply (more than %s levels)",
               lua_pushfstring(e->L, "%d", e->max_depth));
+  if (e->depth + 1 < c->path_cap) return;
+  p = realloc(c->path, sizeof(*p) * (size_t)cap);
+  if (p == NULL) enc_nomem(e);
+  c->path = p;
+  c->path_cap = cap;
+}
+
+/* Enters one level: checks the depth and records how we got there. */
+static inline path_frame *enter(enc *e, int kind) {
+  enc_ctx *c = e->ctx;
+  if (e->depth >= e->max_depth || e->depth + 1 >= c->path_cap) enter_grow(e);
   e->depth++;
-  if (e->depth >= c->path_cap) {
-    int cap = c->path_cap ? c->path_cap * 2 : 64;
-    path_frame *p = realloc(c->path, sizeof(*p) * (size_t)cap);
-    if (p == NULL) {
-      e->depth--;
-      enc_nomem(e);
-    }
-    c->path = p;
-    c->path_cap = cap;
-  }
   c->path[e->depth].kind = kind;
   return &c->path[e->depth];
 }
@@ -607,6 +610,23 @@ static void bin_string(enc *e, const char *s, size_t len) {
   e->out->len += len;
 }
 
+/* Compare and copy a few bytes without a call into libc, which costs more
+ * than the work for the keys of a record. */
+static inline int short_equal(const char *a, const char *b, size_t n) {
+  if (n > 16) return memcmp(a, b, n) == 0;
+  while (n--)
+    if (*a++ != *b++) return 0;
+  return 1;
+}
+
+static inline void short_copy(char *to, const char *from, size_t n) {
+  if (n > 16) {
+    memcpy(to, from, n);
+    return;
+  }
+  while (n--) *to++ = *from++;
+}
+
 /* A string value.  Short ones get an id the first time (STRING_DEF) and
  * travel as that id afterwards (STRING_REF): keys repeat in every record,
  * and the decoder then neither copies nor hashes them again.  Strings are
@@ -627,10 +647,11 @@ static void bin_str(enc *e, const char *s, size_t len) {
   slot = ptrmap_find(m, s);
   if (slot->gen == m->gen) {
     str_def *d = &c->strs[slot->value];
-    if (d->len == len && memcmp(b->data + d->off, s, len) == 0) {
-      unsigned char v[6];
-      v[0] = LMP_TAG_STRING_REF;
-      out_append(e, v, (size_t)varint_bytes(v + 1, slot->value) + 1);
+    if (d->len == len && short_equal(b->data + d->off, s, len)) {
+      if (lmp__buf_reserve(b, 6)) enc_nomem(e);
+      b->data[b->len] = LMP_TAG_STRING_REF;
+      b->len += (size_t)varint_bytes((unsigned char *)b->data + b->len + 1,
+                                     slot->value) + 1;
       return;
     }
   }
@@ -653,7 +674,7 @@ static void bin_str(enc *e, const char *s, size_t len) {
   b->data[b->len++] = (char)len;  /* len <= 64: a one-byte varint */
   c->strs[id].off = b->len;
   c->strs[id].len = len;
-  memcpy(b->data + b->len, s, len);
+  short_copy(b->data + b->len, s, len);
   b->len += len;
 }
 
