@@ -25,6 +25,7 @@ typedef struct {
   int keep_all;    /* version 1: any table may be referenced again */
   int strs;        /* stack index of the table string id -> string */
   uint32_t nstrs;
+  int pending;     /* JSON: stack slots of items waiting for their table */
 } dec;
 
 static int dec_error(dec *d, const char *fmt, ...) {
@@ -236,43 +237,97 @@ static void json_number(dec *d) {
   d->p = p;
 }
 
+/* JSON does not say how big an array or object is, and a table that grows
+ * one key at a time is rebuilt at each power of two.  So the first items
+ * wait on the Lua stack, and the table is made at its final size when the
+ * array or object ends; a longer one is made at PENDING_MAX items and
+ * grows from there.  The stack of one C call is limited (LuaJIT: 8000
+ * slots, of which nesting to the depth limit takes up to 3 a level), so
+ * the items waiting at all levels together take at most PENDING_SLOTS.
+ * Room is asked for before each item that waits: a collection may shrink
+ * the stack of a C function to twice what it uses, forgetting what an
+ * earlier lua_checkstack granted. */
+#define PENDING_MAX 32
+#define PENDING_SLOTS 1024
+
+/* Whether the next item of an array or object can wait on the stack. */
+static int json_can_wait(dec *d, int n) {
+  return n < PENDING_MAX && d->pending < PENDING_SLOTS &&
+         lua_checkstack(d->L, 16);
+}
+
+/* The table for the `n` items (values, or key/value pairs) above `base`:
+ * replaces them by it, at base + 1. */
+static void json_flush(dec *d, int base, int n, int pairs) {
+  lua_State *L = d->L;
+  int i;
+  if (pairs) {
+    lua_createtable(L, 0, n);
+    for (i = 0; i < n; i++) {
+      lua_pushvalue(L, base + 1 + 2 * i);
+      lua_pushvalue(L, base + 2 + 2 * i);
+      lua_rawset(L, -3);
+    }
+    lua_replace(L, base + 1);
+    d->pending -= 2 * n;
+  } else {
+    d->pending -= n;
+    lua_createtable(L, n, 0);
+    lua_insert(L, base + 1);
+    for (i = n; i > 0; i--) lua_rawseti(L, base + 1, i);
+  }
+  lua_settop(L, base + 1);
+}
+
 static void json_array(dec *d) {
   lua_State *L = d->L;
-  int n = 0;
+  int n = 0, base = lua_gettop(L), pending;
   enter(d);
   d->p++;
-  lua_newtable(L);
   skip_ws(d);
   if (d->p < d->end && *d->p == ']') {
+    lua_createtable(L, 0, 0);
     d->p++;
     d->depth--;
     return;
   }
-  for (;;) {
+  for (pending = 1;;) {
+    if (pending && !json_can_wait(d, n)) {
+      json_flush(d, base, n, 0);
+      pending = 0;
+    }
     json_value(d);
-    lua_rawseti(L, -2, ++n);
+    n++;
+    if (pending) d->pending++;
+    else lua_rawseti(L, base + 1, n);
     skip_ws(d);
     if (d->p >= d->end) dec_error(d, "unterminated array");
     if (*d->p == ']') break;
     if (*d->p != ',') dec_error(d, "expected ',' or ']' in array");
     d->p++;
   }
+  if (pending) json_flush(d, base, n, 0);
   d->p++;
   d->depth--;
 }
 
 static void json_object(dec *d) {
   lua_State *L = d->L;
+  int n = 0, base = lua_gettop(L), pending;
   enter(d);
   d->p++;
-  lua_newtable(L);
   skip_ws(d);
   if (d->p < d->end && *d->p == '}') {
+    lua_createtable(L, 0, 0);
     d->p++;
     d->depth--;
     return;
   }
-  for (;;) {
+  for (pending = 1;;) {
+    if (pending && !json_can_wait(d, n)) {
+      json_flush(d, base, n, 1);
+      pending = 0;
+    }
     skip_ws(d);
     if (d->p >= d->end || *d->p != '"') dec_error(d, "expected a string key");
     json_string(d);
@@ -280,13 +335,16 @@ static void json_object(dec *d) {
     if (d->p >= d->end || *d->p != ':') dec_error(d, "expected ':' after key");
     d->p++;
     json_value(d);
-    lua_rawset(L, -3);
+    n++;
+    if (pending) d->pending += 2;
+    else lua_rawset(L, base + 1);
     skip_ws(d);
     if (d->p >= d->end) dec_error(d, "unterminated object");
     if (*d->p == '}') break;
     if (*d->p != ',') dec_error(d, "expected ',' or '}' in object");
     d->p++;
   }
+  if (pending) json_flush(d, base, n, 1);
   d->p++;
   d->depth--;
 }
