@@ -105,6 +105,17 @@ static void add_utf8(luaL_Buffer *b, unsigned cp) {
   luaL_addlstring(b, u, (size_t)n);
 }
 
+/* The bytes that end a run of plain bytes in a string: '"', '\\' and the
+ * control characters (an error). */
+static const unsigned char string_stop[256] = {
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+};
+
 /* Reads a string (d->p at the opening quote) and pushes it. */
 static void json_string(dec *d) {
   lua_State *L = d->L;
@@ -113,6 +124,9 @@ static void json_string(dec *d) {
   int buffered = 0;
   for (;;) {
     unsigned c;
+    const unsigned char *p = d->p, *end = d->end;
+    while (p < end && !string_stop[*p]) p++;  /* the plain bytes */
+    d->p = p;
     if (d->p >= d->end) dec_error(d, "unterminated string");
     c = *d->p;
     if (c == '"') break;
