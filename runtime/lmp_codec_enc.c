@@ -139,7 +139,7 @@ typedef struct {
 #define SLOT_CFUNCS(e) ((e)->base + 3)    /* C function -> {module, key} */
 } enc;
 
-static int push_module_name(enc *e, int idx);
+static int push_module_name(enc *e, int idx, const void *p);
 
 /* When the state closes (lua_close, os.exit(code, true)), every finalizer
  * runs, the registry's context being no exception, and the ones that run
@@ -330,6 +330,23 @@ static void stack_room(enc *e) {
     enc_error(e, "%s: nested too deeply (out of Lua stack)%s", "");
 }
 
+/* Compare and copy a few bytes without a call into libc, which costs more
+ * than the work for the keys of a record. */
+static inline int short_equal(const char *a, const char *b, size_t n) {
+  if (n > 16) return memcmp(a, b, n) == 0;
+  while (n--)
+    if (*a++ != *b++) return 0;
+  return 1;
+}
+
+static inline void short_copy(char *to, const char *from, size_t n) {
+  if (n > 16) {
+    memcpy(to, from, n);
+    return;
+  }
+  while (n--) *to++ = *from++;
+}
+
 /* --- JSON --------------------------------------------------------------------- */
 
 /* Length of the UTF-8 sequence of a non-ASCII character at s, or 0 if it
@@ -367,6 +384,19 @@ static const char json_escape[256] = {
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\', 0, 0, 0,
 };
 
+/* Bytes that go into a JSON string as they are: ASCII but for the
+ * escapes. */
+static const unsigned char json_plain[256] = {
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 static int json_string(enc *e, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0, run = 0;
@@ -374,7 +404,10 @@ static int json_string(enc *e, const char *s, size_t len) {
   if (b->cap - b->len < len + 2 && lmp__buf_grow(b, len + 2)) enc_nomem(e);
   b->data[b->len++] = '"';
   while (i < len) {
-    unsigned c = p[i];
+    unsigned c;
+    while (i < len && json_plain[p[i]]) i++;  /* the bytes copied as is */
+    if (i == len) break;
+    c = p[i];
     if (c >= 0x80) {
       /* JSON text must be UTF-8: other bytes go in the binary format. */
       size_t valid = utf8_sequence(p + i, len - i);
@@ -396,6 +429,12 @@ static int json_string(enc *e, const char *s, size_t len) {
       run = i + 1;
     }
     i++;
+  }
+  if (run == 0) {  /* nothing escaped: the room reserved above is there */
+    short_copy(b->data + b->len, s, len);
+    b->len += len;
+    b->data[b->len++] = '"';
+    return 0;
   }
   out_append(e, s + run, len - run);
   out_byte(e, '"');
@@ -507,7 +546,7 @@ static int json_table(enc *e, int idx) {
   if (s->gen == m->gen) return NOT_PLAIN;
   ptrmap_add(e, m, s, p, 0);
   /* A loaded module travels by reference, which JSON cannot say. */
-  if (push_module_name(e, idx)) {
+  if (push_module_name(e, idx, p)) {
     lua_pop(L, 1);
     return NOT_PLAIN;
   }
@@ -608,23 +647,6 @@ static void bin_string(enc *e, const char *s, size_t len) {
   bin_varint(e, len);
   memcpy(e->out->data + e->out->len, s, len);
   e->out->len += len;
-}
-
-/* Compare and copy a few bytes without a call into libc, which costs more
- * than the work for the keys of a record. */
-static inline int short_equal(const char *a, const char *b, size_t n) {
-  if (n > 16) return memcmp(a, b, n) == 0;
-  while (n--)
-    if (*a++ != *b++) return 0;
-  return 1;
-}
-
-static inline void short_copy(char *to, const char *from, size_t n) {
-  if (n > 16) {
-    memcpy(to, from, n);
-    return;
-  }
-  while (n--) *to++ = *from++;
 }
 
 /* A string value.  Short ones get an id the first time (STRING_DEF) and
@@ -791,13 +813,13 @@ static void build_loaded_map(enc *e) {
   lua_pop(L, 1);
 }
 
-/* If the table at idx is a loaded module, pushes its name and returns 1;
- * otherwise pushes nothing and returns 0. */
-static int push_module_name(enc *e, int idx) {
+/* If the table at idx (whose address is p) is a loaded module, pushes its
+ * name and returns 1; otherwise pushes nothing and returns 0. */
+static int push_module_name(enc *e, int idx, const void *p) {
   lua_State *L = e->L;
   ptrmap *m = &e->ctx->modules;
   if (!e->modules_built) build_loaded_map(e);
-  if (ptrmap_find(m, lua_topointer(L, idx))->gen != m->gen) return 0;
+  if (ptrmap_find(m, p)->gen != m->gen) return 0;
   lua_pushvalue(L, idx);
   lua_rawget(L, SLOT_MODULES(e));
   if (lua_isnil(L, -1)) {  /* cannot happen: the two maps hold the same */
@@ -810,15 +832,14 @@ static int push_module_name(enc *e, int idx) {
 static void bin_value(enc *e, int idx);
 static int bin_ext_by_mt(enc *e, int idx);
 
-/* Returns 1 (and writes a REF) if the object at idx was seen before;
+/* Returns 1 (and writes a REF) if the object at p was seen before;
  * otherwise gives it the next id and returns 0.  `tag` is where the tag
  * of a table will be written, NO_TAG for a function: a REF to a table
  * sets the SHARED flag in its tag, so that the decoder remembers only the
  * tables that are referenced again. */
-static int bin_ref(enc *e, int idx, size_t tag) {
+static int bin_ref(enc *e, const void *p, size_t tag) {
   enc_ctx *c = e->ctx;
   ptrmap *m = &c->tables;
-  const void *p = lua_topointer(e->L, idx);
   ptrmap_slot *s = ptrmap_find(m, p);
   if (s->gen == m->gen) {
     size_t at = c->obj_tag[s->value];
@@ -846,7 +867,8 @@ static void bin_table(enc *e, int idx) {
   size_t slot;
   uint32_t refs_from, strs_from;
   int has_mt, top, more, in_order = 1;
-  if (push_module_name(e, idx)) {
+  const void *p = lua_topointer(L, idx);
+  if (push_module_name(e, idx, p)) {
     size_t len;
     const char *name = lua_tolstring(L, -1, &len);
     out_byte(e, LMP_TAG_MODULE);
@@ -860,7 +882,7 @@ static void bin_table(enc *e, int idx) {
     lua_pop(L, 1);
     if (bin_ext_by_mt(e, idx)) return;
   }
-  if (bin_ref(e, idx, e->out->len)) return;
+  if (bin_ref(e, p, e->out->len)) return;
   stack_room(e);
   if (has_mt && lua_getmetatable(L, idx)) {
     size_t len;
@@ -1017,7 +1039,7 @@ static void bin_function(enc *e, int idx) {
     lua_pop(L, 3);
     return;
   }
-  if (bin_ref(e, idx, NO_TAG)) return;
+  if (bin_ref(e, lua_topointer(L, idx), NO_TAG)) return;
   stack_room(e);
   self_id = e->next_ref - 1;
   push_bytecode(e, idx);
