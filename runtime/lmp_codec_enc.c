@@ -109,6 +109,10 @@ typedef struct {
   ptrmap upvalues;     /* upvalue id -> function id << 8 | index */
   ptrmap strings;      /* string bytes -> string id (binary format) */
   ptrmap modules;      /* tables of package.loaded -> 1 */
+  const void **loaded; /* package.loaded when `modules` was made: its
+                          string keys and table values, in order */
+  uint32_t loaded_n, loaded_cap;
+  int loaded_valid;
   str_def *strs;       /* string id -> where its bytes were written */
   uint32_t strs_cap;
   size_t *obj_tag;     /* reference id -> offset of its table's tag, or
@@ -136,6 +140,7 @@ typedef struct {
 #define SLOT_NAME_BY_MT(e) ((e)->base)
 #define SLOT_EXT_BY_MT(e) ((e)->base + 1)
 #define SLOT_MODULES(e) ((e)->base + 2)   /* table -> module name, lazily */
+#define SLOT_CTX 3                        /* the context's userdata */
 #define SLOT_CFUNCS(e) ((e)->base + 3)    /* C function -> {module, key} */
 } enc;
 
@@ -153,6 +158,7 @@ static int ctx_gc(lua_State *L) {
   free(c->modules.slots);
   free(c->strs);
   free(c->obj_tag);
+  free(c->loaded);
   free(c->path);
   lmp__buf_free(&c->scratch);
   lmp__buf_free(&c->own_out);
@@ -775,42 +781,87 @@ static void build_module_maps(enc *e) {
   lua_pop(L, 1);
 }
 
-/* Table -> module name, for the tables that package.loaded holds.  Built
- * anew by each encoding, on its first table: modules may be loaded at any
- * time, and a value without tables (a scalar, a function over scalars)
- * needs no scan of package.loaded.  The Lua table gives the names; the C
- * map beside it answers "is it a module?" for every table without a call
- * into Lua.  The Lua table holds the modules, so no address in the C map
- * can be reused by another table during the encoding. */
-static void build_loaded_map(enc *e) {
+/* Table -> module name, for the tables that package.loaded holds.  Made
+ * again only when package.loaded changed: modules may be loaded at any
+ * time, so each encoding, on its first table, walks package.loaded and
+ * compares it with what it held last time (a walk costs a fraction of
+ * making the maps).  The C map answers "is it a module?" for every table
+ * without a call into Lua; the Lua table, the environment of the context's
+ * userdata, gives the names, and holds the modules and names, so no
+ * address in the C map or the list can be reused by another object while
+ * the context lives. */
+static int loaded_unchanged(enc *e, int loaded) {
   lua_State *L = e->L;
-  ptrmap *m = &e->ctx->modules;
-  stack_room(e);
-  e->modules_built = 1;
-  if (m->slots == NULL && ptrmap_grow(m)) enc_nomem(e);
-  ptrmap_reset(m);
-  lua_newtable(L);
-  lua_replace(L, SLOT_MODULES(e));
-  lua_getglobal(L, "package");
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "loaded");
-    if (lua_istable(L, -1)) {
-      lua_pushnil(L);
-      while (lua_next(L, -2)) {
-        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
-          const void *p = lua_topointer(L, -1);
-          ptrmap_slot *s = ptrmap_find(m, p);
-          if (s->gen != m->gen) ptrmap_add(e, m, s, p, 1);
-          lua_pushvalue(L, -2);
-          lua_rawset(L, SLOT_MODULES(e));
-        } else {
-          lua_pop(L, 1);
-        }
+  enc_ctx *c = e->ctx;
+  uint32_t i = 0;
+  if (!c->loaded_valid) return 0;
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+      if (i + 2 > c->loaded_n || c->loaded[i] != lua_tostring(L, -2) ||
+          c->loaded[i + 1] != lua_topointer(L, -1)) {
+        lua_pop(L, 2);
+        return 0;
       }
+      i += 2;
     }
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
+  return i == c->loaded_n;
+}
+
+static void loaded_add(enc *e, const void *key, const void *table) {
+  enc_ctx *c = e->ctx;
+  if (c->loaded_n + 2 > c->loaded_cap) {
+    uint32_t cap = c->loaded_cap ? c->loaded_cap * 2 : 64;
+    const void **t = realloc((void *)c->loaded, sizeof(*t) * cap);
+    if (t == NULL) enc_nomem(e);
+    c->loaded = t;
+    c->loaded_cap = cap;
+  }
+  c->loaded[c->loaded_n++] = key;
+  c->loaded[c->loaded_n++] = table;
+}
+
+static void build_loaded_map(enc *e) {
+  lua_State *L = e->L;
+  enc_ctx *c = e->ctx;
+  ptrmap *m = &c->modules;
+  int loaded;
+  stack_room(e);
+  e->modules_built = 1;
+  if (m->slots == NULL && ptrmap_grow(m)) enc_nomem(e);
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "loaded");
+  else lua_pushnil(L);
+  loaded = lua_gettop(L);
+  if (lua_istable(L, loaded) && loaded_unchanged(e, loaded)) {
+    lua_pop(L, 2);
+    return;
+  }
+  c->loaded_valid = 0;  /* until made again, whatever goes wrong */
+  c->loaded_n = 0;
+  ptrmap_reset(m);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setfenv(L, SLOT_CTX);
+  if (lua_istable(L, loaded)) {
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+        const void *p = lua_topointer(L, -1);
+        ptrmap_slot *s = ptrmap_find(m, p);
+        if (s->gen != m->gen) ptrmap_add(e, m, s, p, 1);
+        loaded_add(e, lua_tostring(L, -2), p);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, loaded + 1);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+  }
+  c->loaded_valid = 1;
+  lua_pop(L, 3);
 }
 
 /* If the table at idx (whose address is p) is a loaded module, pushes its
@@ -820,6 +871,10 @@ static int push_module_name(enc *e, int idx, const void *p) {
   ptrmap *m = &e->ctx->modules;
   if (!e->modules_built) build_loaded_map(e);
   if (ptrmap_find(m, p)->gen != m->gen) return 0;
+  if (lua_isnil(L, SLOT_MODULES(e))) {
+    lua_getfenv(L, SLOT_CTX);
+    lua_replace(L, SLOT_MODULES(e));
+  }
   lua_pushvalue(L, idx);
   lua_rawget(L, SLOT_MODULES(e));
   if (lua_isnil(L, -1)) {  /* cannot happen: the two maps hold the same */
@@ -1208,11 +1263,12 @@ static void bin_value(enc *e, int idx) {
 
 /* --- entry point --------------------------------------------------------------- */
 
-/* Runs inside lua_pcall: [1] the value, [2] the enc. */
+/* Runs inside lua_pcall: [1] the value, [2] the enc, [3] the context's
+ * userdata. */
 static int encode_protected(lua_State *L) {
   enc *e = lua_touserdata(L, 2);
   size_t start = e->out->len;
-  e->base = 3;
+  e->base = SLOT_CTX + 1;
   lmp__registry_table(L, LMP_CODEC_NAME_BY_MT, NULL);
   lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);
   lua_pushnil(L);
@@ -1237,14 +1293,15 @@ static int encode_protected(lua_State *L) {
   return 0;
 }
 
-/* Encodes the value at idx with context c (on the stack) into out.  The
+/* Encodes the value at idx with context c (its userdata at the top of the
+ * stack) into out.  The
  * context is busy while in use, so that an extension's encoder that encodes
  * in turn gets a context of its own; the protected call makes sure the flag
  * is cleared on every way out. */
 static void run_encode(lua_State *L, int idx, enc_ctx *c, lmp_buf *out,
                        const lmp_codec_opts *opts) {
   enc e;
-  int status;
+  int status, ud = lua_gettop(L);  /* the context's userdata */
   memset(&e, 0, sizeof(e));
   e.L = L;
   e.out = out;
@@ -1256,7 +1313,8 @@ static void run_encode(lua_State *L, int idx, enc_ctx *c, lmp_buf *out,
   lua_pushcfunction(L, encode_protected);
   lua_pushvalue(L, idx);
   lua_pushlightuserdata(L, &e);
-  status = lua_pcall(L, 2, 0, 0);
+  lua_pushvalue(L, ud);
+  status = lua_pcall(L, 3, 0, 0);
   c->busy = 0;
   if (status) lua_error(L);
 }

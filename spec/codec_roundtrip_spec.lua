@@ -699,6 +699,46 @@ describe("lmp.codec round trips", function()
       assert.equal(custom_module, d.m)
       assert.equal(custom_module, d.again)
     end)
+
+    it("sees modules loaded, replaced and unloaded between two encodings", function()
+      -- The encoder remembers package.loaded from one encoding to the next;
+      -- every change to it must show in the next encoding.
+      local late, other = {answer = 1}, {answer = 2}
+      local function travels_by_reference(t)
+        return codec.encode(t, {binary = true}):find("\13", 3, true) ~= nil
+      end
+      assert.is_false(travels_by_reference(late))
+      package.loaded["spec_codec_late"] = late
+      assert.is_true(travels_by_reference(late))
+      assert.equal(late, codec.decode(codec.encode(late)))
+      package.loaded["spec_codec_late"] = other   -- replaced under the same name
+      assert.is_false(travels_by_reference(late))
+      assert.is_true(travels_by_reference(other))
+      package.loaded["spec_codec_late"] = nil     -- unloaded
+      assert.is_false(travels_by_reference(other))
+      assert.same({answer = 2}, codec.decode(codec.encode(other)))
+      package.loaded["spec_codec_late_a"] = late  -- two at once, then one name moves
+      package.loaded["spec_codec_late_b"] = other
+      assert.is_true(travels_by_reference(late) and travels_by_reference(other))
+      package.loaded["spec_codec_late_a"] = other
+      package.loaded["spec_codec_late_b"] = late
+      local d = codec.decode(codec.encode({a = late, b = other}))
+      assert.equal(late, d.a)
+      assert.equal(other, d.b)
+      package.loaded["spec_codec_late_a"], package.loaded["spec_codec_late_b"] = nil, nil
+      assert.is_false(travels_by_reference(late) or travels_by_reference(other))
+      -- a module loaded while an encoding runs (an extension's encoder) is
+      -- seen by the next encoding
+      local mt = {}
+      codec.register_extension("spec.codec.loader", mt, function()
+        package.loaded["spec_codec_during"] = late
+        return 0
+      end, function() return {} end)
+      codec.encode({setmetatable({}, mt), {}})
+      assert.is_true(travels_by_reference(late))
+      package.loaded["spec_codec_during"] = nil
+      assert.is_false(travels_by_reference(late))
+    end)
   end)
 
   describe("registered metatables", function()
