@@ -694,7 +694,12 @@ static int decode_protected(lua_State *L) {
     d->p++;
     lua_newtable(L);
     d->refs = lua_gettop(L);
-    lua_newtable(L);
+    {
+      /* Sized for the strings a small message can define (each takes 3
+       * bytes or more), so that it does not grow one string at a time. */
+      size_t most = (size_t)(d->end - d->p) / 3;
+      lua_createtable(L, most < 32 ? (int)most : 32, 0);
+    }
     d->strs = lua_gettop(L);
     bin_value(d);
   } else {
