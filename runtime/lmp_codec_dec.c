@@ -15,6 +15,9 @@
 #include "lmp_error.h"
 #include "lmp_proto.h"
 
+/* JSON: keys of the pairs that wait for their table (see json_flush). */
+#define KEYS_MAX 16
+
 typedef struct {
   lua_State *L;
   const unsigned char *start, *p, *end;
@@ -26,6 +29,11 @@ typedef struct {
   int strs;        /* stack index of the table string id -> string */
   uint32_t nstrs;
   int pending;     /* JSON: stack slots of items waiting for their table */
+  int nkeys;       /* JSON: the keys of waiting pairs, in `keys`: */
+  struct {
+    const unsigned char *s;  /* NULL: a key with escapes */
+    size_t len;
+  } keys[KEYS_MAX];
 } dec;
 
 static int dec_error(dec *d, const char *fmt, ...) {
@@ -116,8 +124,10 @@ static const unsigned char string_stop[256] = {
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
 };
 
-/* Reads a string (d->p at the opening quote) and pushes it. */
-static void json_string(dec *d) {
+/* Reads a string (d->p at the opening quote) and pushes it.  Returns
+ * where its bytes are in the input, with their number in *len, or NULL if
+ * it has escapes. */
+static const unsigned char *json_string(dec *d, size_t *len) {
   lua_State *L = d->L;
   const unsigned char *run = ++d->p;
   luaL_Buffer b;
@@ -178,10 +188,13 @@ static void json_string(dec *d) {
   if (buffered) {
     luaL_addlstring(&b, (const char *)run, (size_t)(d->p - run));
     luaL_pushresult(&b);
+    run = NULL;
   } else {
-    lua_pushlstring(L, (const char *)run, (size_t)(d->p - run));
+    *len = (size_t)(d->p - run);
+    lua_pushlstring(L, (const char *)run, *len);
   }
   d->p++;
+  return run;
 }
 
 static int is_digit(const unsigned char *p, const unsigned char *end) {
@@ -270,12 +283,36 @@ static int json_can_wait(dec *d, int n) {
          lua_checkstack(d->L, 16);
 }
 
+/* Whether the keys of the pairs waiting from `kbase` on are known to be
+ * all different: then the order in which they go into their table does
+ * not matter (with a key twice, the last one must win, as in cjson).
+ * `kbase` < 0: not all of them were kept (KEYS_MAX, shared by the levels
+ * of nesting, bounds the comparisons, which grow as the square). */
+static int json_keys_distinct(dec *d, int kbase) {
+  int i, j;
+  if (kbase < 0) return 0;
+  for (i = kbase; i < d->nkeys; i++) {
+    if (d->keys[i].s == NULL) return 0;
+    for (j = kbase; j < i; j++)
+      if (d->keys[j].len == d->keys[i].len &&
+          memcmp(d->keys[j].s, d->keys[i].s, d->keys[i].len) == 0)
+        return 0;
+  }
+  return 1;
+}
+
 /* The table for the `n` items (values, or key/value pairs) above `base`:
- * replaces them by it, at base + 1. */
-static void json_flush(dec *d, int base, int n, int pairs) {
+ * replaces them by it, at base + 1.  Pairs with keys known to differ go
+ * in from the top of the stack, one call each. */
+static void json_flush(dec *d, int base, int n, int pairs, int kbase) {
   lua_State *L = d->L;
   int i;
-  if (pairs) {
+  if (pairs && json_keys_distinct(d, kbase)) {
+    lua_createtable(L, 0, n);
+    lua_insert(L, base + 1);
+    for (i = 0; i < n; i++) lua_rawset(L, base + 1);
+    d->pending -= 2 * n;
+  } else if (pairs) {
     lua_createtable(L, 0, n);
     for (i = 0; i < n; i++) {
       lua_pushvalue(L, base + 1 + 2 * i);
@@ -307,7 +344,7 @@ static void json_array(dec *d) {
   }
   for (pending = 1;;) {
     if (pending && !json_can_wait(d, n)) {
-      json_flush(d, base, n, 0);
+      json_flush(d, base, n, 0, d->nkeys);
       pending = 0;
     }
     json_value(d);
@@ -320,14 +357,14 @@ static void json_array(dec *d) {
     if (*d->p != ',') dec_error(d, "expected ',' or ']' in array");
     d->p++;
   }
-  if (pending) json_flush(d, base, n, 0);
+  if (pending) json_flush(d, base, n, 0, d->nkeys);
   d->p++;
   d->depth--;
 }
 
 static void json_object(dec *d) {
   lua_State *L = d->L;
-  int n = 0, base = lua_gettop(L), pending;
+  int n = 0, base = lua_gettop(L), pending, kbase = d->nkeys, all_kept = 1;
   enter(d);
   d->p++;
   skip_ws(d);
@@ -338,13 +375,23 @@ static void json_object(dec *d) {
     return;
   }
   for (pending = 1;;) {
+    const unsigned char *key;
+    size_t klen = 0;
     if (pending && !json_can_wait(d, n)) {
-      json_flush(d, base, n, 1);
+      json_flush(d, base, n, 1, all_kept ? kbase : -1);
+      d->nkeys = kbase;
       pending = 0;
     }
     skip_ws(d);
     if (d->p >= d->end || *d->p != '"') dec_error(d, "expected a string key");
-    json_string(d);
+    key = json_string(d, &klen);
+    if (pending && d->nkeys < KEYS_MAX) {
+      d->keys[d->nkeys].s = key;
+      d->keys[d->nkeys].len = klen;
+      d->nkeys++;
+    } else {
+      all_kept = 0;
+    }
     skip_ws(d);
     if (d->p >= d->end || *d->p != ':') dec_error(d, "expected ':' after key");
     d->p++;
@@ -358,7 +405,8 @@ static void json_object(dec *d) {
     if (*d->p != ',') dec_error(d, "expected ',' or '}' in object");
     d->p++;
   }
-  if (pending) json_flush(d, base, n, 1);
+  if (pending) json_flush(d, base, n, 1, all_kept ? kbase : -1);
+  d->nkeys = kbase;
   d->p++;
   d->depth--;
 }
@@ -369,7 +417,11 @@ static void json_value(dec *d) {
   switch (*d->p) {
     case '{': json_object(d); break;
     case '[': json_array(d); break;
-    case '"': json_string(d); break;
+    case '"': {
+      size_t len;
+      json_string(d, &len);
+      break;
+    }
     case 't': expect_literal(d, "true", 4); lua_pushboolean(d->L, 1); break;
     case 'f': expect_literal(d, "false", 5); lua_pushboolean(d->L, 0); break;
     case 'n': expect_literal(d, "null", 4); lua_pushlightuserdata(d->L, NULL); break;

@@ -197,6 +197,32 @@ describe("lmp.codec and lua-cjson", function()
     end)
   end)
 
+  it("a key given twice in an object keeps its last value, as in cjson", function()
+    -- The decoder may fill an object's table in any order when its keys are
+    -- known to differ: a repeated key must never let the first value win.
+    local texts = {
+      '{"a":1,"a":2}', '{"a":1,"b":2,"a":3}', '{"a":{"a":1,"a":2},"a":{"b":[1,{"c":1,"c":2}]}}',
+      '{"\\u0061":1,"a":2}', '{"a":1,"\\u0061":2}', '{"ab":1,"a\\u0062":2,"ab":3}',
+    }
+    local wide, parts = {}, {}
+    for i = 1, 40 do parts[#parts + 1] = string.format('"k%d":%d', i % 17, i) end
+    texts[#texts + 1] = "{" .. table.concat(parts, ",") .. "}"
+    for depth = 1, 20 do wide[#wide + 1] = '{"x":1,"y":2,"z":3,"w":' end
+    texts[#texts + 1] = table.concat(wide) .. '{"x":0,"x":9}' .. string.rep(',"x":4}', 20)
+    for n = 1, 40 do  -- the repeated key at every position of objects of every size
+      for at = 1, n do
+        local p = {}
+        for i = 1, n do p[i] = string.format('"k%d":%d', i, i) end
+        p[#p + 1] = string.format('"k%d":-1', at)
+        texts[#texts + 1] = "{" .. table.concat(p, ",") .. "}"
+      end
+    end
+    for _, text in ipairs(texts) do
+      local eq, why = same(cjson.decode(text), codec.decode(text))
+      assert(eq, string.format("%s: %s", show(text), tostring(why)))
+    end
+  end)
+
   describe("the JSON text of plain data", function()
     it("starts like JSON text, never with 0xFF", function()
       for _, v in ipairs({{}, {1}, {a = 1}, "s", 1, -1, 0.5, true, false, lmp.null, {{}}, {""}}) do
