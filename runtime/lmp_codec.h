@@ -20,7 +20,11 @@
 #include "lmp_internal.h"
 
 #define LMP_CODEC_MAGIC 0xFF
-#define LMP_CODEC_VERSION 1
+/* Version 2 added string back-references (STRING_DEF, STRING_REF) and
+ * the SHARED flag; decode still reads version 1, which has neither and
+ * where every table can be the target of a REF. */
+#define LMP_CODEC_VERSION 2
+#define LMP_CODEC_VERSION_MIN 1
 /* At most 3 Lua stack slots per level must fit LuaJIT's 8000 per C call. */
 #define LMP_CODEC_MAX_DEPTH 2000
 
@@ -42,8 +46,20 @@ enum {
   LMP_TAG_UPVAL_JOIN = 0x0C, /* varint function id, varint upvalue index */
   LMP_TAG_MODULE = 0x0D,   /* string name: require(name) */
   LMP_TAG_CFUNCTION = 0x0E, /* string module, string field */
-  LMP_TAG_EXTENSION = 0x0F /* string name, payload value */
+  LMP_TAG_EXTENSION = 0x0F, /* string name, payload value */
+  LMP_TAG_STRING_DEF = 0x10, /* as STRING, and gets the next string id */
+  LMP_TAG_STRING_REF = 0x11, /* varint id of a STRING_DEF seen before */
+  /* Or'ed into TABLE and TABLE_MT: a REF to this table follows, so the
+   * decoder must remember it (version 2; in version 1 it remembers all). */
+  LMP_TAG_SHARED = 0x40
 };
+
+/* Strings of 1..LMP_CODEC_STRING_DEF_MAX bytes get an id (keys repeat);
+ * longer ones would cost more to compare than to copy. */
+#define LMP_CODEC_STRING_DEF_MAX 64
+/* At most this many string ids per message: memory for them on both sides
+ * stays bounded whatever the value. */
+#define LMP_CODEC_MAX_STRING_IDS (1u << 22)
 
 typedef struct {
   int binary;        /* encode: the binary format even for plain data */

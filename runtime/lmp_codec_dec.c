@@ -15,13 +15,25 @@
 #include "lmp_error.h"
 #include "lmp_proto.h"
 
+/* JSON: keys of the pairs that wait for their table (see json_flush). */
+#define KEYS_MAX 16
+
 typedef struct {
   lua_State *L;
   const unsigned char *start, *p, *end;
   const lmp_codec_opts *opts;
   int depth, max_depth;
   int refs;        /* stack index of the table id -> object, or 0 */
-  uint32_t nrefs;
+  uint32_t nrefs;  /* tables and functions met so far (the next id) */
+  int keep_all;    /* version 1: any table may be referenced again */
+  int strs;        /* stack index of the table string id -> string */
+  uint32_t nstrs;
+  int pending;     /* JSON: stack slots of items waiting for their table */
+  int nkeys;       /* JSON: the keys of waiting pairs, in `keys`: */
+  struct {
+    const unsigned char *s;  /* NULL: a key with escapes */
+    size_t len;
+  } keys[KEYS_MAX];
 } dec;
 
 static int dec_error(dec *d, const char *fmt, ...) {
@@ -101,14 +113,30 @@ static void add_utf8(luaL_Buffer *b, unsigned cp) {
   luaL_addlstring(b, u, (size_t)n);
 }
 
-/* Reads a string (d->p at the opening quote) and pushes it. */
-static void json_string(dec *d) {
+/* The bytes that end a run of plain bytes in a string: '"', '\\' and the
+ * control characters (an error). */
+static const unsigned char string_stop[256] = {
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+};
+
+/* Reads a string (d->p at the opening quote) and pushes it.  Returns
+ * where its bytes are in the input, with their number in *len, or NULL if
+ * it has escapes. */
+static const unsigned char *json_string(dec *d, size_t *len) {
   lua_State *L = d->L;
   const unsigned char *run = ++d->p;
   luaL_Buffer b;
   int buffered = 0;
   for (;;) {
     unsigned c;
+    const unsigned char *p = d->p, *end = d->end;
+    while (p < end && !string_stop[*p]) p++;  /* the plain bytes */
+    d->p = p;
     if (d->p >= d->end) dec_error(d, "unterminated string");
     c = *d->p;
     if (c == '"') break;
@@ -160,10 +188,13 @@ static void json_string(dec *d) {
   if (buffered) {
     luaL_addlstring(&b, (const char *)run, (size_t)(d->p - run));
     luaL_pushresult(&b);
+    run = NULL;
   } else {
-    lua_pushlstring(L, (const char *)run, (size_t)(d->p - run));
+    *len = (size_t)(d->p - run);
+    lua_pushlstring(L, (const char *)run, *len);
   }
   d->p++;
+  return run;
 }
 
 static int is_digit(const unsigned char *p, const unsigned char *end) {
@@ -233,57 +264,149 @@ static void json_number(dec *d) {
   d->p = p;
 }
 
+/* JSON does not say how big an array or object is, and a table that grows
+ * one key at a time is rebuilt at each power of two.  So the first items
+ * wait on the Lua stack, and the table is made at its final size when the
+ * array or object ends; a longer one is made at PENDING_MAX items and
+ * grows from there.  The stack of one C call is limited (LuaJIT: 8000
+ * slots, of which nesting to the depth limit takes up to 3 a level), so
+ * the items waiting at all levels together take at most PENDING_SLOTS.
+ * Room is asked for before each item that waits: a collection may shrink
+ * the stack of a C function to twice what it uses, forgetting what an
+ * earlier lua_checkstack granted. */
+#define PENDING_MAX 32
+#define PENDING_SLOTS 1024
+
+/* Whether the next item of an array or object can wait on the stack. */
+static int json_can_wait(dec *d, int n) {
+  return n < PENDING_MAX && d->pending < PENDING_SLOTS &&
+         lua_checkstack(d->L, 16);
+}
+
+/* Whether the keys of the pairs waiting from `kbase` on are known to be
+ * all different: then the order in which they go into their table does
+ * not matter (with a key twice, the last one must win, as in cjson).
+ * `kbase` < 0: not all of them were kept (KEYS_MAX, shared by the levels
+ * of nesting, bounds the comparisons, which grow as the square). */
+static int json_keys_distinct(dec *d, int kbase) {
+  int i, j;
+  if (kbase < 0) return 0;
+  for (i = kbase; i < d->nkeys; i++) {
+    if (d->keys[i].s == NULL) return 0;
+    for (j = kbase; j < i; j++)
+      if (d->keys[j].len == d->keys[i].len &&
+          memcmp(d->keys[j].s, d->keys[i].s, d->keys[i].len) == 0)
+        return 0;
+  }
+  return 1;
+}
+
+/* The table for the `n` items (values, or key/value pairs) above `base`:
+ * replaces them by it, at base + 1.  Pairs with keys known to differ go
+ * in from the top of the stack, one call each. */
+static void json_flush(dec *d, int base, int n, int pairs, int kbase) {
+  lua_State *L = d->L;
+  int i;
+  if (pairs && json_keys_distinct(d, kbase)) {
+    lua_createtable(L, 0, n);
+    lua_insert(L, base + 1);
+    for (i = 0; i < n; i++) lua_rawset(L, base + 1);
+    d->pending -= 2 * n;
+  } else if (pairs) {
+    lua_createtable(L, 0, n);
+    for (i = 0; i < n; i++) {
+      lua_pushvalue(L, base + 1 + 2 * i);
+      lua_pushvalue(L, base + 2 + 2 * i);
+      lua_rawset(L, -3);
+    }
+    lua_replace(L, base + 1);
+    d->pending -= 2 * n;
+  } else {
+    d->pending -= n;
+    lua_createtable(L, n, 0);
+    lua_insert(L, base + 1);
+    for (i = n; i > 0; i--) lua_rawseti(L, base + 1, i);
+  }
+  lua_settop(L, base + 1);
+}
+
 static void json_array(dec *d) {
   lua_State *L = d->L;
-  int n = 0;
+  int n = 0, base = lua_gettop(L), pending;
   enter(d);
   d->p++;
-  lua_newtable(L);
   skip_ws(d);
   if (d->p < d->end && *d->p == ']') {
+    lua_createtable(L, 0, 0);
     d->p++;
     d->depth--;
     return;
   }
-  for (;;) {
+  for (pending = 1;;) {
+    if (pending && !json_can_wait(d, n)) {
+      json_flush(d, base, n, 0, d->nkeys);
+      pending = 0;
+    }
     json_value(d);
-    lua_rawseti(L, -2, ++n);
+    n++;
+    if (pending) d->pending++;
+    else lua_rawseti(L, base + 1, n);
     skip_ws(d);
     if (d->p >= d->end) dec_error(d, "unterminated array");
     if (*d->p == ']') break;
     if (*d->p != ',') dec_error(d, "expected ',' or ']' in array");
     d->p++;
   }
+  if (pending) json_flush(d, base, n, 0, d->nkeys);
   d->p++;
   d->depth--;
 }
 
 static void json_object(dec *d) {
   lua_State *L = d->L;
+  int n = 0, base = lua_gettop(L), pending, kbase = d->nkeys, all_kept = 1;
   enter(d);
   d->p++;
-  lua_newtable(L);
   skip_ws(d);
   if (d->p < d->end && *d->p == '}') {
+    lua_createtable(L, 0, 0);
     d->p++;
     d->depth--;
     return;
   }
-  for (;;) {
+  for (pending = 1;;) {
+    const unsigned char *key;
+    size_t klen = 0;
+    if (pending && !json_can_wait(d, n)) {
+      json_flush(d, base, n, 1, all_kept ? kbase : -1);
+      d->nkeys = kbase;
+      pending = 0;
+    }
     skip_ws(d);
     if (d->p >= d->end || *d->p != '"') dec_error(d, "expected a string key");
-    json_string(d);
+    key = json_string(d, &klen);
+    if (pending && d->nkeys < KEYS_MAX) {
+      d->keys[d->nkeys].s = key;
+      d->keys[d->nkeys].len = klen;
+      d->nkeys++;
+    } else {
+      all_kept = 0;
+    }
     skip_ws(d);
     if (d->p >= d->end || *d->p != ':') dec_error(d, "expected ':' after key");
     d->p++;
     json_value(d);
-    lua_rawset(L, -3);
+    n++;
+    if (pending) d->pending += 2;
+    else lua_rawset(L, base + 1);
     skip_ws(d);
     if (d->p >= d->end) dec_error(d, "unterminated object");
     if (*d->p == '}') break;
     if (*d->p != ',') dec_error(d, "expected ',' or '}' in object");
     d->p++;
   }
+  if (pending) json_flush(d, base, n, 1, all_kept ? kbase : -1);
+  d->nkeys = kbase;
   d->p++;
   d->depth--;
 }
@@ -294,7 +417,11 @@ static void json_value(dec *d) {
   switch (*d->p) {
     case '{': json_object(d); break;
     case '[': json_array(d); break;
-    case '"': json_string(d); break;
+    case '"': {
+      size_t len;
+      json_string(d, &len);
+      break;
+    }
     case 't': expect_literal(d, "true", 4); lua_pushboolean(d->L, 1); break;
     case 'f': expect_literal(d, "false", 5); lua_pushboolean(d->L, 0); break;
     case 'n': expect_literal(d, "null", 4); lua_pushlightuserdata(d->L, NULL); break;
@@ -352,12 +479,26 @@ static const char *bin_tagged_string(dec *d, size_t *len) {
   return bin_bytes(d, len);
 }
 
-static void refs_add(dec *d) {
+/* The object at the top gets the next id; it is remembered if `keep`
+ * (a REF to it may follow), else only counted. */
+static void refs_add(dec *d, int keep) {
   lua_State *L = d->L;
   if (d->refs == 0) dec_error(d, "internal: no reference table");
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, d->refs, (int)++d->nrefs);
+  ++d->nrefs;
+  if (keep) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->refs, (int)d->nrefs);
+  }
   if (d->nrefs >= 0x3ffffff) dec_error(d, "too many objects");
+}
+
+/* Pushes the object with reference id `id`, or raises. */
+static void push_ref(dec *d, uint64_t id, const char *what) {
+  lua_State *L = d->L;
+  if (id >= d->nrefs) dec_error(d, "%s", what);
+  lua_rawgeti(L, d->refs, (int)id + 1);
+  /* A table written without the SHARED flag was not kept. */
+  if (lua_isnil(L, -1)) dec_error(d, "%s", what);
 }
 
 static void refuse_code(dec *d, const char *what) {
@@ -367,7 +508,7 @@ static void refuse_code(dec *d, const char *what) {
 
 static void bin_value(dec *d);
 
-static void bin_table(dec *d, int with_mt) {
+static void bin_table(dec *d, int with_mt, int shared) {
   lua_State *L = d->L;
   size_t narr, nhash, i, namelen = 0;
   const char *name = NULL;
@@ -377,16 +518,22 @@ static void bin_table(dec *d, int with_mt) {
   enter(d);
   lua_createtable(L, narr > (1 << 20) ? 1 << 20 : (int)narr,
                   nhash > (1 << 20) ? 1 << 20 : (int)nhash);
-  refs_add(d);
+  refs_add(d, shared || d->keep_all);
   for (i = 1; i <= narr; i++) {
     bin_value(d);
     lua_rawseti(L, -2, (int)i);
   }
   for (i = 0; i < nhash; i++) {
-    bin_value(d);
-    if (lua_isnil(L, -1)) dec_error(d, "table key is nil");
-    if (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1)))
-      dec_error(d, "table key is NaN");
+    /* A string key, the usual one, needs no check. */
+    need(d, 1);
+    if (*d->p == LMP_TAG_STRING_REF || *d->p == LMP_TAG_STRING_DEF) {
+      bin_value(d);
+    } else {
+      bin_value(d);
+      if (lua_isnil(L, -1)) dec_error(d, "table key is nil");
+      if (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1)))
+        dec_error(d, "table key is NaN");
+    }
     bin_value(d);
     lua_rawset(L, -3);
   }
@@ -433,7 +580,7 @@ static void bin_function(dec *d) {
   if (lmp__proto_closure(L, code, len) != 0)
     dec_error(d, "function bytecode does not load: %s", lua_tostring(L, -1));
   f = lua_gettop(L);
-  refs_add(d);
+  refs_add(d, 1);  /* upvalue joins name functions by id */
   nups = count(d, 1);
   actual = count_upvalues(L, f);
   if (nups != (size_t)actual)
@@ -446,8 +593,7 @@ static void bin_function(dec *d) {
       d->p++;
       id = varint(d);
       n = varint(d);
-      if (id >= d->nrefs) dec_error(d, "upvalue refers to an unknown function");
-      lua_rawgeti(L, d->refs, (int)id + 1);
+      push_ref(d, id, "upvalue refers to an unknown function");
       if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1) || n < 1 ||
           n > (uint64_t)count_upvalues(L, lua_gettop(L)))
         dec_error(d, "upvalue refers to a missing upvalue");
@@ -513,14 +659,28 @@ static void bin_value(dec *d) {
       lua_pushlstring(L, s, len);
       break;
     }
-    case LMP_TAG_TABLE: bin_table(d, 0); break;
-    case LMP_TAG_TABLE_MT: bin_table(d, 1); break;
-    case LMP_TAG_REF: {
+    case LMP_TAG_STRING_REF: {
       uint64_t id = varint(d);
-      if (id >= d->nrefs) dec_error(d, "reference to an unknown object");
-      lua_rawgeti(L, d->refs, (int)id + 1);
+      if (id >= d->nstrs) dec_error(d, "reference to an unknown string");
+      lua_rawgeti(L, d->strs, (int)id + 1);
       break;
     }
+    case LMP_TAG_STRING_DEF: {
+      size_t len;
+      const char *s = bin_bytes(d, &len);
+      if (len == 0 || len > LMP_CODEC_STRING_DEF_MAX)
+        dec_error(d, "string with an id is %d bytes long", (int)len);
+      if (d->nstrs >= LMP_CODEC_MAX_STRING_IDS) dec_error(d, "too many strings");
+      lua_pushlstring(L, s, len);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, d->strs, (int)++d->nstrs);
+      break;
+    }
+    case LMP_TAG_TABLE: bin_table(d, 0, 0); break;
+    case LMP_TAG_TABLE_MT: bin_table(d, 1, 0); break;
+    case LMP_TAG_TABLE | LMP_TAG_SHARED: bin_table(d, 0, 1); break;
+    case LMP_TAG_TABLE_MT | LMP_TAG_SHARED: bin_table(d, 1, 1); break;
+    case LMP_TAG_REF: push_ref(d, varint(d), "reference to an unknown object"); break;
     case LMP_TAG_FUNCTION: bin_function(d); break;
     case LMP_TAG_MODULE: {
       size_t len;
@@ -580,11 +740,19 @@ static int decode_protected(lua_State *L) {
   if (*d->p == LMP_CODEC_MAGIC) {
     d->p++;
     need(d, 1);
-    if (*d->p != LMP_CODEC_VERSION)
+    if (*d->p < LMP_CODEC_VERSION_MIN || *d->p > LMP_CODEC_VERSION)
       dec_error(d, "unsupported format version %d", (int)*d->p);
+    d->keep_all = *d->p == 1;
     d->p++;
     lua_newtable(L);
     d->refs = lua_gettop(L);
+    {
+      /* Sized for the strings a small message can define (each takes 3
+       * bytes or more), so that it does not grow one string at a time. */
+      size_t most = (size_t)(d->end - d->p) / 3;
+      lua_createtable(L, most < 32 ? (int)most : 32, 0);
+    }
+    d->strs = lua_gettop(L);
     bin_value(d);
   } else {
     json_value(d);

@@ -95,9 +95,29 @@ typedef struct {
   const char *name;   /* PATH_UPVALUE, PATH_LABEL */
 } path_frame;
 
+/* Where a string with an id was written, to check that a later string at
+ * the same address is still the same bytes (see bin_str). */
+typedef struct {
+  size_t off;
+  size_t len;
+} str_def;
+
+#define NO_TAG ((size_t)-1)
+
 typedef struct {
   ptrmap tables;       /* table or function -> reference id */
   ptrmap upvalues;     /* upvalue id -> function id << 8 | index */
+  ptrmap strings;      /* string bytes -> string id (binary format) */
+  ptrmap modules;      /* tables of package.loaded -> 1 */
+  const void **loaded; /* package.loaded when `modules` was made: its
+                          string keys and table values, in order */
+  uint32_t loaded_n, loaded_cap;
+  int loaded_valid;
+  str_def *strs;       /* string id -> where its bytes were written */
+  uint32_t strs_cap;
+  size_t *obj_tag;     /* reference id -> offset of its table's tag, or
+                          NO_TAG (a function: always remembered) */
+  uint32_t obj_cap;
   lmp_buf scratch;     /* bytecode of the function being dumped */
   lmp_buf own_out;     /* the output of lmp.codec.encode() */
   path_frame *path;
@@ -114,14 +134,17 @@ typedef struct {
   int max_depth;
   int depth;
   uint32_t next_ref;
+  uint32_t next_str;
+  int modules_built;   /* this encoding has scanned package.loaded */
   int base;            /* stack index of the first of the helper slots: */
 #define SLOT_NAME_BY_MT(e) ((e)->base)
 #define SLOT_EXT_BY_MT(e) ((e)->base + 1)
 #define SLOT_MODULES(e) ((e)->base + 2)   /* table -> module name, lazily */
+#define SLOT_CTX 3                        /* the context's userdata */
 #define SLOT_CFUNCS(e) ((e)->base + 3)    /* C function -> {module, key} */
 } enc;
 
-static void push_module_name(enc *e, int idx);
+static int push_module_name(enc *e, int idx, const void *p);
 
 /* When the state closes (lua_close, os.exit(code, true)), every finalizer
  * runs, the registry's context being no exception, and the ones that run
@@ -131,6 +154,11 @@ static int ctx_gc(lua_State *L) {
   enc_ctx *c = lua_touserdata(L, 1);
   free(c->tables.slots);
   free(c->upvalues.slots);
+  free(c->strings.slots);
+  free(c->modules.slots);
+  free(c->strs);
+  free(c->obj_tag);
+  free(c->loaded);
   free(c->path);
   lmp__buf_free(&c->scratch);
   lmp__buf_free(&c->own_out);
@@ -249,6 +277,19 @@ static void enc_nomem(enc *e) {
   enc_error(e, "%s: out of memory%s", "");
 }
 
+/* Adds `key`, absent from m (`s` is the slot ptrmap_find gave for it). */
+static void ptrmap_add(enc *e, ptrmap *m, ptrmap_slot *s, const void *key,
+                       uint32_t value) {
+  if (m->count * 2 >= m->mask) {
+    if (ptrmap_grow(m)) enc_nomem(e);
+    s = ptrmap_find(m, key);
+  }
+  s->key = key;
+  s->gen = m->gen;
+  s->value = value;
+  m->count++;
+}
+
 static inline void out_append(enc *e, const void *p, size_t n) {
   lmp_buf *b = e->out;
   if (b->cap - b->len < n && lmp__buf_grow(b, n)) enc_nomem(e);
@@ -262,23 +303,26 @@ static inline void out_byte(enc *e, int c) {
   b->data[b->len++] = (char)c;
 }
 
-/* Enters one level: checks the depth and records how we got there. */
-static path_frame *enter(enc *e, int kind) {
+/* The slow half of enter(): the depth limit, a longer path. */
+static void enter_grow(enc *e) {
   enc_ctx *c = e->ctx;
+  int cap = c->path_cap ? c->path_cap * 2 : 64;
+  path_frame *p;
   if (e->depth >= e->max_depth)
     enc_error(e, "%s: nested too deeply (more than %s levels)",
               lua_pushfstring(e->L, "%d", e->max_depth));
+  if (e->depth + 1 < c->path_cap) return;
+  p = realloc(c->path, sizeof(*p) * (size_t)cap);
+  if (p == NULL) enc_nomem(e);
+  c->path = p;
+  c->path_cap = cap;
+}
+
+/* Enters one level: checks the depth and records how we got there. */
+static inline path_frame *enter(enc *e, int kind) {
+  enc_ctx *c = e->ctx;
+  if (e->depth >= e->max_depth || e->depth + 1 >= c->path_cap) enter_grow(e);
   e->depth++;
-  if (e->depth >= c->path_cap) {
-    int cap = c->path_cap ? c->path_cap * 2 : 64;
-    path_frame *p = realloc(c->path, sizeof(*p) * (size_t)cap);
-    if (p == NULL) {
-      e->depth--;
-      enc_nomem(e);
-    }
-    c->path = p;
-    c->path_cap = cap;
-  }
   c->path[e->depth].kind = kind;
   return &c->path[e->depth];
 }
@@ -290,6 +334,23 @@ static path_frame *enter(enc *e, int kind) {
 static void stack_room(enc *e) {
   if (!lua_checkstack(e->L, 8))
     enc_error(e, "%s: nested too deeply (out of Lua stack)%s", "");
+}
+
+/* Compare and copy a few bytes without a call into libc, which costs more
+ * than the work for the keys of a record. */
+static inline int short_equal(const char *a, const char *b, size_t n) {
+  if (n > 16) return memcmp(a, b, n) == 0;
+  while (n--)
+    if (*a++ != *b++) return 0;
+  return 1;
+}
+
+static inline void short_copy(char *to, const char *from, size_t n) {
+  if (n > 16) {
+    memcpy(to, from, n);
+    return;
+  }
+  while (n--) *to++ = *from++;
 }
 
 /* --- JSON --------------------------------------------------------------------- */
@@ -329,6 +390,19 @@ static const char json_escape[256] = {
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\', 0, 0, 0,
 };
 
+/* Bytes that go into a JSON string as they are: ASCII but for the
+ * escapes. */
+static const unsigned char json_plain[256] = {
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 static int json_string(enc *e, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s;
   size_t i = 0, run = 0;
@@ -336,7 +410,10 @@ static int json_string(enc *e, const char *s, size_t len) {
   if (b->cap - b->len < len + 2 && lmp__buf_grow(b, len + 2)) enc_nomem(e);
   b->data[b->len++] = '"';
   while (i < len) {
-    unsigned c = p[i];
+    unsigned c;
+    while (i < len && json_plain[p[i]]) i++;  /* the bytes copied as is */
+    if (i == len) break;
+    c = p[i];
     if (c >= 0x80) {
       /* JSON text must be UTF-8: other bytes go in the binary format. */
       size_t valid = utf8_sequence(p + i, len - i);
@@ -358,6 +435,12 @@ static int json_string(enc *e, const char *s, size_t len) {
       run = i + 1;
     }
     i++;
+  }
+  if (run == 0) {  /* nothing escaped: the room reserved above is there */
+    short_copy(b->data + b->len, s, len);
+    b->len += len;
+    b->data[b->len++] = '"';
+    return 0;
   }
   out_append(e, s + run, len - run);
   out_byte(e, '"');
@@ -422,95 +505,95 @@ static void json_number(enc *e, double d) {
 
 static int json_value(enc *e, int idx);
 
-/* Is the table at idx JSON-shaped?  Returns 0 not plain, 1 object (or
- * empty), 2 array, and its length in *n. */
-static int json_table_shape(lua_State *L, int idx, size_t *n) {
-  size_t count = 0, strings = 0;
-  double max = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      strings++;
-    } else if (lua_type(L, -1) == LUA_TNUMBER) {
-      double k = lua_tonumber(L, -1);
-      if (k < 1 || k != floor(k) || k > 9007199254740992.0) {
-        lua_pop(L, 1);
-        return 0;
-      }
-      if (k > max) max = k;
-      count++;
-    } else {
-      lua_pop(L, 1);
-      return 0;
-    }
+/* The rest of an array whose keys stopped arriving in order (key
+ * `next` is at top + 1, its value at top + 2; keys 1..next-1 are written):
+ * counts the keys left, which must be integers, then writes next..n if
+ * the keys are exactly 1..n. */
+static int json_array_rest(enc *e, int idx, int top, double next) {
+  lua_State *L = e->L;
+  double count = next - 1, max = next - 1, i;
+  do {
+    double k;
+    if (lua_type(L, top + 1) != LUA_TNUMBER) return NOT_PLAIN;
+    k = lua_tonumber(L, top + 1);
+    if (k < 1 || k != floor(k) || k > 9007199254740992.0) return NOT_PLAIN;
+    if (k > max) max = k;
+    count++;
+    lua_settop(L, top + 1);
+  } while (lua_next(L, idx));
+  if (count != max) return NOT_PLAIN;  /* holes */
+  for (i = next; i <= max; i++) {
+    if (i > 1) out_byte(e, ',');
+    lua_rawgeti(L, idx, (int)i);
+    if (json_value(e, top + 1)) return NOT_PLAIN;
+    lua_settop(L, top);
   }
-  if (count && strings) return 0;
-  if (count == 0) return 1;
-  if ((double)count != max) return 0;  /* holes */
-  *n = count;
-  return 2;
+  return 0;
 }
 
+/* Writes the table at idx as a JSON array or object, in one pass over its
+ * keys: string keys make an object; integer keys an array, if they are
+ * exactly 1..n.  LuaJIT walks an array part in order, so the values can
+ * usually be written as the keys come; json_array_rest takes over when
+ * they do not.  Anything else is not plain. */
 static int json_table(enc *e, int idx) {
   lua_State *L = e->L;
+  ptrmap *m = &e->ctx->tables;
+  const void *p = lua_topointer(L, idx);
   ptrmap_slot *s;
-  size_t i, n = 0;
-  int shape;
+  int top;
   if (lua_getmetatable(L, idx)) {
     lua_pop(L, 1);
     return NOT_PLAIN;
   }
   /* A table seen before makes a shared reference or a cycle, which JSON
    * would silently turn into copies. */
-  s = ptrmap_find(&e->ctx->tables, lua_topointer(L, idx));
-  if (s->gen == e->ctx->tables.gen) return NOT_PLAIN;
-  if (e->ctx->tables.count * 2 >= e->ctx->tables.mask) {
-    if (ptrmap_grow(&e->ctx->tables)) enc_nomem(e);
-    s = ptrmap_find(&e->ctx->tables, lua_topointer(L, idx));
-  }
-  s->key = lua_topointer(L, idx);
-  s->gen = e->ctx->tables.gen;
-  s->value = 0;
-  e->ctx->tables.count++;
+  s = ptrmap_find(m, p);
+  if (s->gen == m->gen) return NOT_PLAIN;
+  ptrmap_add(e, m, s, p, 0);
   /* A loaded module travels by reference, which JSON cannot say. */
-  push_module_name(e, idx);
-  if (!lua_isnil(L, -1)) {
+  if (push_module_name(e, idx, p)) {
     lua_pop(L, 1);
     return NOT_PLAIN;
   }
-  lua_pop(L, 1);
-  shape = json_table_shape(L, idx, &n);
-  if (shape == 0) return NOT_PLAIN;
   /* Too deep: the binary pass reports it, with the path. */
   if (e->depth >= e->max_depth) return NOT_PLAIN;
   if (!lua_checkstack(L, 8)) return NOT_PLAIN;
   enter(e, PATH_LABEL)->name = "";
-  if (shape == 2) {
-    out_byte(e, '[');
-    for (i = 1; i <= n; i++) {
-      if (i > 1) out_byte(e, ',');
-      lua_rawgeti(L, idx, (int)i);
-      if (json_value(e, lua_gettop(L))) return NOT_PLAIN;
-      lua_pop(L, 1);
-    }
-    out_byte(e, ']');
-  } else {
-    int first = 1;
+  top = lua_gettop(L);
+  lua_pushnil(L);
+  if (!lua_next(L, idx)) {
+    out_append(e, "{}", 2);
+  } else if (lua_type(L, top + 1) == LUA_TSTRING) {
     out_byte(e, '{');
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
+    for (;;) {
       size_t klen;
-      const char *k;
-      if (!first) out_byte(e, ',');
-      first = 0;
-      k = lua_tolstring(L, -2, &klen);
+      const char *k = lua_tolstring(L, top + 1, &klen);
       if (json_string(e, k, klen)) return NOT_PLAIN;
       out_byte(e, ':');
-      if (json_value(e, lua_gettop(L))) return NOT_PLAIN;
-      lua_pop(L, 1);
+      if (json_value(e, top + 2)) return NOT_PLAIN;
+      lua_settop(L, top + 1);
+      if (!lua_next(L, idx)) break;
+      if (lua_type(L, top + 1) != LUA_TSTRING) return NOT_PLAIN;
+      out_byte(e, ',');
     }
     out_byte(e, '}');
+  } else {
+    double next = 1;
+    out_byte(e, '[');
+    for (;;) {
+      if (lua_type(L, top + 1) != LUA_TNUMBER ||
+          lua_tonumber(L, top + 1) != next) {
+        if (json_array_rest(e, idx, top, next)) return NOT_PLAIN;
+        break;
+      }
+      if (next > 1) out_byte(e, ',');
+      if (json_value(e, top + 2)) return NOT_PLAIN;
+      lua_settop(L, top + 1);
+      next++;
+      if (!lua_next(L, idx)) break;
+    }
+    out_byte(e, ']');
   }
   leave(e);
   return 0;
@@ -570,6 +653,57 @@ static void bin_string(enc *e, const char *s, size_t len) {
   bin_varint(e, len);
   memcpy(e->out->data + e->out->len, s, len);
   e->out->len += len;
+}
+
+/* A string value.  Short ones get an id the first time (STRING_DEF) and
+ * travel as that id afterwards (STRING_REF): keys repeat in every record,
+ * and the decoder then neither copies nor hashes them again.  Strings are
+ * known by address (LuaJIT interns them); a string that died during the
+ * encoding (an extension's encoder may run any code) may leave its address
+ * to another, so a match is confirmed on the bytes written the first
+ * time. */
+static void bin_str(enc *e, const char *s, size_t len) {
+  enc_ctx *c = e->ctx;
+  ptrmap *m = &c->strings;
+  ptrmap_slot *slot;
+  lmp_buf *b = e->out;
+  uint32_t id;
+  if (len - 1 >= LMP_CODEC_STRING_DEF_MAX) {  /* also len == 0 */
+    bin_string(e, s, len);
+    return;
+  }
+  slot = ptrmap_find(m, s);
+  if (slot->gen == m->gen) {
+    str_def *d = &c->strs[slot->value];
+    if (d->len == len && short_equal(b->data + d->off, s, len)) {
+      if (lmp__buf_reserve(b, 6)) enc_nomem(e);
+      b->data[b->len] = LMP_TAG_STRING_REF;
+      b->len += (size_t)varint_bytes((unsigned char *)b->data + b->len + 1,
+                                     slot->value) + 1;
+      return;
+    }
+  }
+  if (e->next_str >= LMP_CODEC_MAX_STRING_IDS) {
+    bin_string(e, s, len);
+    return;
+  }
+  if (e->next_str >= c->strs_cap) {
+    uint32_t cap = c->strs_cap ? c->strs_cap * 2 : 256;
+    str_def *t = realloc(c->strs, sizeof(*t) * cap);
+    if (t == NULL) enc_nomem(e);
+    c->strs = t;
+    c->strs_cap = cap;
+  }
+  id = e->next_str++;
+  if (slot->gen == m->gen) slot->value = id;  /* the address has new bytes */
+  else ptrmap_add(e, m, slot, s, id);
+  if (lmp__buf_reserve(b, len + 2)) enc_nomem(e);
+  b->data[b->len++] = LMP_TAG_STRING_DEF;
+  b->data[b->len++] = (char)len;  /* len <= 64: a one-byte varint */
+  c->strs[id].off = b->len;
+  c->strs[id].len = len;
+  short_copy(b->data + b->len, s, len);
+  b->len += len;
 }
 
 static void bin_number(enc *e, double d) {
@@ -647,73 +781,138 @@ static void build_module_maps(enc *e) {
   lua_pop(L, 1);
 }
 
-/* Table -> module name, for the tables that package.loaded holds.  Built
- * anew by each encoding, on its first table: modules may be loaded at any
- * time, and a value without tables (a scalar, a function over scalars)
- * needs no scan of package.loaded. */
-static void build_loaded_map(enc *e) {
+/* Table -> module name, for the tables that package.loaded holds.  Made
+ * again only when package.loaded changed: modules may be loaded at any
+ * time, so each encoding, on its first table, walks package.loaded and
+ * compares it with what it held last time (a walk costs a fraction of
+ * making the maps).  The C map answers "is it a module?" for every table
+ * without a call into Lua; the Lua table, the environment of the context's
+ * userdata, gives the names, and holds the modules and names, so no
+ * address in the C map or the list can be reused by another object while
+ * the context lives. */
+static int loaded_unchanged(enc *e, int loaded) {
   lua_State *L = e->L;
-  stack_room(e);
-  lua_newtable(L);
-  lua_replace(L, SLOT_MODULES(e));
-  lua_getglobal(L, "package");
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "loaded");
-    if (lua_istable(L, -1)) {
-      lua_pushnil(L);
-      while (lua_next(L, -2)) {
-        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
-          lua_pushvalue(L, -2);
-          lua_rawset(L, SLOT_MODULES(e));
-        } else {
-          lua_pop(L, 1);
-        }
+  enc_ctx *c = e->ctx;
+  uint32_t i = 0;
+  if (!c->loaded_valid) return 0;
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+      if (i + 2 > c->loaded_n || c->loaded[i] != lua_tostring(L, -2) ||
+          c->loaded[i + 1] != lua_topointer(L, -1)) {
+        lua_pop(L, 2);
+        return 0;
       }
+      i += 2;
     }
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
+  return i == c->loaded_n;
 }
 
-/* Pushes the module name of the table at idx, or nil. */
-static void push_module_name(enc *e, int idx) {
+static void loaded_add(enc *e, const void *key, const void *table) {
+  enc_ctx *c = e->ctx;
+  if (c->loaded_n + 2 > c->loaded_cap) {
+    uint32_t cap = c->loaded_cap ? c->loaded_cap * 2 : 64;
+    const void **t = realloc((void *)c->loaded, sizeof(*t) * cap);
+    if (t == NULL) enc_nomem(e);
+    c->loaded = t;
+    c->loaded_cap = cap;
+  }
+  c->loaded[c->loaded_n++] = key;
+  c->loaded[c->loaded_n++] = table;
+}
+
+static void build_loaded_map(enc *e) {
   lua_State *L = e->L;
-  if (lua_isnil(L, SLOT_MODULES(e))) build_loaded_map(e);
+  enc_ctx *c = e->ctx;
+  ptrmap *m = &c->modules;
+  int loaded;
+  stack_room(e);
+  e->modules_built = 1;
+  if (m->slots == NULL && ptrmap_grow(m)) enc_nomem(e);
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "loaded");
+  else lua_pushnil(L);
+  loaded = lua_gettop(L);
+  if (lua_istable(L, loaded) && loaded_unchanged(e, loaded)) {
+    lua_pop(L, 2);
+    return;
+  }
+  c->loaded_valid = 0;  /* until made again, whatever goes wrong */
+  c->loaded_n = 0;
+  ptrmap_reset(m);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setfenv(L, SLOT_CTX);
+  if (lua_istable(L, loaded)) {
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+        const void *p = lua_topointer(L, -1);
+        ptrmap_slot *s = ptrmap_find(m, p);
+        if (s->gen != m->gen) ptrmap_add(e, m, s, p, 1);
+        loaded_add(e, lua_tostring(L, -2), p);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, loaded + 1);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+  }
+  c->loaded_valid = 1;
+  lua_pop(L, 3);
+}
+
+/* If the table at idx (whose address is p) is a loaded module, pushes its
+ * name and returns 1; otherwise pushes nothing and returns 0. */
+static int push_module_name(enc *e, int idx, const void *p) {
+  lua_State *L = e->L;
+  ptrmap *m = &e->ctx->modules;
+  if (!e->modules_built) build_loaded_map(e);
+  if (ptrmap_find(m, p)->gen != m->gen) return 0;
+  if (lua_isnil(L, SLOT_MODULES(e))) {
+    lua_getfenv(L, SLOT_CTX);
+    lua_replace(L, SLOT_MODULES(e));
+  }
   lua_pushvalue(L, idx);
   lua_rawget(L, SLOT_MODULES(e));
+  if (lua_isnil(L, -1)) {  /* cannot happen: the two maps hold the same */
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
 }
 
 static void bin_value(enc *e, int idx);
 static int bin_ext_by_mt(enc *e, int idx);
 
-/* Returns 1 (and writes a REF) if the object at idx was seen before;
- * otherwise gives it the next id and returns 0. */
-static int bin_ref(enc *e, int idx) {
-  ptrmap *m = &e->ctx->tables;
-  const void *p = lua_topointer(e->L, idx);
+/* Returns 1 (and writes a REF) if the object at p was seen before;
+ * otherwise gives it the next id and returns 0.  `tag` is where the tag
+ * of a table will be written, NO_TAG for a function: a REF to a table
+ * sets the SHARED flag in its tag, so that the decoder remembers only the
+ * tables that are referenced again. */
+static int bin_ref(enc *e, const void *p, size_t tag) {
+  enc_ctx *c = e->ctx;
+  ptrmap *m = &c->tables;
   ptrmap_slot *s = ptrmap_find(m, p);
   if (s->gen == m->gen) {
+    size_t at = c->obj_tag[s->value];
+    if (at != NO_TAG) e->out->data[at] |= LMP_TAG_SHARED;
     out_byte(e, LMP_TAG_REF);
     bin_varint(e, s->value);
     return 1;
   }
-  if (m->count * 2 >= m->mask) {
-    if (ptrmap_grow(m)) enc_nomem(e);
-    s = ptrmap_find(m, p);
+  if (e->next_ref >= c->obj_cap) {
+    uint32_t cap = c->obj_cap ? c->obj_cap * 2 : 256;
+    size_t *t = realloc(c->obj_tag, sizeof(*t) * cap);
+    if (t == NULL || cap <= c->obj_cap) enc_nomem(e);
+    c->obj_tag = t;
+    c->obj_cap = cap;
   }
-  s->key = p;
-  s->gen = m->gen;
-  s->value = e->next_ref++;
-  m->count++;
+  c->obj_tag[e->next_ref] = tag;
+  ptrmap_add(e, m, s, p, e->next_ref++);
   return 0;
-}
-
-static void bin_key_value(enc *e, int key_idx, int value_idx) {
-  path_frame *f = enter(e, PATH_KEY);
-  f->key_idx = key_idx;
-  bin_value(e, key_idx);
-  bin_value(e, value_idx);
-  leave(e);
 }
 
 static void bin_table(enc *e, int idx) {
@@ -721,8 +920,10 @@ static void bin_table(enc *e, int idx) {
   lua_Integer n, i;
   uint64_t nhash = 0;
   size_t slot;
-  push_module_name(e, idx);
-  if (!lua_isnil(L, -1)) {
+  uint32_t refs_from, strs_from;
+  int has_mt, top, more, in_order = 1;
+  const void *p = lua_topointer(L, idx);
+  if (push_module_name(e, idx, p)) {
     size_t len;
     const char *name = lua_tolstring(L, -1, &len);
     out_byte(e, LMP_TAG_MODULE);
@@ -730,11 +931,15 @@ static void bin_table(enc *e, int idx) {
     lua_pop(L, 1);
     return;
   }
-  lua_pop(L, 1);
-  if (bin_ext_by_mt(e, idx)) return;
-  if (bin_ref(e, idx)) return;
+  /* Plain data has no metatable: one call tells. */
+  has_mt = lua_getmetatable(L, idx);
+  if (has_mt) {
+    lua_pop(L, 1);
+    if (bin_ext_by_mt(e, idx)) return;
+  }
+  if (bin_ref(e, p, e->out->len)) return;
   stack_room(e);
-  if (lua_getmetatable(L, idx)) {
+  if (has_mt && lua_getmetatable(L, idx)) {
     size_t len;
     const char *name;
     lua_rawget(L, SLOT_NAME_BY_MT(e));
@@ -756,25 +961,64 @@ static void bin_table(enc *e, int idx) {
   bin_varint(e, (uint64_t)n);
   slot = e->out->len;
   out_byte(e, 0);
-  for (i = 1; i <= n; i++) {
-    path_frame *f = enter(e, PATH_INDEX);
-    f->index = i;
-    lua_rawgeti(L, idx, (int)i);
-    bin_value(e, lua_gettop(L));
-    lua_pop(L, 1);
-    leave(e);
-  }
+  refs_from = e->next_ref;
+  strs_from = e->next_str;
+  top = lua_gettop(L);
+  /* One pass: LuaJIT walks the array part first and in order, so keys
+   * 1..n usually come first, and the rest are the other keys.  When they
+   * do not, the rest of 1..n is read by index and a second pass writes
+   * the other keys. */
   lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_type(L, -2) == LUA_TNUMBER) {
-      double k = lua_tonumber(L, -2);
+  more = lua_next(L, idx);
+  for (i = 1; i <= n; i++) {
+    path_frame *f;
+    if (!more || lua_type(L, top + 1) != LUA_TNUMBER ||
+        lua_tonumber(L, top + 1) != (lua_Number)i) {
+      in_order = 0;
+      break;
+    }
+    f = enter(e, PATH_INDEX);
+    f->index = i;
+    bin_value(e, top + 2);
+    leave(e);
+    lua_settop(L, top + 1);
+    more = lua_next(L, idx);
+  }
+  if (!in_order) {
+    lua_settop(L, top);
+    for (; i <= n; i++) {
+      path_frame *f = enter(e, PATH_INDEX);
+      f->index = i;
+      lua_rawgeti(L, idx, (int)i);
+      bin_value(e, top + 1);
+      lua_settop(L, top);
+      leave(e);
+    }
+    lua_pushnil(L);
+    more = lua_next(L, idx);
+  }
+  for (; more; more = lua_next(L, idx)) {
+    path_frame *f;
+    int kt = lua_type(L, top + 1);
+    if (kt == LUA_TNUMBER && !in_order) {
+      double k = lua_tonumber(L, top + 1);
       if (k >= 1 && k <= (double)n && k == floor(k)) {
-        lua_pop(L, 1);
+        lua_settop(L, top + 1);
         continue;
       }
     }
-    bin_key_value(e, lua_gettop(L) - 1, lua_gettop(L));
-    lua_pop(L, 1);
+    f = enter(e, PATH_KEY);
+    f->key_idx = top + 1;
+    if (kt == LUA_TSTRING) {
+      size_t len;
+      const char *k = lua_tolstring(L, top + 1, &len);
+      bin_str(e, k, len);
+    } else {
+      bin_value(e, top + 1);
+    }
+    bin_value(e, top + 2);
+    leave(e);
+    lua_settop(L, top + 1);
     nhash++;
   }
   if (nhash < 128) {
@@ -787,6 +1031,13 @@ static void bin_table(enc *e, int idx) {
             e->out->len - slot - 1);
     memcpy(e->out->data + slot, v, (size_t)len);
     e->out->len += (size_t)len - 1;
+    /* What was written inside moved: so did the tags and strings that
+     * later references patch or compare with. */
+    for (; refs_from < e->next_ref; refs_from++)
+      if (e->ctx->obj_tag[refs_from] != NO_TAG)
+        e->ctx->obj_tag[refs_from] += (size_t)len - 1;
+    for (; strs_from < e->next_str; strs_from++)
+      e->ctx->strs[strs_from].off += (size_t)len - 1;
   }
 }
 
@@ -843,7 +1094,7 @@ static void bin_function(enc *e, int idx) {
     lua_pop(L, 3);
     return;
   }
-  if (bin_ref(e, idx)) return;
+  if (bin_ref(e, lua_topointer(L, idx), NO_TAG)) return;
   stack_room(e);
   self_id = e->next_ref - 1;
   push_bytecode(e, idx);
@@ -985,7 +1236,7 @@ static void bin_value(enc *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
-      bin_string(e, s, len);
+      bin_str(e, s, len);
       break;
     }
     case LUA_TTABLE:
@@ -1012,24 +1263,28 @@ static void bin_value(enc *e, int idx) {
 
 /* --- entry point --------------------------------------------------------------- */
 
-/* Runs inside lua_pcall: [1] the value, [2] the enc. */
+/* Runs inside lua_pcall: [1] the value, [2] the enc, [3] the context's
+ * userdata. */
 static int encode_protected(lua_State *L) {
   enc *e = lua_touserdata(L, 2);
   size_t start = e->out->len;
-  e->base = 3;
+  e->base = SLOT_CTX + 1;
   lmp__registry_table(L, LMP_CODEC_NAME_BY_MT, NULL);
   lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);
   lua_pushnil(L);
   lua_pushnil(L);
-  if (e->ctx->tables.slots == NULL &&
-      (ptrmap_grow(&e->ctx->tables) || ptrmap_grow(&e->ctx->upvalues)))
+  if ((e->ctx->tables.slots == NULL && ptrmap_grow(&e->ctx->tables)) ||
+      (e->ctx->upvalues.slots == NULL && ptrmap_grow(&e->ctx->upvalues)) ||
+      (e->ctx->strings.slots == NULL && ptrmap_grow(&e->ctx->strings)))
     enc_nomem(e);
   ptrmap_reset(&e->ctx->tables);
   ptrmap_reset(&e->ctx->upvalues);
+  ptrmap_reset(&e->ctx->strings);
   if (e->opts->binary || json_value(e, 1) != 0) {
     e->out->len = start;
     e->depth = 0;
     ptrmap_reset(&e->ctx->tables);
+    ptrmap_reset(&e->ctx->strings);
     lua_settop(L, SLOT_CFUNCS(e));
     out_byte(e, LMP_CODEC_MAGIC);
     out_byte(e, LMP_CODEC_VERSION);
@@ -1038,14 +1293,15 @@ static int encode_protected(lua_State *L) {
   return 0;
 }
 
-/* Encodes the value at idx with context c (on the stack) into out.  The
+/* Encodes the value at idx with context c (its userdata at the top of the
+ * stack) into out.  The
  * context is busy while in use, so that an extension's encoder that encodes
  * in turn gets a context of its own; the protected call makes sure the flag
  * is cleared on every way out. */
 static void run_encode(lua_State *L, int idx, enc_ctx *c, lmp_buf *out,
                        const lmp_codec_opts *opts) {
   enc e;
-  int status;
+  int status, ud = lua_gettop(L);  /* the context's userdata */
   memset(&e, 0, sizeof(e));
   e.L = L;
   e.out = out;
@@ -1057,7 +1313,8 @@ static void run_encode(lua_State *L, int idx, enc_ctx *c, lmp_buf *out,
   lua_pushcfunction(L, encode_protected);
   lua_pushvalue(L, idx);
   lua_pushlightuserdata(L, &e);
-  status = lua_pcall(L, 2, 0, 0);
+  lua_pushvalue(L, ud);
+  status = lua_pcall(L, 3, 0, 0);
   c->busy = 0;
   if (status) lua_error(L);
 }

@@ -384,6 +384,36 @@ describe("lmp.codec errors", function()
       run_child("garbage", 4000)
     end)
 
+    it("forged string ids and references to tables not marked shared raise a CodecError", function()
+      -- version 2: \16 defines a string (gets the next id), \17 refers to one,
+      -- a table tag with 0x40 is one that a reference (\10) points to
+      local cases = {
+        {"\255\2\17\0", "reference to an unknown string"},
+        {"\255\2\8\2\0\16\1a\17\1", "reference to an unknown string"},
+        {"\255\2\16\0", "string with an id is 0 bytes long"},
+        {"\255\2\16\65" .. string.rep("x", 65), "string with an id is 65 bytes long"},
+        {"\255\2\16\5ab", "count larger than the input"},
+        {"\255\2\17\255\255\255\255\255\255\255\255\255\1", "reference to an unknown string"},
+        {"\255\2\8\2\0\8\0\0\10\1", "reference to an unknown object"},   -- {{}, ref} unmarked
+        {"\255\2\8\1\0\10\0", "reference to an unknown object"},           -- a cycle, unmarked
+        {"\255\3\0", "unsupported format version 3"},
+        {"\255\0\0", "unsupported format version 0"},
+      }
+      for _, c in ipairs(cases) do
+        local e = codec_error(codec.decode, c[1])
+        assert(e.message:find(c[2], 1, true), hex(c[1]) .. ": " .. e.message)
+      end
+      -- the same references, marked, decode; and version 1 keeps every table
+      local d = codec.decode("\255\2\8\2\0\72\0\0\10\1")
+      assert.equal(d[1], d[2])
+      d = codec.decode("\255\2\72\1\0\10\0")
+      assert.equal(d, d[1])
+      d = codec.decode("\255\1\8\2\0\8\0\0\10\1")
+      assert.equal(d[1], d[2])
+      d = codec.decode("\255\2\8\3\0\16\2ab\17\0\17\0")
+      assert.same({"ab", "ab", "ab"}, d)
+    end)
+
     it("huge declared lengths raise a CodecError without allocating them", function()
       run_child("lengths", 0)
     end)

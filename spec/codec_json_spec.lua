@@ -197,11 +197,70 @@ describe("lmp.codec and lua-cjson", function()
     end)
   end)
 
+  it("a key given twice in an object keeps its last value, as in cjson", function()
+    -- The decoder may fill an object's table in any order when its keys are
+    -- known to differ: a repeated key must never let the first value win.
+    local texts = {
+      '{"a":1,"a":2}', '{"a":1,"b":2,"a":3}', '{"a":{"a":1,"a":2},"a":{"b":[1,{"c":1,"c":2}]}}',
+      '{"\\u0061":1,"a":2}', '{"a":1,"\\u0061":2}', '{"ab":1,"a\\u0062":2,"ab":3}',
+    }
+    local wide, parts = {}, {}
+    for i = 1, 40 do parts[#parts + 1] = string.format('"k%d":%d', i % 17, i) end
+    texts[#texts + 1] = "{" .. table.concat(parts, ",") .. "}"
+    for depth = 1, 20 do wide[#wide + 1] = '{"x":1,"y":2,"z":3,"w":' end
+    texts[#texts + 1] = table.concat(wide) .. '{"x":0,"x":9}' .. string.rep(',"x":4}', 20)
+    for n = 1, 40 do  -- the repeated key at every position of objects of every size
+      for at = 1, n do
+        local p = {}
+        for i = 1, n do p[i] = string.format('"k%d":%d', i, i) end
+        p[#p + 1] = string.format('"k%d":-1', at)
+        texts[#texts + 1] = "{" .. table.concat(p, ",") .. "}"
+      end
+    end
+    for _, text in ipairs(texts) do
+      local eq, why = same(cjson.decode(text), codec.decode(text))
+      assert(eq, string.format("%s: %s", show(text), tostring(why)))
+    end
+  end)
+
   describe("the JSON text of plain data", function()
     it("starts like JSON text, never with 0xFF", function()
       for _, v in ipairs({{}, {1}, {a = 1}, "s", 1, -1, 0.5, true, false, lmp.null, {{}}, {""}}) do
         local text = codec.encode(v)
         assert.truthy(text:find("^[%s{%[\"%-0-9tfn]"), show(text))
+      end
+    end)
+
+    it("is JSON for arrays however they were built, and not for near-arrays", function()
+      -- The encoder writes an array while its keys come in order and counts
+      -- the rest when they do not: the order a table is walked in must not
+      -- change what the text says.
+      local backwards, hashed, sparse_then_filled = {}, {}, {}
+      for i = 50, 1, -1 do backwards[i] = i * 10 end
+      for i = 1, 50 do hashed[i] = "v" .. i end
+      for i = 50, 1, -1 do hashed[i] = nil; hashed[i] = "v" .. i end
+      for i = 1, 40, 2 do sparse_then_filled[i] = i end
+      for i = 2, 40, 2 do sparse_then_filled[i] = i end
+      local grown = {}
+      for i = 1, 8 do grown[i] = {i} end
+      grown[20] = 1; grown[20] = nil
+      for _, v in ipairs({backwards, hashed, sparse_then_filled, grown, {[2] = "b", [1] = "a", [3] = "c"}}) do
+        local text = codec.encode(v)
+        assert(text:sub(1, 1) == "[", show(text))
+        assert.same(v, cjson.decode(text))
+        assert.same(v, codec.decode(text))
+      end
+      -- not arrays: a hole, key 0, a float key, a string after numbers, a
+      -- negative key, a number after strings
+      local holes = {1, 2, 3}; holes[2] = nil
+      local zero = {[0] = 0, 1, 2}
+      local mixed = {1, 2, x = 3}
+      local obj_then_num = {x = 1}; obj_then_num[1] = 2
+      for _, v in ipairs({holes, zero, {1, [2.5] = 2}, mixed, {[-1] = 1, 2}, obj_then_num, {[3] = 3, [1] = 1}}) do
+        local text = codec.encode(v)
+        assert.equal(0xFF, text:byte(1))
+        local ok, why = V.deep_equal(v, codec.decode(text))
+        assert(ok, why)
       end
     end)
 

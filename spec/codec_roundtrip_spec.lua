@@ -411,6 +411,35 @@ describe("lmp.codec round trips", function()
       assert(ok, why)
     end)
 
+    it("keeps references and repeated strings inside tables of 128 keys or more", function()
+      -- A table's count of keys gets more bytes once it reaches 128, which
+      -- moves what was written inside it: references to tables and to
+      -- strings written there, met after it, must still find them.
+      for _, n in ipairs({127, 128, 200, 20000}) do
+        local shared, big = {x = "shared"}, {}
+        for i = 1, n do big["k" .. i] = i end
+        big.only = {inner = shared, s = "a string defined inside"}
+        local v = {big, shared, "a string defined inside", {shared, "k1", "k" .. n}}
+        for _, opts in ipairs({{binary = true}, {}}) do
+          local d = codec.decode(codec.encode(v, opts))
+          local ok, why = deep_equal(v, d)
+          assert(ok, why)
+          assert.equal(d[2], d[1].only.inner)
+          assert.equal(d[2], d[4][1])
+        end
+        -- and nested: a big table inside a big table
+        local outer = {}
+        for i = 1, 130 do outer["o" .. i] = i end
+        outer.big = big
+        local w = {outer, shared, big.only, "a string defined inside", "k7"}
+        local d = codec.decode(codec.encode(w))
+        local ok, why = deep_equal(w, d)
+        assert(ok, why)
+        assert.equal(d[2], d[3].inner)
+        assert.equal(d[3], d[1].big.only)
+      end
+    end)
+
     it("nests 1000 deep, arrays and objects, both ways", function()
       for _, kind in ipairs({"array", "object", "mixed"}) do
         local root = {}
@@ -669,6 +698,46 @@ describe("lmp.codec round trips", function()
       assert.equal(string, d.s)
       assert.equal(custom_module, d.m)
       assert.equal(custom_module, d.again)
+    end)
+
+    it("sees modules loaded, replaced and unloaded between two encodings", function()
+      -- The encoder remembers package.loaded from one encoding to the next;
+      -- every change to it must show in the next encoding.
+      local late, other = {answer = 1}, {answer = 2}
+      local function travels_by_reference(t)
+        return codec.encode(t, {binary = true}):find("\13", 3, true) ~= nil
+      end
+      assert.is_false(travels_by_reference(late))
+      package.loaded["spec_codec_late"] = late
+      assert.is_true(travels_by_reference(late))
+      assert.equal(late, codec.decode(codec.encode(late)))
+      package.loaded["spec_codec_late"] = other   -- replaced under the same name
+      assert.is_false(travels_by_reference(late))
+      assert.is_true(travels_by_reference(other))
+      package.loaded["spec_codec_late"] = nil     -- unloaded
+      assert.is_false(travels_by_reference(other))
+      assert.same({answer = 2}, codec.decode(codec.encode(other)))
+      package.loaded["spec_codec_late_a"] = late  -- two at once, then one name moves
+      package.loaded["spec_codec_late_b"] = other
+      assert.is_true(travels_by_reference(late) and travels_by_reference(other))
+      package.loaded["spec_codec_late_a"] = other
+      package.loaded["spec_codec_late_b"] = late
+      local d = codec.decode(codec.encode({a = late, b = other}))
+      assert.equal(late, d.a)
+      assert.equal(other, d.b)
+      package.loaded["spec_codec_late_a"], package.loaded["spec_codec_late_b"] = nil, nil
+      assert.is_false(travels_by_reference(late) or travels_by_reference(other))
+      -- a module loaded while an encoding runs (an extension's encoder) is
+      -- seen by the next encoding
+      local mt = {}
+      codec.register_extension("spec.codec.loader", mt, function()
+        package.loaded["spec_codec_during"] = late
+        return 0
+      end, function() return {} end)
+      codec.encode({setmetatable({}, mt), {}})
+      assert.is_true(travels_by_reference(late))
+      package.loaded["spec_codec_during"] = nil
+      assert.is_false(travels_by_reference(late))
     end)
   end)
 
