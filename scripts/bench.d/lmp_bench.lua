@@ -154,18 +154,24 @@ end
 -- B9: memory of an idle Pool worker (mean of the two).
 function W.B9()
   local pool = lmp.Pool(2)
-  pool:map(function(x) return x end, (function() local t = {} for i = 1, WARM do t[i] = i end return t end)(), 1)
+  -- the workers' pids, from the warm-up tasks themselves
+  local pids, seen = {}, {}
+  local warm = pool:map(function() return require("lmp").current_process().pid end,
+    (function() local t = {} for i = 1, WARM do t[i] = i end return t end)(), 1)
+  for _, pid in ipairs(warm) do
+    if not seen[pid] then seen[pid] = true; pids[#pids + 1] = pid end
+  end
   local t = now()
   while now() - t < 0.3 do lmp.poll(0.05) end  -- settle in the idle loop
   for _, field in ipairs { {"VmRSS", "worker_rss"}, {"RssAnon", "worker_rss_anon"} } do
     local sum = 0
-    for _, w in ipairs(pool.workers) do
-      local f = assert(io.open("/proc/" .. w.proc.pid .. "/status"))
+    for _, pid in ipairs(pids) do
+      local f = assert(io.open("/proc/" .. pid .. "/status"))
       local kib = tonumber(f:read("*a"):match(field[1] .. ":%s*(%d+)"))
       f:close()
       sum = sum + kib
     end
-    emit("lmp.B9." .. field[2], sum / #pool.workers / 1024, "MiB")
+    emit("lmp.B9." .. field[2], sum / #pids / 1024, "MiB")
   end
   pool:close(); pool:join()
 end

@@ -13,8 +13,12 @@
  * aborts too.
  *
  * LMP_FUZZ_SAFE_ONLY=1 in the environment skips the decode without
- * {safe = true} (which loads bytecode): a way to fuzz the rest while a
- * bytecode-loading bug is open.  The default, and CI, decode both ways.
+ * {safe = true}, which loads the bytecode it is given: that is trusted
+ * input by contract (SPEC 2: pipes to one's own children), and LuaJIT's
+ * loader over-reads on forged bytecode, which the fuzzer learns to make
+ * within minutes (its checksum catches corruption, not forgery).  CI
+ * (scripts/test) sets it; run without it to fuzz the trusted decoder's
+ * own parsing, knowing that such a crash inside lj_bcread is expected.
  *
  * Seeds: spec/fuzz/corpus/decode, written by spec/fuzz/make_corpus.lua.
  * Built by spec/fuzz/CMakeLists.txt (cmake -DLMP_FUZZ=ON, clang); run by
