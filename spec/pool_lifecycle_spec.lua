@@ -342,13 +342,15 @@ describe("Pool task lifecycle", function()
   end)
 
   describe("a failed map", function()
-    it("drops its chunks that have not started", function()
+    it("drops its chunks still waiting in the parent", function()
       local path, runs = counter_file()
       local p = new_pool(1)
       local list = {}
       for i = 1, 30 do list[i] = i end
+      -- tasks of 20 ms: the worker has two at a time (fast ones get more)
       local r = p:map_async(function(x)
         local f = io.open(path, "a"); f:write(x, "\n"); f:close()
+        spin(0.02)
         if x == 2 then error("item 2") end
         return x
       end, list, 1)

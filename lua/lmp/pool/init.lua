@@ -169,7 +169,8 @@ return function(core, lmp, I)
       maxtasks = opts.maxtasksperchild, max_memory = opts.max_memory_per_child,
       task_timeout = opts.task_timeout, soft_timeout = opts.soft_timeout,
       retries = opts.retries, retry_on = opts.retry_on,
-      workers = {}, queue = {first = 1, last = 0}, nqueued = 0, tasks = {},
+      hub = transport.open(), workers = {}, queue = {first = 1, last = 0}, nqueued = 0,
+      tasks = {},
       next_id = 0, next_key = 0, state = "running", nstarted = 0, early_deaths = 0,
       counts = {done = 0, failed = 0, retried = 0, replaced = 0},
     }, Pool)
@@ -328,6 +329,7 @@ return function(core, lmp, I)
     for _, w in ipairs(workers) do w.ep:signal("terminate") end
     for _, w in ipairs(workers) do w.ep:finish(self._END_TIMEOUT) end
     for i = #workers, 1, -1 do workers[i] = nil end
+    self.hub:close()
     local err = lmp.error("ProcessError", "the pool was terminated")
     for id, task in pairs(self.tasks) do
       self.tasks[id] = nil
@@ -351,6 +353,7 @@ return function(core, lmp, I)
       local workers = self.workers
       for _, w in ipairs(workers) do w.ep:finish(JOIN_TIMEOUT) end
       for i = #workers, 1, -1 do workers[i] = nil end
+      self.hub:close()
     end)
   end
 

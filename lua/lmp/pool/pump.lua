@@ -7,14 +7,28 @@
 -- every live pool, so that the callbacks of one run while the program
 -- waits on another.
 --
+-- Replies come on each pool's hub (lmp.pool.transport), a ring in shared
+-- memory, and the end of a worker through its sentinel.  With one pool,
+-- the pump waits on the hub itself, which looks a while before it sleeps,
+-- so that a reply is seen within microseconds, and looks at the sentinels
+-- between slices of SLICE seconds; with several, it waits on all of them
+-- through lmp.connection.wait.
+--
 -- Callbacks run after the pools have been served, outside the pump: a
 -- callback may submit, wait, cancel or terminate like any other code.
 return function(core, lmp, I)
   local P = {}
+  local now, min = core.now, math.min
+  local wait = lmp.connection.wait
+
+  -- How late the end of a worker may be seen while replies are awaited.
+  local SLICE = 0.02
 
   local live = setmetatable({}, {__mode = "k"})
   local pumping = false
   local due = {first = 1, last = 0}  -- callbacks to run: {fn, value}
+  local last_look = 0                -- when the sentinels were last looked at
+  local watchers = {}                -- of the hubs, for the background hook
 
   -- Queues fn(value) to run once the current pump is over.
   function P.later(fn, value)
@@ -41,26 +55,29 @@ return function(core, lmp, I)
     return ran
   end
 
+  local function close_watchers()
+    for i = #watchers, 1, -1 do
+      watchers[i]:close()
+      watchers[i] = nil
+    end
+  end
+
   -- What the pools wait on, for lmp's other blocking calls (the hook is
-  -- called with run = true when one of these descriptors is ready).
+  -- called with run = true when one of these descriptors is ready).  A
+  -- hub is a ring, not a descriptor: a watcher thread stands for it until
+  -- the next pump.
   local function background(run)
     if pumping then return nil end
     if run then return P.pump(0) end
+    close_watchers()
     local fds = {}
-    for p in pairs(live) do p:_fds(fds) end
+    for p in pairs(live) do
+      p:_fds(fds)
+      local w = core.queue_watch(p.hub:watcher()._seg)
+      watchers[#watchers + 1] = w
+      fds[#fds + 1] = w:fd()
+    end
     return fds
-  end
-
-  -- Runs fn(...) as the pump would: lmp's waits inside it (a send that
-  -- waits for a worker to read) serve no pool, so that no pool code runs
-  -- in the middle of another (a frame sent half way, a worker buried
-  -- twice).
-  function P.hold(fn, ...)
-    if pumping then return fn(...) end
-    pumping = true
-    local ok, err = pcall(fn, ...)
-    pumping = false
-    if not ok then error(err, 0) end
   end
 
   function P.add(pool)
@@ -70,27 +87,66 @@ return function(core, lmp, I)
 
   function P.remove(pool) live[pool] = nil end
 
+  -- Runs fn(...) as the pump would: lmp's waits inside it serve no pool,
+  -- so that no pool code runs in the middle of another (a worker buried
+  -- twice, a queue dispatched from inside its own dispatch).
+  function P.hold(fn, ...)
+    if pumping then return fn(...) end
+    pumping = true
+    local ok, err = pcall(fn, ...)
+    pumping = false
+    if not ok then error(err, 0) end
+  end
+
+  local function serve(timeout)
+    close_watchers()
+    local pools, busy = {}, due.first <= due.last
+    for p in pairs(live) do
+      pools[#pools + 1] = p
+      if p:_take_replies() then busy = true end
+    end
+    if busy then timeout = 0 end
+    local list, owner, t = {}, {}, now()
+    for _, p in ipairs(pools) do
+      local nearest = p:_watch(list, owner, t)
+      if nearest and (not timeout or nearest < timeout) then timeout = nearest end
+    end
+    local ready
+    if #pools == 1 and timeout ~= 0 then
+      -- Wait on the one hub, a slice at a time.
+      local p = pools[1]
+      local msg, w = p.hub:receive(timeout and min(timeout, SLICE) or SLICE)
+      if msg then
+        p:_take(msg, w)
+        p:_take_replies()
+      end
+      t = now()
+      if not msg or t - last_look >= SLICE then
+        last_look = t
+        ready = wait(list, 0)
+      end
+    elseif timeout ~= 0 or t - last_look >= SLICE then
+      if timeout ~= 0 then
+        if #list == 0 and #pools == 0 and not timeout then
+          -- Nothing could ever wake this wait up: a bug, never a hang.
+          I.raise("ProcessError", "lmp.Pool: waiting with no worker to wait for")
+        end
+        for _, p in ipairs(pools) do list[#list + 1] = p.hub:watcher() end
+      end
+      last_look = now()
+      ready = wait(list, timeout)
+      for _, p in ipairs(pools) do p:_take_replies() end
+    end
+    for _, p in ipairs(pools) do p:_handle(ready or {}, owner) end
+  end
+
   -- Waits up to `timeout` seconds (nil: until something happens) for any
   -- pool, then serves them all and runs the callbacks that are due;
   -- returns how many ran.
   function P.pump(timeout)
     if pumping then return 0 end  -- the background hook, inside our own wait
     pumping = true
-    local ok, err = pcall(function()
-      local list, owner, ends, pools, t = {}, {}, {}, {}, core.now()
-      for p in pairs(live) do
-        pools[#pools + 1] = p
-        local nearest = p:_watch(list, owner, ends, t)
-        if nearest and (not timeout or nearest < timeout) then timeout = nearest end
-      end
-      if due.first <= due.last then timeout = 0 end
-      if #list == 0 and not timeout then
-        -- Nothing could ever wake this wait up: a bug, never a hang.
-        I.raise("ProcessError", "lmp.Pool: waiting with no worker to wait for")
-      end
-      local ready = lmp.connection.wait(list, timeout)
-      for _, p in ipairs(pools) do p:_handle(ready, owner, ends) end
-    end)
+    local ok, err = pcall(serve, timeout)
     pumping = false
     local ran = run_due()
     if not ok then error(err, 0) end
@@ -103,11 +159,11 @@ return function(core, lmp, I)
   function lmp.poll(timeout)
     if timeout == nil then return P.pump(0) end
     timeout = I.timeout(timeout, "lmp.poll")
-    local deadline = timeout and core.now() + timeout
+    local deadline = timeout and now() + timeout
     repeat
-      local ran = P.pump(deadline and math.max(deadline - core.now(), 0))
+      local ran = P.pump(deadline and math.max(deadline - now(), 0))
       if ran > 0 then return ran end
-    until deadline and core.now() >= deadline
+    until deadline and now() >= deadline
     return 0
   end
 
@@ -115,6 +171,7 @@ return function(core, lmp, I)
   -- that no worker is replaced while the program ends.
   I.at_exit[#I.at_exit + 1] = function()
     core.set_background(nil)
+    close_watchers()
     for p in pairs(live) do pcall(p.terminate, p) end
   end
 

@@ -20,8 +20,9 @@
 -- The pool's workers are reached through a transport (lmp.pool.transport).
 return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- Tasks in flight per worker; short tasks (under FAST seconds) get a
-  -- deeper pipeline.
-  local PIPELINE, PIPELINE_FAST, FAST = 2, 4, 0.002
+  -- deeper pipeline, so that a worker has work while the pool reads a
+  -- batch of replies.
+  local PIPELINE, PIPELINE_FAST, FAST = 2, 32, 0.002
   -- How long a worker may take to end once told to (or killed).
   local END_TIMEOUT = 5
   -- Workers in a row that die before they are ready break the pool.
@@ -48,12 +49,13 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
 
   function Pool:_spawn()
     self.nstarted = self.nstarted + 1
-    local ep = transport.start{
+    local w = {pool = self, inflight = {}, kept = {}, has = {}, sent = 0, unread = 0,
+               ready = false}
+    w.ep = self.hub:start({
       name = "PoolWorker-" .. self.nstarted, initializer = self.initializer,
       initargs = self.initargs, maxtasks = self.maxtasks, max_memory = self.max_memory,
-    }
-    self.workers[#self.workers + 1] = {pool = self, ep = ep, inflight = {}, kept = {}, has = {},
-                                       sent = 0, unread = 0, ready = false}
+    }, w)
+    self.workers[#self.workers + 1] = w
   end
 
   -- A worker has gone: replace it while the pool runs, or while a closed
@@ -307,12 +309,12 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     self:_replace()
   end
 
-  -- What this pool waits on (lmp.pool.pump); returns the time left to its
-  -- nearest hard deadline (or nil).
-  function Pool:_watch(list, owner, ends, t)
+  -- What this pool waits on to see its workers end (lmp.pool.pump);
+  -- returns the time left to its nearest hard deadline (or nil).
+  function Pool:_watch(list, owner, t)
     local nearest
     for _, w in ipairs(self.workers) do
-      w.ep:watch(list, owner, w, ends)
+      w.ep:watch(list, owner, w)
       local task = w.inflight[1]
       if task and task.timeout and task.started then
         local left = task.started + task.timeout - t
@@ -326,27 +328,32 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     for _, w in ipairs(self.workers) do w.ep:fds(list) end
   end
 
-  -- Reads every reply that has come from w; true if w has ended.
-  function Pool:_drain(w)
+  -- A reply (from hub:receive) of worker w.
+  function Pool:_take(msg, w)
+    if w and not w.buried then self:_reply(w, msg) end
+  end
+
+  -- Reads every reply that has come; true if there was one.
+  function Pool:_take_replies()
+    local hub, any = self.hub, false
     while true do
-      local msg = w.ep:receive()
-      if msg == false then return true end
-      if msg == nil then return false end
-      self:_reply(w, msg)
+      local msg, w = hub:receive(0)
+      if msg == nil then return any end
+      any = true
+      self:_take(msg, w)
     end
   end
 
   -- Serves what `ready` (from connection.wait) says about this pool:
-  -- replies, ended workers, tasks past their deadline; then dispatches.
-  function Pool:_handle(ready, owner, ends)
+  -- ended workers (after their last replies), tasks past their deadline;
+  -- then dispatches.
+  function Pool:_handle(ready, owner)
     local ended
     for _, obj in ipairs(ready) do
       local w = owner[obj]
-      if w and w.pool == self and not w.buried and not (ended and ended[w]) then
-        if self:_drain(w) or ends[obj] then
-          ended = ended or {}
-          ended[w] = true
-        end
+      if w and w.pool == self and not w.buried then
+        ended = ended or {}
+        ended[w] = true
       end
     end
     for _, w in ipairs(self.workers) do
@@ -356,9 +363,9 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
       end
     end
     if ended then
+      self:_take_replies()  -- replies sent before the end are still there
       for w in pairs(ended) do
-        self:_drain(w)  -- replies sent before the end are still in the pipe
-        self:_bury(w)
+        if not w.buried then self:_bury(w) end
       end
     end
     local t = now()
@@ -381,13 +388,12 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- as well as it can be.  Should it have moved on to another task all
   -- the same, that task runs again elsewhere (_bury).
   local function cancel(self, job)
+    self:_take_replies()
     for _, task in ipairs(job.tasks or {}) do
-      local w = task.worker
-      if w and not w.buried then self:_drain(w) end
       if self.tasks[task.id] then
         self.tasks[task.id] = nil
         task.cancelled = true
-        w = task.worker
+        local w = task.worker
         if not w then
           self.nqueued = self.nqueued - 1
         elseif w.inflight[1] == task and task.started then
@@ -421,8 +427,8 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
       w.killed = true
       w.ep:signal(how)
     end
+    self:_take_replies()
     for _, w in ipairs(workers) do
-      self:_drain(w)
       local err = lmp.error("WorkerLost", ("worker %s (pid %d) was ended by %s")
                             :format(w.ep.name, w.ep.pid, what), {pid = w.ep.pid})
       err.final = true

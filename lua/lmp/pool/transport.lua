@@ -1,97 +1,114 @@
 -- lmp.pool.transport: how the pool's scheduler reaches its workers.
 --
 -- The scheduler (lmp.pool.scheduler) decides which task runs where and
--- when; a transport starts workers, carries frames (encoded strings) to and
--- from them and says when one has ended.  The scheduler knows nothing else
--- of workers, so that they can be local processes (the transport below,
--- one socketpair per worker) or anything with the same methods.
+-- when; a transport starts workers, carries frames to them and replies
+-- back, and says when a worker has ended.  The scheduler knows nothing
+-- else of workers, so that they can be local processes (the transport
+-- below) or anything with the same methods.
 --
---   transport.start(spec) -> worker        raises if no worker can start
+--   transport.open() -> hub             the pool's end of every channel
+--   hub:start(spec, tag) -> worker      raises if no worker can start;
 --       spec = {name, initializer, initargs, maxtasks, max_memory}; the
---       worker runs lmp.pool.worker's loop and speaks its frames.
+--       worker runs lmp.pool.worker's loop and speaks its frames
+--   hub:receive(timeout) -> msg, tag    the next reply of any worker and
+--                                       the tag its worker was started
+--                                       with; nil when none came within
+--                                       timeout seconds (0: do not wait)
+--   hub:watcher() -> object             something lmp.connection.wait can
+--                                       wait on that is ready when a reply
+--                                       has come (for waits that are not
+--                                       the pool's own)
+--   hub:close()
 --   worker.name, worker.pid
 --   worker.pipeline_bytes   bytes of frames that may wait, unread, at a
---                           busy worker without a send ever waiting for it
---   worker:send(frame)      sends one frame; raises if the worker is gone
---   worker:receive()        the next reply, decoded; nil if none has come;
---                           false once the worker's stream has ended
---   worker:watch(list, owner, tag, ends)
+--                           busy worker
+--   worker:send(frame)      sends one frame (a string); never waits for
+--                           the worker
+--   worker:watch(list, owner, tag)
 --                           appends to `list` what lmp.connection.wait
---                           must wait on for this worker, sets owner[o] =
---                           tag for each, and ends[o] = true for an object
---                           whose readiness means the worker has ended
---   worker:fds(list)        appends raw descriptors, for the background
---                           waits of lmp's other blocking calls
+--                           must wait on to see the worker end, and sets
+--                           owner[o] = tag for each
+--   worker:fds(list)        the same as raw descriptors
 --   worker:signal(how)      "terminate" (SIGTERM) or "kill" (SIGKILL)
---   worker:finish(timeout)  ends the stream, waits up to `timeout` s for
---                           the worker to end (then kills it), frees what
---                           it holds; returns its exit code (negative: the
---                           signal), or nil if it could not be reaped
+--   worker:finish(timeout)  tells the worker to end after what it has,
+--                           waits up to `timeout` s (then kills it), frees
+--                           what it holds; returns its exit code (negative:
+--                           the signal), or nil if it could not be reaped
+--
+-- Local workers are daemon Processes.  Frames go over shared memory: one
+-- ring (lmp's SimpleQueue) of tasks per worker, and one ring of replies
+-- that all the workers of a pool share, so that the pool waits on one
+-- word.  A put never makes a system call unless the other side sleeps,
+-- and each side looks a little while before it sleeps (runtime/
+-- lmp_queue.c), so a busy pool runs without waking anyone up.  A worker's
+-- death is seen through its sentinel; one killed in the middle of a put
+-- leaves nothing half written (the ring's robust locks).
 return function(core, lmp)
   local M = {}
+  local queue_put, queue_get = core.queue_put, core.queue_get
 
-  local Local = {}
-  Local.__index = Local
+  local Hub, Worker = {}, {}
+  Hub.__index, Worker.__index = Hub, Worker
 
-  -- A local worker: a daemon Process running the worker loop, with one end
-  -- of a duplex Pipe.
-  function M.start(spec)
-    local a, b = lmp.Pipe()
+  function M.open()
+    return setmetatable({inbox = lmp.SimpleQueue(), tags = {}, slots = 0}, Hub)
+  end
+
+  function Hub:start(spec, tag)
+    local tasks = lmp.SimpleQueue()
+    self.slots = self.slots + 1
+    local slot = self.slots
     local p = lmp.Process{
       target = "lmp.pool.worker:main", daemon = true, name = spec.name,
-      args = {n = 5, b, spec.initializer, spec.initargs, spec.maxtasks, spec.max_memory},
+      args = {n = 7, tasks, self.inbox, slot, spec.initializer, spec.initargs, spec.maxtasks,
+              spec.max_memory},
     }
     local ok, err = pcall(p.start, p)
-    b:close()
     if not ok then
-      a:close()
+      tasks:close()
       error(err, 0)
     end
-    return setmetatable({proc = p, conn = a, name = p.name, pid = p.pid}, Local)
+    self.tags[slot] = tag
+    return setmetatable({hub = self, slot = slot, proc = p, tasks = tasks, seg = tasks._seg,
+                         name = p.name, pid = p.pid}, Worker)
   end
 
-  -- A socketpair holds some 200 KiB each way: a quarter of it waits at a
-  -- worker at most.
-  Local.pipeline_bytes = 65536
-
-  function Local:send(frame) self.conn:send_bytes(frame) end
-
-  function Local:receive()
-    local conn = self.conn
-    if conn.closed then return false end
-    local ok, ready = pcall(conn.poll, conn)
-    if not ok then return false end
-    if not ready then return nil end
-    local okr, msg = pcall(conn.recv, conn)
-    if not okr or msg == nil then return false end  -- end of file, or reset
-    return msg
+  -- Replies are {id, ok, value, retiring, slot} (lmp.pool.worker).
+  function Hub:receive(timeout)
+    local msg = queue_get(self.inbox._seg, timeout)
+    if msg == nil then return nil end
+    return msg, self.tags[msg[5]]
   end
 
-  function Local:watch(list, owner, tag, ends)
-    local conn, proc = self.conn, self.proc
-    if not conn.closed then
-      list[#list + 1] = conn
-      owner[conn] = tag
-    end
-    list[#list + 1] = proc
-    owner[proc], ends[proc] = tag, true
+  function Hub:watcher() return self.inbox end
+
+  function Hub:close() self.inbox:close() end
+
+  -- Frames wait in shared memory, not in a socket buffer: a busy worker
+  -- can hold a few of them without a send ever waiting.
+  Worker.pipeline_bytes = 16 * 1048576
+
+  function Worker:send(frame) queue_put(self.seg, frame, nil) end
+
+  function Worker:watch(list, owner, tag)
+    list[#list + 1] = self.proc
+    owner[self.proc] = tag
   end
 
-  function Local:fds(list)
-    if not self.conn.closed then list[#list + 1] = self.conn:fileno() end
-    list[#list + 1] = self.proc.sentinel
-  end
+  function Worker:fds(list) list[#list + 1] = self.proc.sentinel end
 
-  function Local:signal(how) pcall(self.proc[how], self.proc) end
+  function Worker:signal(how) pcall(self.proc[how], self.proc) end
 
-  function Local:finish(timeout)
-    self.conn:close()  -- end of file: an idle worker returns from its loop
+  function Worker:finish(timeout)
+    pcall(queue_put, self.seg, false, 0)  -- the end: an idle worker returns
     local code = self.proc:join(timeout)
     if code == nil then
       pcall(self.proc.kill, self.proc)
       code = self.proc:join(timeout)
     end
     pcall(self.proc.close, self.proc)
+    self.tasks:close()
+    self.hub.tags[self.slot] = nil
     return code
   end
 

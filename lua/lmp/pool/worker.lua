@@ -2,7 +2,7 @@
 -- transport, lmp.pool.transport, starts it as the target
 -- "lmp.pool.worker:main").
 --
--- Messages from the pool, each a frame on `conn`:
+-- Frames from the pool, on the worker's ring of tasks (lmp.pool.transport):
 --   {key, fn}                     the function of one call of the pool
 --                                 (map, apply_async, ...), kept under `key`
 --                                 for that call's later tasks; the worker
@@ -10,14 +10,15 @@
 --                                 pool counts them the same way;
 --   {id, key, star, items, soft}  a task: fn(item), or fn(unpack(item))
 --                                 when star, for each item; `soft`, if
---                                 set, is its soft timeout in seconds.
--- Replies, one frame per task: {id, true, results, retiring} or
--- {id, false, err, retiring}; `retiring` says that this was the worker's
--- last task (maxtasksperchild, or max_memory_per_child exceeded) and that
--- it ends now.  Before its tasks, the worker says {0, true} once its
+--                                 set, is its soft timeout in seconds;
+--   false                         the end: the pool is done with it.
+-- Replies, on the pool's ring of replies, one per task:
+-- {id, true, results, retiring, slot} or {id, false, err, retiring, slot};
+-- `retiring` says that this was the worker's last task (maxtasksperchild,
+-- or max_memory_per_child exceeded) and that it ends now, `slot` which
+-- worker this is.  Before its tasks, the worker says {0, true} once its
 -- initializer has run, or {0, false, err} if the initializer failed (and
 -- then ends).
--- End of file on conn means the pool is done with this worker.
 --
 -- lmp.pool installs this module (with lmp's core) as
 -- package.loaded["lmp.pool.worker"].
@@ -66,50 +67,48 @@ return function(core, lmp)
     return (tonumber(kib) or 0) / 1024
   end
 
-  local function reply(conn, id, ok, value, retiring)
-    local okenc, frame = pcall(codec.encode, {id, ok, value, retiring},
-                               {binary = true, role = "result"})
-    if not okenc then
-      frame = codec.encode({id, false, {message = tostring(frame), kind = "CodecError"},
-                            retiring}, {binary = true})
+  local function encode_error(e, what)
+    local message = lmp.is_error(e) and e.message or tostring(e)
+    return {message = (message:gsub("^item%[3%]", what)), kind = "CodecError"}
+  end
+
+  function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory)
+    local function reply(id, ok, value, retiring)
+      local sent, e = pcall(inbox.put, inbox, {id, ok, value, retiring, slot})
+      if not sent then
+        inbox:put({id, false, encode_error(e, ok and "result" or "error"), retiring, slot})
+      end
     end
-    -- The pool may be gone (terminated, or its program ended): then so is
-    -- this worker, quietly.
-    return pcall(conn.send_bytes, conn, frame)
-  end
-
-  local function receive(conn)
-    local ok, msg = pcall(conn.recv, conn)
-    return ok and msg or nil
-  end
-
-  function M.main(conn, initializer, initargs, maxtasks, max_memory)
     if initializer then
       initargs = initargs or {}
       local ok, err = xpcall(initializer, failure, unpack(initargs, 1, initargs.n or #initargs))
       if not ok then
-        reply(conn, 0, false, err)
+        reply(0, false, err)
         return
       end
     end
-    if not reply(conn, 0, true) then return end
+    reply(0, true)
     local cache, kept, done = {}, {}, 0
+    local decode = codec.decode
     while true do
-      local msg = receive(conn)
-      if msg == nil then return end
+      local frame = tasks:get()
+      if not frame then return end
+      local msg = decode(frame)
       if msg[4] == nil then  -- {key, fn}
         cache[msg[1]] = msg[2]
         kept[#kept + 1] = msg[1]
         if #kept > M.FUNCTIONS_KEPT then cache[table.remove(kept, 1)] = nil end
-        msg = receive(conn)
-        if msg == nil then return end
+        frame = tasks:get()
+        if not frame then return end
+        msg = decode(frame)
       end
       local ok, value = xpcall(run_chunk, msg[5] and disarmed or failure,
                                cache[msg[2]], msg[3], msg[4], msg[5])
       done = done + 1
       local retiring = (maxtasks and done >= maxtasks)
                        or (max_memory and rss_mib() > max_memory) or nil
-      if not reply(conn, msg[1], ok, value, retiring) or retiring then return end
+      reply(msg[1], ok, value, retiring)
+      if retiring then return end
     end
   end
 
