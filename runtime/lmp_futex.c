@@ -19,14 +19,16 @@
 #include "lmp_time.h"
 
 int lmp__futex_wait(uint32_t *word, uint32_t expected, double deadline) {
+  double until = lmp__now() + LMP_RECHECK_S;
   struct timespec ts;
   long r;
-  if (deadline >= 0) ts = lmp__timespec(deadline);
-  r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected,
-              deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
+  int capped = deadline < 0 || deadline > until;
+  ts = lmp__timespec(capped ? until : deadline);
+  r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, &ts, NULL,
+              FUTEX_BITSET_MATCH_ANY);
   if (r == 0) return 0;
-  if (errno == ETIMEDOUT) return LMP_ETIMEDOUT;
-  return 0;  /* EAGAIN: the word changed; EINTR: a signal */
+  if (errno == ETIMEDOUT && !capped) return LMP_ETIMEDOUT;
+  return 0;  /* EAGAIN: the word changed; EINTR: a signal; or look again */
 }
 
 void lmp__futex_wake(uint32_t *word, int32_t n) {

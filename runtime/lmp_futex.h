@@ -18,9 +18,18 @@
 
 #include "lmp_internal.h"
 
+/* No futex sleep of lmp lasts longer than this: the sleeper looks again,
+ * so that a wake-up that never comes costs this much and not a hang.  On
+ * this project's VMs a FUTEX_WAKE on shared memory has been seen to leave
+ * its sleeper asleep (both sides of the benchmark's C ring found asleep,
+ * the sleeper's flag cleared by its waker); whatever the cause, lmp does
+ * not bet a process on it. */
+#define LMP_RECHECK_S 0.2
+
 /* Sleeps while *word == expected, until woken or `deadline` (lmp_time.h;
- * LMP_FOREVER: none).  Returns 0 when woken, when the word differs or on a
- * signal, or LMP_ETIMEDOUT.  A wake-up may be spurious: callers look
+ * LMP_FOREVER: none), and never longer than LMP_RECHECK_S.  Returns 0 when
+ * woken, when the word differs, on a signal or after LMP_RECHECK_S, or
+ * LMP_ETIMEDOUT at the deadline.  A wake-up may be spurious: callers look
  * again. */
 int lmp__futex_wait(uint32_t *word, uint32_t expected, double deadline);
 

@@ -84,11 +84,17 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
       }
       return timeout == 0 ? LMP_EBUSY : LMP_ETIMEDOUT;
     }
-    if (timeout < 0) {
-      r = pthread_mutex_lock(&l->mutex);
-    } else if (timeout > 0) {
-      struct timespec ts = lmp__timespec(lmp__now() + timeout);
-      r = pthread_mutex_clocklock(&l->mutex, CLOCK_MONOTONIC, &ts);
+    if (timeout != 0) {
+      /* In slices, as every futex sleep of lmp (lmp_futex.h): a lost
+       * wake-up of the mutex's own futex costs a slice, not a hang. */
+      double deadline = lmp__deadline(timeout);
+      do {
+        double until = lmp__now() + LMP_RECHECK_S;
+        struct timespec ts;
+        if (deadline >= 0 && deadline < until) until = deadline;
+        ts = lmp__timespec(until);
+        r = pthread_mutex_clocklock(&l->mutex, CLOCK_MONOTONIC, &ts);
+      } while (r == ETIMEDOUT && (deadline < 0 || lmp__now() < deadline));
     }
   }
   if (r == EOWNERDEAD) pthread_mutex_consistent(&l->mutex);

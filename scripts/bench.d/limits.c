@@ -141,9 +141,13 @@ static void xwrite(int fd, const void *buf, size_t n)
 
 /* Process-shared futexes (no FUTEX_PRIVATE_FLAG): the word is in MAP_SHARED
  * memory and the waiters are in different processes. */
+/* Bounded: every caller looks again, and a wake-up that this VM loses
+ * (seen once in `ring`: both sides asleep, the waker's flag exchange done)
+ * then costs 100 ms instead of hanging the benchmark. */
 static void futex_wait(atomic_uint *word, unsigned expected)
 {
-    syscall(SYS_futex, word, FUTEX_WAIT, expected, NULL, NULL, 0);
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
 }
 
 static void futex_wake(atomic_uint *word)

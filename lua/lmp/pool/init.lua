@@ -17,6 +17,7 @@ return function(core, lmp, I)
   local unpack = unpack or table.unpack
   local floor = math.floor
   local raise = I.raise
+  local table_new = require "table.new"  -- LuaJIT: a table made at its size
 
   -- The worker's module needs lmp's core (for soft deadlines), which a
   -- plain require cannot give it: installed here, for the worker process
@@ -275,7 +276,8 @@ return function(core, lmp, I)
     for c = 0, nchunks - 1 do
       local base = c * chunksize + 1
       local n = math.min(chunksize, len - base + 1)
-      local items = {n = n}
+      local items = table_new(n, 1)
+      items.n = n
       for i = 1, n do items[i] = list[base + i - 1] end
       submit(self, star, items, job, base)
     end

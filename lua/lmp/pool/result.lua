@@ -7,6 +7,7 @@
 -- callbacks, which the pump runs (lmp.pool.pump).
 return function(core, lmp, I, pump, progress)
   local AsyncResult = I.class("AsyncResult")
+  local table_new = require "table.new"
 
   function AsyncResult:_describe()
     if not self.done then return "pending" end
@@ -15,7 +16,8 @@ return function(core, lmp, I, pump, progress)
 
   -- opts: the call's options (lmp.pool reads them); nitems: for the bar.
   function AsyncResult.new(pool, nchunks, opts, nitems)
-    local job = setmetatable({pool = pool, pending = nchunks, results = {}, opts = opts,
+    local job = setmetatable({pool = pool, pending = nchunks, results = table_new(nitems, 0),
+                              opts = opts,
                               done = false, tasks = {}, ndone = 0}, AsyncResult)
     if opts.progress then job.bar = progress(nitems) end
     return job

@@ -25,6 +25,7 @@
 return function(core, lmp)
   local codec = lmp.codec
   local unpack = unpack or table.unpack
+  local table_new = require "table.new"
 
   local M = {}
 
@@ -38,7 +39,9 @@ return function(core, lmp)
 
   local function run_chunk(fn, star, items, soft)
     if soft then core.soft_deadline(soft) end
-    local results, n = {n = items.n or #items}, items.n or #items
+    local n = items.n or #items
+    local results = table_new(n, 1)
+    results.n = n
     for i = 1, n do
       if star then
         local a = items[i]
