@@ -131,6 +131,40 @@ describe("lmp.Pool", function()
       p:close(); p:join()
     end)
 
+    it("carries chunks of numbers bit for bit, both ways", function()
+      -- chunks of 16 numbers or more travel as doubles (lmp.pool.pack)
+      local p = new_pool(2)
+      local special = {-0.0, 0.1 + 0.2, 2 ^ 53 + 2, -2 ^ 63, 1 / 0, -1 / 0, 5e-324,
+                       1.7976931348623157e308, -1, 0, 3}
+      local list = {}
+      for i = 1, 64 do list[i] = special[(i - 1) % #special + 1] end
+      list[64] = 0 / 0
+      local r = p:map(function(x) return x end, list, 32)
+      assert.equal(64, #r)
+      for i = 1, 63 do
+        assert.equal(list[i], r[i], "item " .. i)
+        assert.equal(1 / list[i], 1 / r[i], "the sign of item " .. i)
+      end
+      assert.is_true(r[64] ~= r[64], "NaN")
+      -- numbers computed by the task come back as computed
+      local sq = p:map(function(x) return x * 0.5 end, list, 32)
+      for i = 1, 63 do assert.equal(list[i] * 0.5, sq[i], "item " .. i) end
+      -- a chunk with anything else in it takes the codec, holes and all
+      local mixed = {}
+      for i = 1, 40 do mixed[i] = i end
+      mixed[17] = "x"
+      local m = p:map(function(x) if x == 20 then return nil end return x end, mixed, 40)
+      assert.equal("x", m[17])
+      assert.is_nil(m[20])
+      assert.equal(40, m[40])
+      local n = 0
+      for i, v in p:imap(function(x) return -x end, list, 32) do
+        n = n + 1
+        if i < 64 then assert.equal(1 / -list[i], 1 / v, "imap item " .. i) end
+      end
+      assert.equal(64, n)
+    end)
+
     it("carries strings and tables both ways", function()
       local p = new_pool(2)
       local r = p:map(function(t) return {name = t.name:upper(), n = #t.items} end,

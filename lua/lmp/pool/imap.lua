@@ -7,6 +7,7 @@
 -- first index, and the items after it go on.
 return function(core, lmp, I, pump, progress, Pool, A)
   local floor = math.floor
+  local pack = require "lmp.pool.pack"
   local BUFFER_PER_WORKER = 4  -- chunks ahead of the caller, per worker
 
   local function imap(self, what, ordered, fn, iterable, ...)
@@ -40,6 +41,7 @@ return function(core, lmp, I, pump, progress, Pool, A)
     local bar = o.progress and progress(nil)
     local sizes = {}  -- first index of a chunk in flight -> its item count
     local sink = {opts = o, _chunk = function(_, base, ok, values)
+      if ok and type(values) == "string" then values = pack.unpack(values) end
       local n = ok and (values.n or #values) or 1
       if ok then sizes[base] = nil end
       for i = 1, n do

@@ -18,6 +18,8 @@ return function(core, lmp, I)
   local floor = math.floor
   local raise = I.raise
   local table_new = require "table.new"  -- LuaJIT: a table made at its size
+  local pack = require "lmp.pool.pack"
+  local deque = require "lmp.pool.deque"
 
   -- The worker's module needs lmp's core (for soft deadlines), which a
   -- plain require cannot give it: installed here, for the worker process
@@ -170,7 +172,7 @@ return function(core, lmp, I)
       maxtasks = opts.maxtasksperchild, max_memory = opts.max_memory_per_child,
       task_timeout = opts.task_timeout, soft_timeout = opts.soft_timeout,
       retries = opts.retries, retry_on = opts.retry_on,
-      hub = transport.open(), workers = {}, queue = {first = 1, last = 0}, nqueued = 0,
+      hub = transport.open(), workers = {}, queue = deque.new(), nqueued = 0,
       tasks = {},
       next_id = 0, next_key = 0, state = "running", nstarted = 0, early_deaths = 0,
       counts = {done = 0, failed = 0, retried = 0, replaced = 0},
@@ -276,9 +278,12 @@ return function(core, lmp, I)
     for c = 0, nchunks - 1 do
       local base = c * chunksize + 1
       local n = math.min(chunksize, len - base + 1)
-      local items = table_new(n, 1)
-      items.n = n
-      for i = 1, n do items[i] = list[base + i - 1] end
+      local items = not star and pack.numbers(list, base, n)
+      if not items then
+        items = table_new(n, 1)
+        items.n = n
+        for i = 1, n do items[i] = list[base + i - 1] end
+      end
       submit(self, star, items, job, base)
     end
     return job
@@ -337,7 +342,7 @@ return function(core, lmp, I)
       self.tasks[id] = nil
       task.job:_chunk(task.base, false, err)
     end
-    self.queue, self.nqueued = {first = 1, last = 0}, 0
+    self.queue, self.nqueued = deque.new(), 0
   end
 
   function Pool:terminate()

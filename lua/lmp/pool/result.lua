@@ -8,6 +8,7 @@
 return function(core, lmp, I, pump, progress)
   local AsyncResult = I.class("AsyncResult")
   local table_new = require "table.new"
+  local pack = require "lmp.pool.pack"
 
   function AsyncResult:_describe()
     if not self.done then return "pending" end
@@ -38,8 +39,14 @@ return function(core, lmp, I, pump, progress)
   function AsyncResult:_chunk(base, ok, values)
     if self.done then return end
     if not ok then return self:_finish(false, values) end
-    local results, n = self.results, values.n or #values
-    for i = 1, n do results[base + i - 1] = values[i] end
+    local results, n = self.results, nil
+    if type(values) == "string" then  -- numbers (lmp.pool.pack)
+      pack.unpack_into(values, results, base)
+      n = pack.count(values)
+    else
+      n = values.n or #values
+      for i = 1, n do results[base + i - 1] = values[i] end
+    end
     self.ndone = self.ndone + n
     if self.bar then self.bar(self.ndone) end
     self.pending = self.pending - 1

@@ -36,14 +36,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
       self.counts.failed = self.counts.failed + 1
       return task.job:_chunk(task.base, false, self.broken)
     end
-    local q = self.queue
-    if front then
-      q.first = q.first - 1
-      q[q.first] = task
-    else
-      q.last = q.last + 1
-      q[q.last] = task
-    end
+    if front then self.queue:push_front(task) else self.queue:push(task) end
     self.nqueued = self.nqueued + 1
   end
 
@@ -127,11 +120,10 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- Sends queued tasks to the least busy workers that can take them.
   function Pool:_dispatch()
     local q = self.queue
-    while q.first <= q.last do
-      local task = q[q.first]
+    while q.count > 0 do
+      local task = q:peek()
       if task.cancelled then
-        q[q.first] = nil
-        q.first = q.first + 1
+        q:pop()
       else
         local best, best_queued, best_size
         for _, w in ipairs(self.workers) do
@@ -142,8 +134,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
           end
         end
         if not best then break end
-        q[q.first] = nil
-        q.first = q.first + 1
+        q:pop()
         self.nqueued = self.nqueued - 1
         if not pcall(send_task, best, task, best_size, best_queued) then
           -- The worker is gone (broken pipe): the task runs elsewhere, and
@@ -154,8 +145,6 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
         end
       end
     end
-    -- The queue's keys only grow: a fresh table keeps memory flat.
-    if q.first > q.last and q.first > 1024 then self.queue = {first = 1, last = 0} end
   end
 
   -- Fails a task with err, or queues it again if its call's retries allow.
@@ -213,9 +202,8 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     end
     for _, task in ipairs(w.inflight) do fail(task) end
     w.inflight, w.unread = {}, 0
-    local q = self.queue
-    for i = q.first, q.last do fail(q[i]) end
-    self.queue, self.nqueued = {first = 1, last = 0}, 0
+    for _, task in ipairs(self.queue:drain()) do fail(task) end
+    self.nqueued = 0
   end
 
   -- A reply from worker w.

@@ -26,6 +26,7 @@ return function(core, lmp)
   local codec = lmp.codec
   local unpack = unpack or table.unpack
   local table_new = require "table.new"
+  local pack = require "lmp.pool.pack"
 
   local M = {}
 
@@ -39,6 +40,7 @@ return function(core, lmp)
 
   local function run_chunk(fn, star, items, soft)
     if soft then core.soft_deadline(soft) end
+    if type(items) == "string" then items = pack.unpack(items) end
     local n = items.n or #items
     local results = table_new(n, 1)
     results.n = n
@@ -53,7 +55,7 @@ return function(core, lmp)
     -- Disarmed inside the protected call: a deadline that fires now fails
     -- this task, never the loop below.
     if soft then core.soft_deadline(nil) end
-    return results
+    return pack.numbers(results, 1, n) or results
   end
 
   local function disarmed(e)
