@@ -686,6 +686,24 @@ describe("lmp.Pool", function()
       p:close(); p:join()
     end)
 
+    it("a function that cannot be encoded is a CodecError naming function", function()
+      local p = new_pool(1)
+      local co = coroutine.create(function() end)
+      local function f() return co end
+      for _, call in ipairs({
+        function() return p:apply(f, {}) end,
+        function() return p:apply_async(f, {}) end,
+        function() return p:map(f, {1, 2}) end,
+        function() return p:imap(f, {1, 2})() end,
+      }) do
+        local e = raises("CodecError", call)
+        assert.truthy(e.message:match("^function"), e.message)
+        assert.truthy(e.message:find("thread", 1, true), e.message)
+      end
+      assert.same({1}, p:map(function(x) return x end, {1}))
+      p:close(); p:join()
+    end)
+
     it("a result that cannot be encoded fails that task with a message naming result", function()
       local p = new_pool(1)
       local ok, e = pcall(p.apply, p, function() return coroutine.create(function() end) end, {})

@@ -34,6 +34,8 @@ return function(core, lmp, I)
   local AsyncResult = require("lmp.pool.result")(core, lmp, I, pump, progress)
   require("lmp.pool.scheduler")(core, lmp, I, Pool, transport, pump, worker.FUNCTIONS_KEPT)
 
+  local BINARY = {binary = true}
+
   -- Without a `timeout`, a task's hard deadline follows its soft one by
   -- this much: time for the task to clean up.
   local SOFT_GRACE = 1
@@ -220,9 +222,27 @@ return function(core, lmp, I)
     self.next_id = self.next_id + 1
     local id = self.next_id
     local ok, frame = pcall(codec.encode, {id, job.key, star, items, job.opts.soft_timeout},
-                            {binary = true})
+                            BINARY)
     if not ok then error(task_error(frame, base, job), 0) end
     return self:_queue_task(job, id, frame, base)
+  end
+
+  -- An apply is one task: its function travels inside its frame,
+  -- {id, key, star, items, soft, fn}, one encoding instead of two.
+  local function submit_with_function(self, fn, items, job)
+    self.next_key = self.next_key + 1
+    self.next_id = self.next_id + 1
+    local id = self.next_id
+    job.key = self.next_key
+    local ok, frame = pcall(codec.encode, {id, job.key, true, items, job.opts.soft_timeout, fn},
+                            BINARY)
+    if not ok then
+      local e = frame
+      local rest = lmp.is_error(e, "CodecError") and e.message:match("^value%[6%](.*)$")
+      if rest then error(lmp.error("CodecError", "function" .. rest), 0) end
+      error(task_error(e, 1, job), 0)
+    end
+    return self:_queue_task(job, id, frame, 1)
   end
 
   ---------------------------------------------------------------------------
@@ -243,8 +263,8 @@ return function(core, lmp, I)
     args = args or {}
     local job = AsyncResult.new(self, 1, o, 1)
     job.single = true
-    function_frame(self, fn, job)
-    submit(self, true, {n = 1, {n = args.n or #args, unpack(args, 1, args.n or #args)}}, job, 1)
+    submit_with_function(self, fn, {n = 1, {n = args.n or #args, unpack(args, 1, args.n or #args)}},
+                         job)
     return job
   end
 

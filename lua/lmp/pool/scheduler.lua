@@ -80,7 +80,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- done.
   local function send_task(w, task, size, queued)
     local job = task.job
-    if not w.has[job.key] then
+    if job.fnframe and not w.has[job.key] then
       w.ep:send(job.fnframe)
       local kept = w.kept
       kept[#kept + 1] = job.key
@@ -103,7 +103,8 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- The bytes a task puts on the way to w.
   local function frame_size(w, task)
     local size = #task.body
-    if not w.has[task.job.key] then size = size + #task.job.fnframe end
+    local fnframe = task.job.fnframe
+    if fnframe and not w.has[task.job.key] then size = size + #fnframe end
     return size
   end
 

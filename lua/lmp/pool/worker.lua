@@ -8,9 +8,12 @@
 --                                 for that call's later tasks; the worker
 --                                 keeps the last FUNCTIONS_KEPT, and the
 --                                 pool counts them the same way;
---   {id, key, star, items, soft}  a task: fn(item), or fn(unpack(item))
+--   {id, key, star, items, soft [, fn]}
+--                                 a task: fn(item), or fn(unpack(item))
 --                                 when star, for each item; `soft`, if
---                                 set, is its soft timeout in seconds;
+--                                 set, is its soft timeout in seconds; an
+--                                 apply's function comes inside its one
+--                                 task, the others' in a {key, fn} before;
 --   false                         the end: the pool is done with it.
 -- Replies, on the pool's ring of replies, one per task:
 -- {id, true, results, retiring, slot} or {id, false, err, retiring, slot};
@@ -107,8 +110,10 @@ return function(core, lmp)
         if not frame then return end
         msg = decode(frame)
       end
+      local fn = msg[6]  -- an apply's function comes with its one task
+      if fn == nil then fn = cache[msg[2]] end
       local ok, value = xpcall(run_chunk, msg[5] and disarmed or failure,
-                               cache[msg[2]], msg[3], msg[4], msg[5])
+                               fn, msg[3], msg[4], msg[5])
       done = done + 1
       local retiring = (maxtasks and done >= maxtasks)
                        or (max_memory and rss_mib() > max_memory) or nil
