@@ -254,24 +254,26 @@ return function(core, lmp, I)
     return size > 0 and size or 1
   end
 
+  local function apply_job(self, what, fn, args, o)
+    check_optional(args, "table", what, "args")
+    args = args or {}
+    local job = AsyncResult.new(self, 1, o, 1)
+    job.single = true
+    local n = args.n or #args
+    submit_with_function(self, fn, {n = 1, {n = n, unpack(args, 1, n)}}, job)
+    return job
+  end
+
   function Pool:apply_async(fn, args, ...)
     local opts, npos = trailing_options(...)
     local callback, error_callback
     if npos >= 1 then callback, error_callback = ... end
     local o = call_options(self, "Pool:apply_async", fn, opts, callback, error_callback)
-    check_optional(args, "table", "Pool:apply_async", "args")
-    args = args or {}
-    local job = AsyncResult.new(self, 1, o, 1)
-    job.single = true
-    submit_with_function(self, fn, {n = 1, {n = args.n or #args, unpack(args, 1, args.n or #args)}},
-                         job)
-    return job
+    return apply_job(self, "Pool:apply_async", fn, args, o)
   end
 
   function Pool:apply(fn, args, opts)
-    call_options(self, "Pool:apply", fn, opts)
-    check_optional(args, "table", "Pool:apply", "args")
-    return self:apply_async(fn, args, opts):get()
+    return apply_job(self, "Pool:apply", fn, args, call_options(self, "Pool:apply", fn, opts)):get()
   end
 
   local function map_job(self, what, star, fn, list, ...)
