@@ -10,14 +10,7 @@ local lmp = require "lmp"
 
 local raises = H.raises
 
--- Sleeps in a worker by polling a pipe: lmp code, so a soft deadline
--- reaches the task when the wait ends.
-local function nap(s)
-  local l = require "lmp"
-  local a, b = l.Pipe()
-  a:poll(s)
-  a:close(); b:close()
-end
+local nap = H.nap
 
 -- Spins for `s` seconds, calling os.clock: the interpreter runs all along,
 -- so a soft deadline reaches the task at once.
@@ -37,22 +30,10 @@ local function counter_file()
   end
 end
 
-local pool
-
-local function new_pool(opts)
-  pool = lmp.Pool(opts)
-  return pool
-end
+local new_pool  -- H.pools(), in the describe block
 
 describe("Pool task lifecycle", function()
-  after_each(function()
-    if pool then
-      pcall(pool.terminate, pool)
-      pcall(pool.join, pool)
-      pool = nil
-    end
-  end)
-  H.check_leaks()
+  new_pool = H.pools()
 
   describe("options", function()
     it("refuses unknown pool and call options with a ValueError naming them", function()

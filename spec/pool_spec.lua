@@ -12,14 +12,7 @@ local lmp = require "lmp"
 
 local raises = H.raises
 
--- Sleeps `s` seconds inside a worker (there is no sleep in the standard
--- library).  Used as an upvalue by tasks.
-local function nap(s)
-  local l = require "lmp"
-  local a, b = l.Pipe()
-  a:poll(s)
-  a:close(); b:close()
-end
+local nap = H.nap
 
 -- Runs a script with a fresh host: {status, stdout, stderr, elapsed, dir}.
 -- The script gets its temporary directory as arg[1].
@@ -55,12 +48,7 @@ local function read_number(path)
 end
 
 -- Shared by the pools of a spec: closed (terminated) in after_each.
-local pool
-
-local function new_pool(opts)
-  pool = lmp.Pool(opts)
-  return pool
-end
+local new_pool  -- H.pools(), in the describe block
 
 local function count_keys(t)
   local n = 0
@@ -69,16 +57,7 @@ local function count_keys(t)
 end
 
 describe("lmp.Pool", function()
-  -- Registered before check_leaks (busted runs a block's after_each in
-  -- order), so that a failing spec's pool is gone before the leak check.
-  after_each(function()
-    if pool then
-      pcall(pool.terminate, pool)
-      pcall(pool.join, pool)
-      pool = nil
-    end
-  end)
-  H.check_leaks()
+  new_pool = H.pools()
 
   describe("construction", function()
     it("lmp.Pool(n) starts n workers, like lmp.Pool{processes = n}", function()

@@ -12,18 +12,9 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "check.h"
 #include "lmp.h"
 
-static int failures;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-              #cond);                                                 \
-      failures++;                                                     \
-    }                                                                 \
-  } while (0)
 
 static void test_error_codes(void) {
   CHECK(strcmp(lmp_strerror(LMP_ENOMEM), "out of memory") == 0);
@@ -121,6 +112,5 @@ int main(int argc, char **argv) {
   test_error_codes();
   test_module();
   test_worker(argv[0]);
-  printf("%s\n", failures ? "FAILED" : "ok");
-  return failures != 0;
+  return CHECK_STATUS();
 }

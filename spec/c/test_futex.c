@@ -11,19 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "lmp_futex.h"
 #include "lmp_time.h"
 
-static int failures;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-              #cond);                                                 \
-      failures++;                                                     \
-    }                                                                 \
-  } while (0)
 
 static _Atomic uint32_t word;
 
@@ -68,6 +59,5 @@ int main(void) {
   CHECK(r == LMP_ETIMEDOUT);
   CHECK(lmp__now() - t0 < LMP_RECHECK_S);
 
-  printf("%s\n", failures ? "FAILED" : "ok");
-  return failures != 0;
+  return CHECK_STATUS();
 }

@@ -420,9 +420,9 @@ end
 -- or one now open on something else).  Leftover lmp children are killed
 -- and joined first, so that one failure does not cascade into the
 -- following specs.
-function H.check_leaks()
+function H.check_leaks(env)
   -- busted's functions live in the calling spec file's environment
-  local env = getfenv(2)
+  env = env or getfenv(2)
   local before_each, after_each = env.before_each, env.after_each
   local before, before_maps, before_shm
   local warmed = false
@@ -541,6 +541,37 @@ end
 function H.took_little(t0, what)
   local el = H.now() - t0
   assert(el < H.QUICK, ("%s blocked for %.3f s"):format(what, el))
+end
+
+-- Sleeps `s` seconds by polling a pipe.  Self-contained, so that a task
+-- can take it along as an upvalue.
+function H.nap(s)
+  local l = require "lmp"
+  local a, b = l.Pipe()
+  a:poll(s)
+  a:close(); b:close()
+end
+
+-- For the specs of a describe block that make pools: call it in the block;
+-- it returns new_pool(opts), whose last pool is terminated and joined after
+-- each spec, and registers the leak check after that (busted runs a
+-- block's after_each in order, so a failing spec's pool is gone before the
+-- leak check looks).
+function H.pools()
+  local env = getfenv(2)  -- the spec file's, where busted's functions are
+  local current
+  env.after_each(function()
+    if current then
+      pcall(current.terminate, current)
+      pcall(current.join, current)
+      current = nil
+    end
+  end)
+  H.check_leaks(env)
+  return function(opts)
+    current = lmp.Pool(opts)
+    return current
+  end
 end
 
 -- Runs fn(pool) with a new pool, then terminates the pool, even if fn
