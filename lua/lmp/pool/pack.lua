@@ -18,16 +18,24 @@ M.MIN = 16
 local doubles = ffi.typeof("double[?]")
 local cdouble = ffi.typeof("const double *")
 
+-- Where numbers are gathered before they become a string: kept, up to a
+-- size worth keeping.
+local scratch, scratch_n, KEEP = nil, 0, 131072
+
 -- The string of t[base], ..., t[base + n - 1] if they are all numbers,
 -- else nil.
 function M.numbers(t, base, n)
   if n < M.MIN then return nil end
-  local last = base + n - 1
-  for i = base, last do
-    if type(t[i]) ~= "number" then return nil end
+  local buf = scratch
+  if n > scratch_n then
+    buf = doubles(n)
+    if n <= KEEP then scratch, scratch_n = buf, n end
   end
-  local buf = doubles(n)
-  for i = 0, n - 1 do buf[i] = t[base + i] end
+  for i = 0, n - 1 do
+    local v = t[base + i]
+    if type(v) ~= "number" then return nil end
+    buf[i] = v
+  end
   return ffi.string(buf, n * 8)
 end
 
