@@ -20,8 +20,9 @@
  *
  * The ring uses LMP_QUEUE_SMALL bytes and grows (under both locks) up to
  * the mapped LMP_QUEUE_RING when an item or a backlog needs more; when the
- * queue empties, it goes back to the small size and the rest of its memory
- * goes back to the system.
+ * queue empties past its first LMP_QUEUE_KEEP bytes, it starts again at
+ * the beginning of the small size and the rest of its memory goes back to
+ * the system.
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -42,6 +43,7 @@
 #define LMP_QUEUE_HEADER 4096
 #define LMP_QUEUE_RING ((uint64_t)1 << 30)    /* mapped; the most in use */
 #define LMP_QUEUE_SMALL ((uint64_t)8 << 20)   /* in use unless an item needs more */
+#define LMP_QUEUE_KEEP ((uint64_t)256 << 10)  /* resident while the queue empties */
 
 /* Record kinds, in the top byte of a record's length word: plain strings,
  * numbers, booleans and nil skip the codec. */
@@ -329,14 +331,22 @@ static int decode_protected(lua_State *L) {
   return 1;
 }
 
-/* With get_lock held and the queue empty: a ring grown for a big item goes
- * back to its small size, and its memory to the system (if no put runs). */
-static void shrink_empty(lmp_queue *q) {
+/* With get_lock held and the queue empty (if no put runs): the next item
+ * goes at the start of the ring again, a ring grown for a big item goes
+ * back to its small size, and what was used past the first
+ * LMP_QUEUE_KEEP bytes goes back to the system.  So a queue that is
+ * drained as fast as it is filled -- a pool's, a ping-pong -- stays on
+ * the same few pages, warm in the cache, instead of making its whole ring
+ * resident lap after lap. */
+static void rewind_empty(lmp_queue *q) {
   int r = lmp__lock_acquire(&q->put_lock, 0);
   if (r == LMP_EOWNERDEAD) recount_locked(q);  /* a put died: it left nothing */
   else if (r != 0) return;
   if (q->head == q->tail) {
-    madvise(ring(q) + LMP_QUEUE_SMALL, q->size - LMP_QUEUE_SMALL, MADV_REMOVE);
+    uint64_t used = q->size != LMP_QUEUE_SMALL || q->head >= q->size ? q->size : q->head;
+    used = (used + 4095) & ~(uint64_t)4095;
+    if (used > LMP_QUEUE_KEEP)
+      madvise(ring(q) + LMP_QUEUE_KEEP, used - LMP_QUEUE_KEEP, MADV_REMOVE);
     q->size = LMP_QUEUE_SMALL;
     atomic_store(AT(&q->tail), 0);
     atomic_store(AT(&q->head), 0);
@@ -425,8 +435,9 @@ static int l_queue_get(lua_State *L) {
   /* Read (or undecodable): the item leaves the queue only now. */
   atomic_store(AT(&q->head), head + 8 + pad8(len));
   atomic_store(AT(&q->gets), q->gets + 1);
-  if (q->size != LMP_QUEUE_SMALL && q->head == atomic_load(AT(&q->tail)))
-    shrink_empty(q);
+  if ((q->size != LMP_QUEUE_SMALL || q->head > LMP_QUEUE_KEEP) &&
+      q->head == atomic_load(AT(&q->tail)))
+    rewind_empty(q);
   if (atomic_load(AT32(&q->put_waiters)) > 0 &&
       atomic_exchange(AT32(&q->space_woken), 1) == 0)
     wake_all(&q->space_seq);

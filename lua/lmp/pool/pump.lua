@@ -22,7 +22,7 @@ return function(core, lmp, I)
   local wait = lmp.connection.wait
 
   -- How late the end of a worker may be seen while replies are awaited.
-  local SLICE = 0.02
+  local SLICE = 0.005
 
   local live = setmetatable({}, {__mode = "k"})
   local pumping = false
