@@ -525,6 +525,38 @@ describe("lmp queues", function()
   end)
 
   -- =========================================================================
+  describe("memory", function()
+    -- The resident kB of the queue's mapping (the only lmp mapping of a
+    -- gigabyte or more that this spec made last).
+    local function queue_rss_kb()
+      local rss, in_queue
+      for line in io.lines("/proc/self/smaps") do
+        local from, to = line:match("^(%x+)-(%x+) ")
+        if from then
+          in_queue = line:find("/memfd:lmp", 1, true)
+                     and tonumber(to, 16) - tonumber(from, 16) >= 2 ^ 30
+        elseif in_queue then
+          local kb = line:match("^Rss:%s+(%d+) kB")
+          if kb then rss = tonumber(kb) end
+        end
+      end
+      return rss
+    end
+
+    it("a queue drained as fast as it is filled stays on a few pages", function()
+      local q = lmp.SimpleQueue()
+      local item = ("x"):rep(1000)
+      for _ = 1, 40000 do  -- 40 MB through an 8 MiB ring, five laps
+        q:put(item)
+        assert(q:get(1) == item)
+      end
+      local rss = queue_rss_kb()
+      assert.is_truthy(rss, "the queue's mapping was not found")
+      assert.is_true(rss <= 1024, "the queue keeps " .. rss .. " kB resident")
+      q:close()
+    end)
+  end)
+
   describe("large items", function()
     it("a 100 MB string goes to a child and comes back from it, byte for byte", function()
       local q, back = lmp.Queue(), lmp.Queue()
