@@ -355,14 +355,16 @@ static void rewind_empty(lmp_queue *q) {
   lmp__lock_release(&q->put_lock);
 }
 
-/* core.queue_get(segment, timeout) -> value | nil, "empty" */
+/* core.queue_get(segment, timeout [, spin]) -> value | nil, "empty"
+ * spin = false: sleep at once, without looking a while first (a waiter
+ * that has been idle for some time, whose next item is not imminent). */
 static int l_queue_get(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 2, LMP_FOREVER));
   uint64_t head, len, kind;
   decode_args a;
-  int status, spun = 0;
+  int status, spun = lua_gettop(L) >= 3 && !lua_toboolean(L, 3);
   lmp__shm_pin(seg);
   for (;;) {
     uint32_t seq;

@@ -21,13 +21,16 @@ return function(core, lmp, I)
   local now, min = core.now, math.min
   local wait = lmp.connection.wait
 
-  -- How late the end of a worker may be seen while replies are awaited.
-  local SLICE = 0.005
+  -- How late the end of a worker may be seen while replies come (SLICE),
+  -- and while none has come for a while (QUIET_SLICE: a quiet pool wakes
+  -- up less often, and sleeps without spinning first).
+  local SLICE, QUIET_SLICE = 0.005, 0.05
 
   local live = setmetatable({}, {__mode = "k"})
   local pumping = false
   local due = {first = 1, last = 0}  -- callbacks to run: {fn, value}
   local last_look = 0                -- when the sentinels were last looked at
+  local slice = SLICE                -- grows while no reply comes
   local watchers = {}                -- of the hubs, for the background hook
 
   -- Queues fn(value) to run once the current pump is over.
@@ -115,10 +118,13 @@ return function(core, lmp, I)
     if #pools == 1 and timeout ~= 0 then
       -- Wait on the one hub, a slice at a time.
       local p = pools[1]
-      local msg, w = p.hub:receive(timeout and min(timeout, SLICE) or SLICE)
+      local msg, w = p.hub:receive(timeout and min(timeout, slice) or slice, slice > SLICE)
       if msg then
+        slice = SLICE
         p:_take(msg, w)
         p:_take_replies()
+      else
+        slice = min(slice * 2, QUIET_SLICE)
       end
       t = now()
       if not msg or t - last_look >= SLICE then

@@ -10,10 +10,12 @@
 --   hub:start(spec, tag) -> worker      raises if no worker can start;
 --       spec = {name, initializer, initargs, maxtasks, max_memory}; the
 --       worker runs lmp.pool.worker's loop and speaks its frames
---   hub:receive(timeout) -> msg, tag    the next reply of any worker and
+--   hub:receive(timeout [, idle])
+--                         -> msg, tag   the next reply of any worker and
 --                                       the tag its worker was started
 --                                       with; nil when none came within
---                                       timeout seconds (0: do not wait)
+--                                       timeout seconds (0: do not wait);
+--                                       `idle`: none is expected soon
 --   hub:watcher() -> object             something lmp.connection.wait can
 --                                       wait on that is ready when a reply
 --                                       has come (for waits that are not
@@ -74,8 +76,8 @@ return function(core, lmp)
   end
 
   -- Replies are {id, ok, value, retiring, slot} (lmp.pool.worker).
-  function Hub:receive(timeout)
-    local msg = queue_get(self.inbox._seg, timeout)
+  function Hub:receive(timeout, idle)
+    local msg = queue_get(self.inbox._seg, timeout, not idle)
     if msg == nil then return nil end
     return msg, self.tags[msg[5]]
   end
