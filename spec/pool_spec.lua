@@ -111,7 +111,7 @@ describe("lmp.Pool", function()
     end)
 
     it("carries chunks of numbers bit for bit, both ways", function()
-      -- chunks of 16 numbers or more travel as doubles (lmp.pool.pack)
+      -- tasks and replies of numbers travel as doubles (lmp.pool.pack)
       local p = new_pool(2)
       local special = {-0.0, 0.1 + 0.2, 2 ^ 53 + 2, -2 ^ 63, 1 / 0, -1 / 0, 5e-324,
                        1.7976931348623157e308, -1, 0, 3}
@@ -125,6 +125,10 @@ describe("lmp.Pool", function()
         assert.equal(1 / list[i], 1 / r[i], "the sign of item " .. i)
       end
       assert.is_true(r[64] ~= r[64], "NaN")
+      -- one number a task, too (a frame of doubles each way)
+      local one = p:map(function(x) return x end, list, 1)
+      for i = 1, 63 do assert.equal(1 / list[i], 1 / one[i], "chunksize 1, item " .. i) end
+      assert.is_true(one[64] ~= one[64], "NaN, chunksize 1")
       -- numbers computed by the task come back as computed
       local sq = p:map(function(x) return x * 0.5 end, list, 32)
       for i = 1, 63 do assert.equal(list[i] * 0.5, sq[i], "item " .. i) end

@@ -221,6 +221,9 @@ return function(core, lmp, I)
   local function submit(self, star, items, job, base)
     self.next_id = self.next_id + 1
     local id = self.next_id
+    local numbers = not star and pack.task(id, job.key, items, 1, items.n or #items,
+                                           job.opts.soft_timeout)
+    if numbers then return self:_queue_task(job, id, numbers, base) end
     local ok, frame = pcall(codec.encode, {id, job.key, star, items, job.opts.soft_timeout},
                             BINARY)
     if not ok then error(task_error(frame, base, job), 0) end
@@ -300,13 +303,17 @@ return function(core, lmp, I)
     for c = 0, nchunks - 1 do
       local base = c * chunksize + 1
       local n = math.min(chunksize, len - base + 1)
-      local items = not star and pack.numbers(list, base, n)
-      if not items then
-        items = table_new(n, 1)
+      local id = self.next_id + 1
+      local numbers = not star and pack.task(id, job.key, list, base, n, o.soft_timeout)
+      if numbers then  -- straight from the list (lmp.pool.pack)
+        self.next_id = id
+        self:_queue_task(job, id, numbers, base)
+      else
+        local items = table_new(n, 1)
         items.n = n
         for i = 1, n do items[i] = list[base + i - 1] end
+        submit(self, star, items, job, base)
       end
-      submit(self, star, items, job, base)
     end
     return job
   end

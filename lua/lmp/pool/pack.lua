@@ -1,55 +1,118 @@
--- lmp.pool.pack: a chunk of plain numbers as one string of doubles.
+-- lmp.pool.pack: tasks and replies of plain numbers, without the codec.
 --
--- A map over numbers is the pool's most common work, and the codec pays a
--- few calls of the Lua C API per item (some 40 ns), more than the work of
--- a trivial task.  A chunk whose items are all numbers travels instead as
--- their doubles, copied by compiled Lua through the FFI (a few ns an
--- item), both ways: the task's items and the task's results.  Doubles are
--- copied bit for bit, so -0.0, infinities and NaN arrive as they left.
--- Anything else (a nil, a string, a table) takes the codec.
+-- A map over numbers is the pool's most common work.  The codec pays a
+-- fixed cost per message (some 1.5 us: its options, its context, a look
+-- at package.loaded for modules) and a few calls of the Lua C API per item
+-- (some 40 ns), more than the work of a trivial task.  A task whose items
+-- are all numbers travels instead as one frame of doubles written by
+-- compiled Lua through the FFI, and so does a reply whose results are all
+-- numbers (and no hole).  Doubles are copied bit for bit: -0.0, infinities
+-- and NaN arrive as they left.  Anything else takes the codec.
+--
+-- A frame is a header and n doubles:
+--   byte 0      TAG (0xFE: the codec's frames start with 0xFF, JSON text
+--               with neither)
+--   byte 1      1 if the worker retires after this task (replies)
+--   bytes 4..7  n
+--   then as doubles: id; key (tasks) or the worker's slot (replies); the
+--   soft timeout (tasks; NaN: none); then the n numbers.
 local ffi = require "ffi"
 local table_new = require "table.new"
 
 local M = {}
 
--- Below this many items, the codec is as fast.
-M.MIN = 16
-
-local doubles = ffi.typeof("double[?]")
+local TAG = 0xFE
+local HEADER = 32
+local frame_t = ffi.typeof([[struct {
+  uint8_t tag, retiring, unused[2]; uint32_t n;
+  double id, key, soft;
+  double v[?];
+}]])
+local view_t = ffi.typeof([[const struct {
+  uint8_t tag, retiring, unused[2]; uint32_t n;
+  double id, key, soft;
+  double v[1];
+} *]])
 local cdouble = ffi.typeof("const double *")
 
--- Where numbers are gathered before they become a string: kept, up to a
--- size worth keeping.
-local scratch, scratch_n, KEEP = nil, 0, 131072
+-- Where a frame is written before it becomes a string: kept, up to a size
+-- worth keeping.
+local scratch, scratch_n, KEEP = nil, -1, 131072
 
--- The string of t[base], ..., t[base + n - 1] if they are all numbers,
--- else nil.
-function M.numbers(t, base, n)
-  if n < M.MIN then return nil end
-  local buf = scratch
+local function frame(t, base, n)
+  local f = scratch
   if n > scratch_n then
-    buf = doubles(n)
-    if n <= KEEP then scratch, scratch_n = buf, n end
+    f = frame_t(n)
+    if n <= KEEP then scratch, scratch_n = f, n end
   end
+  local v = f.v
   for i = 0, n - 1 do
-    local v = t[base + i]
-    if type(v) ~= "number" then return nil end
-    buf[i] = v
+    local x = t[base + i]
+    if type(x) ~= "number" then return nil end
+    v[i] = x
   end
-  return ffi.string(buf, n * 8)
+  f.tag = TAG
+  f.n = n
+  return f
 end
 
--- How many numbers a packed string holds.
+local function finish(f, n) return ffi.string(f, HEADER + 8 * n) end
+
+-- The frame of task `id` of the call `key`: fn(t[base]) ... fn(t[base +
+-- n - 1]); nil unless those are all numbers.
+function M.task(id, key, t, base, n, soft)
+  local f = frame(t, base, n)
+  if not f then return nil end
+  f.retiring = 0
+  f.id, f.key, f.soft = id, key, soft or 0 / 0
+  return finish(f, n)
+end
+
+-- The frame of the reply to task `id`: results[1..results.n]; nil unless
+-- they are all numbers.
+function M.reply(id, results, retiring, slot)
+  local n = results.n or #results
+  local f = frame(results, 1, n)
+  if not f then return nil end
+  f.retiring = retiring and 1 or 0
+  f.id, f.key, f.soft = id, slot, 0
+  return finish(f, n)
+end
+
+function M.is_frame(s) return s:byte(1) == TAG end
+
+-- A task frame as the codec would have given it: {id, key, false, items,
+-- soft}.
+function M.read_task(s)
+  local f = ffi.cast(view_t, s)
+  local n = f.n
+  local items = table_new(n, 1)
+  items.n = n
+  local v = f.v
+  for i = 0, n - 1 do items[i + 1] = v[i] end
+  local soft = f.soft
+  if soft ~= soft then soft = nil end
+  return {f.id, f.key, false, items, soft}
+end
+
+-- A reply frame as the codec would have given it: {id, true, values,
+-- retiring, slot}, where values is a string of doubles (M.unpack_into).
+function M.read_reply(s)
+  local f = ffi.cast(view_t, s)
+  return {f.id, true, s:sub(HEADER + 1), f.retiring == 1 or nil, f.key}
+end
+
+-- How many numbers a string of doubles holds.
 function M.count(s) return #s / 8 end
 
--- Writes the numbers of s to dst[base], dst[base + 1], ...
+-- Writes the numbers of a string of doubles to dst[base], dst[base + 1], ...
 function M.unpack_into(s, dst, base)
   local p = ffi.cast(cdouble, s)
   for i = 0, #s / 8 - 1 do dst[base + i] = p[i] end
   return s  -- keeps s alive while p is read
 end
 
--- The numbers of s as a table {n = count, ...}.
+-- The numbers of a string of doubles as a table {n = count, ...}.
 function M.unpack(s)
   local n = #s / 8
   local t = table_new(n, 1)

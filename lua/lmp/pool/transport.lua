@@ -48,6 +48,7 @@
 return function(core, lmp)
   local M = {}
   local queue_put, queue_get = core.queue_put, core.queue_get
+  local pack = require "lmp.pool.pack"
 
   local Hub, Worker = {}, {}
   Hub.__index, Worker.__index = Hub, Worker
@@ -79,6 +80,7 @@ return function(core, lmp)
   function Hub:receive(timeout, idle)
     local msg = queue_get(self.inbox._seg, timeout, not idle)
     if msg == nil then return nil end
+    if type(msg) == "string" then msg = pack.read_reply(msg) end  -- numbers
     return msg, self.tags[msg[5]]
   end
 

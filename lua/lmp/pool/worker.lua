@@ -43,7 +43,6 @@ return function(core, lmp)
 
   local function run_chunk(fn, star, items, soft)
     if soft then core.soft_deadline(soft) end
-    if type(items) == "string" then items = pack.unpack(items) end
     local n = items.n or #items
     local results = table_new(n, 1)
     results.n = n
@@ -58,7 +57,7 @@ return function(core, lmp)
     -- Disarmed inside the protected call: a deadline that fires now fails
     -- this task, never the loop below.
     if soft then core.soft_deadline(nil) end
-    return pack.numbers(results, 1, n) or results
+    return results
   end
 
   local function disarmed(e)
@@ -82,6 +81,8 @@ return function(core, lmp)
 
   function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory)
     local function reply(id, ok, value, retiring)
+      local numbers = ok and id ~= 0 and pack.reply(id, value, retiring, slot)
+      if numbers then return inbox:put(numbers) end
       local sent, e = pcall(inbox.put, inbox, {id, ok, value, retiring, slot})
       if not sent then
         inbox:put({id, false, encode_error(e, ok and "result" or "error"), retiring, slot})
@@ -101,14 +102,15 @@ return function(core, lmp)
     while true do
       local frame = tasks:get()
       if not frame then return end
-      local msg = decode(frame)
+      local msg
+      if pack.is_frame(frame) then msg = pack.read_task(frame) else msg = decode(frame) end
       if msg[4] == nil then  -- {key, fn}
         cache[msg[1]] = msg[2]
         kept[#kept + 1] = msg[1]
         if #kept > M.FUNCTIONS_KEPT then cache[table.remove(kept, 1)] = nil end
         frame = tasks:get()
         if not frame then return end
-        msg = decode(frame)
+        if pack.is_frame(frame) then msg = pack.read_task(frame) else msg = decode(frame) end
       end
       local fn = msg[6]  -- an apply's function comes with its one task
       if fn == nil then fn = cache[msg[2]] end
