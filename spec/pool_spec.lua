@@ -1010,6 +1010,22 @@ describe("lmp.Pool", function()
       p:close(); p:join()
     end)
 
+    it("a function without upvalues is kept, and reaches replacement workers too", function()
+      local p = new_pool{processes = 1, maxtasksperchild = 2}
+      local function triple(x) return 3 * x end
+      local pids = {}
+      for i = 1, 7 do
+        assert.equal(3 * i, p:apply(triple, {i}))
+        assert.equal(3 * i .. "s", p:apply(function(a, b) return 3 * a .. b end, {i, "s"}))
+        pids[p:apply(function() return require("lmp").current_process().pid end, {})] = true
+      end
+      assert.same({3, 6, 9}, p:map(triple, {1, 2, 3}))
+      assert.same({3, 6}, p:map(math.abs, {-3, -6}))
+      local n = 0
+      for _ in pairs(pids) do n = n + 1 end
+      assert.is_true(n >= 7, "replacement workers: " .. n)
+    end)
+
     it("a Process target takes its upvalues as they are at start()", function()
       local a, b = lmp.Pipe()
       local v = {x = 1}

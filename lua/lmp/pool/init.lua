@@ -177,6 +177,7 @@ return function(core, lmp, I)
       hub = transport.open(), workers = {}, queue = deque.new(), nqueued = 0,
       tasks = {},
       next_id = 0, next_key = 0, state = "running", nstarted = 0, early_deaths = 0,
+      fn_keys = setmetatable({}, {__mode = "k"}),  -- function -> {key, frame}
       counts = {done = 0, failed = 0, retried = 0, replaced = 0},
     }, Pool)
     -- A pool collected while open takes its workers down with it.
@@ -203,6 +204,11 @@ return function(core, lmp, I)
   -- Encodes fn, with its upvalues as they are now, for the tasks of one
   -- call: job.key names it on the workers, job.fnframe carries it.
   local function function_frame(self, fn, job)
+    local kept = self.fn_keys[fn]
+    if kept then
+      job.key, job.fnframe = kept[1], kept[2]
+      return
+    end
     self.next_key = self.next_key + 1
     local ok, frame = pcall(codec.encode, {self.next_key, fn}, {binary = true, role = "function"})
     if not ok then
@@ -214,6 +220,10 @@ return function(core, lmp, I)
       error(e, 0)
     end
     job.key, job.fnframe = self.next_key, frame
+    -- Without upvalues, a function is its bytecode (globals resolve in the
+    -- worker): it cannot change, so its frame is kept, and a worker that
+    -- has it is not sent it again.
+    if debug.getinfo(fn, "u").nups == 0 then self.fn_keys[fn] = {job.key, frame} end
   end
 
   -- Queues a task: items[1..n] for the job's function, results delivered
@@ -263,7 +273,21 @@ return function(core, lmp, I)
     local job = AsyncResult.new(self, 1, o, 1)
     job.single = true
     local n = args.n or #args
-    submit_with_function(self, fn, {n = 1, {n = n, unpack(args, 1, n)}}, job)
+    if self.fn_keys[fn] or debug.getinfo(fn, "u").nups == 0 then
+      -- A kept function (function_frame): most applies send no function,
+      -- and arguments that are numbers no codec either.
+      function_frame(self, fn, job)
+      local id = self.next_id + 1
+      local numbers = pack.task(id, job.key, args, 1, n, o.soft_timeout, true)
+      if numbers then
+        self.next_id = id
+        self:_queue_task(job, id, numbers, 1)
+      else
+        submit(self, true, {n = 1, {n = n, unpack(args, 1, n)}}, job, 1)
+      end
+    else
+      submit_with_function(self, fn, {n = 1, {n = n, unpack(args, 1, n)}}, job)
+    end
     return job
   end
 

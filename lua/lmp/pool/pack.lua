@@ -13,6 +13,7 @@
 --   byte 0      TAG (0xFE: the codec's frames start with 0xFF, JSON text
 --               with neither)
 --   byte 1      1 if the worker retires after this task (replies)
+--   byte 2      1 if the numbers are the arguments of one call (apply)
 --   bytes 4..7  n
 --   then as doubles: id; key (tasks) or the worker's slot (replies); the
 --   soft timeout (tasks; NaN: none); then the n numbers.
@@ -59,11 +60,13 @@ end
 local function finish(f, n) return ffi.string(f, HEADER + 8 * n) end
 
 -- The frame of task `id` of the call `key`: fn(t[base]) ... fn(t[base +
--- n - 1]); nil unless those are all numbers.
-function M.task(id, key, t, base, n, soft)
+-- n - 1]), or with `apply`, fn(t[base], ..., t[base + n - 1]); nil
+-- unless those are all numbers.
+function M.task(id, key, t, base, n, soft, apply)
   local f = frame(t, base, n)
   if not f then return nil end
   f.retiring = 0
+  f.unused[0] = apply and 1 or 0
   f.id, f.key, f.soft = id, key, soft or 0 / 0
   return finish(f, n)
 end
@@ -81,7 +84,7 @@ end
 
 function M.is_frame(s) return s:byte(1) == TAG end
 
--- A task frame as the codec would have given it: {id, key, false, items,
+-- A task frame as the codec would have given it: {id, key, star, items,
 -- soft}.
 function M.read_task(s)
   local f = ffi.cast(view_t, s)
@@ -92,6 +95,7 @@ function M.read_task(s)
   for i = 0, n - 1 do items[i + 1] = v[i] end
   local soft = f.soft
   if soft ~= soft then soft = nil end
+  if f.unused[0] == 1 then return {f.id, f.key, true, {n = 1, items}, soft} end
   return {f.id, f.key, false, items, soft}
 end
 
