@@ -100,25 +100,26 @@ function M.read_task(s)
 end
 
 -- A reply frame as the codec would have given it: {id, true, values,
--- retiring, slot}, where values is a string of doubles (M.unpack_into).
+-- retiring, slot}, where values is the frame itself (M.unpack_into reads
+-- its numbers; no copy of them is made here).
 function M.read_reply(s)
   local f = ffi.cast(view_t, s)
-  return {f.id, true, s:sub(HEADER + 1), f.retiring == 1 or nil, f.key}
+  return {f.id, true, s, f.retiring == 1 or nil, f.key}
 end
 
--- How many numbers a string of doubles holds.
-function M.count(s) return #s / 8 end
+-- How many numbers a reply frame holds.
+function M.count(s) return (#s - HEADER) / 8 end
 
--- Writes the numbers of a string of doubles to dst[base], dst[base + 1], ...
+-- Writes the numbers of a reply frame to dst[base], dst[base + 1], ...
 function M.unpack_into(s, dst, base)
-  local p = ffi.cast(cdouble, s)
-  for i = 0, #s / 8 - 1 do dst[base + i] = p[i] end
+  local p = ffi.cast(cdouble, s) + HEADER / 8
+  for i = 0, (#s - HEADER) / 8 - 1 do dst[base + i] = p[i] end
   return s  -- keeps s alive while p is read
 end
 
--- The numbers of a string of doubles as a table {n = count, ...}.
+-- The numbers of a reply frame as a table {n = count, ...}.
 function M.unpack(s)
-  local n = #s / 8
+  local n = (#s - HEADER) / 8
   local t = table_new(n, 1)
   t.n = n
   M.unpack_into(s, t, 1)
