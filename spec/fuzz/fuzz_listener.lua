@@ -21,13 +21,7 @@ local function has(flags, f) return bit.band(flags, f) ~= 0 end
 
 -- The challenges lmp sends: always CHALLENGE, so that seeds can answer.
 -- `core` is the module's table of C functions, as listener.lua sees it.
-local core
-for i = 1, 100 do
-  local name, v = debug.getupvalue(lmp.connection.Listener, i)
-  if name == nil then break end
-  if name == "core" then core = v end
-end
-assert(core and core.random_bytes, "no core upvalue in lmp.connection.Listener")
+local core = S.listener_core()
 assert(#CHALLENGE == 40)
 core.random_bytes = function(n)
   assert(n <= #CHALLENGE)

@@ -2,11 +2,22 @@
 -- in each target's state: lmp, the registrations the seed corpora use,
 -- and the checks the targets share.  Returns the support table.
 local lmp = require "lmp"
-lmp.codec.register("fuzz.Point", {__index = {}})
+local S = {lmp = lmp, Point = {__index = {}}}
+lmp.codec.register("fuzz.Point", S.Point)
 package.loaded["fuzz_mod"] = {answer = 42}
 
 local null, next, type = lmp.null, next, type
-local S = {lmp = lmp}
+
+-- lmp's core, the table of C functions, as lua/lmp/listener.lua sees it:
+-- the targets and the corpus use its HMAC and replace its random bytes.
+function S.listener_core()
+  for i = 1, 100 do
+    local name, v = debug.getupvalue(lmp.connection.Listener, i)
+    if name == nil then break end
+    if name == "core" then return v end
+  end
+  error("no core upvalue in lmp.connection.Listener")
+end
 
 -- Metatables are not looked into: safe mode attaches registered ones
 -- only, by name.

@@ -7,16 +7,15 @@
 --   build/lmp spec/fuzz/make_corpus.lua [DIR]   (DIR: spec/fuzz/corpus)
 -- Files of the same names are overwritten; others (inputs that once
 -- crashed a target, kept as regressions) are left alone.
-local lmp = require "lmp"
+-- The registrations fuzz_support.c makes in each target, so that these
+-- seeds decode there.
+local S = dofile("spec/fuzz/fuzz_support.lua")
+local lmp = S.lmp
 local codec = lmp.codec
+local Point = S.Point
 
 local root = arg[1] or "spec/fuzz/corpus"
 local dir
--- Same names as spec/fuzz/fuzz_support.c registers, so that these decode
--- there.
-local Point = {__index = {}}
-codec.register("fuzz.Point", Point)
-package.loaded["fuzz_mod"] = {answer = 42}
 
 local function write(name, data)
   local f = assert(io.open(dir .. "/" .. name, "wb"))
@@ -101,13 +100,7 @@ local CHALLENGE = "0123456789abcdefghijklmnopqrstuvwxyzABCD"
 local SMALL = 200
 
 -- The HMAC of the real code (lmp's core, as lua/lmp/listener.lua has it).
-local core
-for i = 1, 100 do
-  local name, v = debug.getupvalue(lmp.connection.Listener, i)
-  if name == nil then break end
-  if name == "core" then core = v end
-end
-assert(core and core.hmac, "no core upvalue in lmp.connection.Listener")
+local core = S.listener_core()
 
 local function be(n, bytes)
   local t = {}
