@@ -92,7 +92,7 @@ describe("Pool task lifecycle", function()
       assert.truthy(v.message:find("0.2", 1, true), v.message)
       assert.is_true(H.now() - t0 < 3, "took " .. (H.now() - t0) .. " s")
       -- the worker is the same one, and still works
-      assert.equal(3, p:apply(function() return 3 end, {}))
+      assert.equal(3, p:apply(function() return 3 end, {}, {timeout = 20}))
       assert.equal(0, p:stats().replaced)
     end)
 
@@ -138,10 +138,10 @@ describe("Pool task lifecycle", function()
     it("is disarmed when the task returns in time, and applies per chunk of a map", function()
       local p = new_pool(1)
       assert.same({1, 2, 3}, p:map(function(x) spin(0.05) return x end, {1, 2, 3}, 1,
-                                   {soft_timeout = 0.5}))
+                                   {soft_timeout = 0.5, timeout = 20}))
       -- a long pause after the task: no stray TimeoutError in the worker
       nap(0.7)
-      assert.equal(7, p:apply(function() spin(0.6) return 7 end, {}))
+      assert.equal(7, p:apply(function() spin(0.6) return 7 end, {}, {timeout = 20}))
       assert.equal(0, p:stats().failed)
     end)
 
@@ -264,7 +264,7 @@ describe("Pool task lifecycle", function()
 
     it("kills and replaces the worker of a running task", function()
       local p = new_pool(1)
-      local pid1 = p:apply(function() return require("lmp").current_process().pid end, {})
+      local pid1 = p:apply(function() return require("lmp").current_process().pid end, {}, {timeout = 20})
       local r = p:apply_async(function() nap(30) end, {})
       assert.is_truthy(H.wait_until(function() return p:stats().busy == 1 end, 5,
                                     function() lmp.poll(0.02) end))
@@ -348,18 +348,18 @@ describe("Pool task lifecycle", function()
     it("replaces a worker whose RSS is over the limit after its task", function()
       local p = new_pool{processes = 1, max_memory_per_child = 40}
       local function pid() return require("lmp").current_process().pid end
-      local a = p:apply(pid, {})
-      assert.equal(a, p:apply(pid, {}), "a small worker was replaced")
+      local a = p:apply(pid, {}, {timeout = 20})
+      assert.equal(a, p:apply(pid, {}, {timeout = 20}), "a small worker was replaced")
       local r = p:apply(function()
         local t = {}
         for i = 1, 8e6 do t[i] = i end  -- 64 MiB of array
         _G.keep = t
         return #t
-      end, {})
+      end, {}, {timeout = 20})
       assert.equal(8e6, r)
       local b = p:apply(pid, {}, {timeout = 10})
       assert.are_not.equal(a, b)
-      assert.equal(b, p:apply(pid, {}))
+      assert.equal(b, p:apply(pid, {}, {timeout = 20}))
       local s = p:stats()
       assert.equal(1, s.replaced)
       assert.equal(0, s.failed)
@@ -459,7 +459,7 @@ describe("Pool task lifecycle", function()
           assert.equal(1, e.attempts)
         end
         assert.equal("later", queued:get(10))
-        assert.equal(9, p:apply(function() return 9 end, {}))
+        assert.equal(9, p:apply(function() return 9 end, {}, {timeout = 20}))
         assert.equal(2, p:stats().workers)
       end)
     end

@@ -118,7 +118,7 @@ describe("lmp.Pool", function()
       local list = {}
       for i = 1, 64 do list[i] = special[(i - 1) % #special + 1] end
       list[64] = 0 / 0
-      local r = p:map(function(x) return x end, list, 32)
+      local r = p:map(function(x) return x end, list, 32, {timeout = 20})
       assert.equal(64, #r)
       for i = 1, 63 do
         assert.equal(list[i], r[i], "item " .. i)
@@ -126,22 +126,23 @@ describe("lmp.Pool", function()
       end
       assert.is_true(r[64] ~= r[64], "NaN")
       -- one number a task, too (a frame of doubles each way)
-      local one = p:map(function(x) return x end, list, 1)
+      local one = p:map(function(x) return x end, list, 1, {timeout = 20})
       for i = 1, 63 do assert.equal(1 / list[i], 1 / one[i], "chunksize 1, item " .. i) end
       assert.is_true(one[64] ~= one[64], "NaN, chunksize 1")
       -- numbers computed by the task come back as computed
-      local sq = p:map(function(x) return x * 0.5 end, list, 32)
+      local sq = p:map(function(x) return x * 0.5 end, list, 32, {timeout = 20})
       for i = 1, 63 do assert.equal(list[i] * 0.5, sq[i], "item " .. i) end
       -- a chunk with anything else in it takes the codec, holes and all
       local mixed = {}
       for i = 1, 40 do mixed[i] = i end
       mixed[17] = "x"
-      local m = p:map(function(x) if x == 20 then return nil end return x end, mixed, 40)
+      local m = p:map(function(x) if x == 20 then return nil end return x end, mixed, 40,
+                      {timeout = 20})
       assert.equal("x", m[17])
       assert.is_nil(m[20])
       assert.equal(40, m[40])
       local n = 0
-      for i, v in p:imap(function(x) return -x end, list, 32) do
+      for i, v in p:imap(function(x) return -x end, list, 32, {timeout = 20}) do
         n = n + 1
         if i < 64 then assert.equal(1 / -list[i], 1 / v, "imap item " .. i) end
       end
@@ -683,7 +684,7 @@ describe("lmp.Pool", function()
         assert.truthy(e.message:match("^function"), e.message)
         assert.truthy(e.message:find("thread", 1, true), e.message)
       end
-      assert.same({1}, p:map(function(x) return x end, {1}))
+      assert.same({1}, p:map(function(x) return x end, {1}, {timeout = 20}))
       p:close(); p:join()
     end)
 
@@ -1015,12 +1016,14 @@ describe("lmp.Pool", function()
       local function triple(x) return 3 * x end
       local pids = {}
       for i = 1, 7 do
-        assert.equal(3 * i, p:apply(triple, {i}))
-        assert.equal(3 * i .. "s", p:apply(function(a, b) return 3 * a .. b end, {i, "s"}))
-        pids[p:apply(function() return require("lmp").current_process().pid end, {})] = true
+        assert.equal(3 * i, p:apply(triple, {i}, {timeout = 20}))
+        assert.equal(3 * i .. "s", p:apply(function(a, b) return 3 * a .. b end, {i, "s"},
+                                             {timeout = 20}))
+        pids[p:apply(function() return require("lmp").current_process().pid end, {},
+                     {timeout = 20})] = true
       end
-      assert.same({3, 6, 9}, p:map(triple, {1, 2, 3}))
-      assert.same({3, 6}, p:map(math.abs, {-3, -6}))
+      assert.same({3, 6, 9}, p:map(triple, {1, 2, 3}, {timeout = 20}))
+      assert.same({3, 6}, p:map(math.abs, {-3, -6}, {timeout = 20}))
       local n = 0
       for _ in pairs(pids) do n = n + 1 end
       assert.is_true(n >= 7, "replacement workers: " .. n)
