@@ -481,6 +481,76 @@ describe("Pool task lifecycle", function()
       for i = 1, 8 do assert.equal(1024 * 1024 + i, rs[i]:get(20)) end
       for i = 1, 2 do assert.equal("done", busy[i]:get(10)) end
     end)
+
+    it("a map over numbers takes the list as it is at the call", function()
+      local p = new_pool(1)
+      local gate = p:apply_async(function() nap(0.3) end, {})  -- the map waits behind it
+      local list = {}
+      for i = 1, 100 do list[i] = i end
+      local r = p:map_async(function(x) return x * 2 end, list, 1)
+      for i = 1, 100 do list[i] = -1 end
+      list[101] = 7
+      local got = r:get(20)
+      gate:get(10)
+      assert.equal(100, #got)
+      for i = 1, 100 do assert.equal(2 * i, got[i]) end
+    end)
+
+    it("a long map costs no memory per chunk until its chunks are sent", function()
+      local p = new_pool(2)
+      local gate = {}
+      for i = 1, 2 do gate[i] = p:apply_async(function() nap(0.5) end, {}) end
+      local list = {}
+      for i = 1, 300000 do list[i] = i end
+      collectgarbage(); collectgarbage()
+      local before = collectgarbage("count")
+      local r = H.without_gc(p.map_async, p, function(x) return x end, list, 1)
+      local grew = (collectgarbage("count") - before) / 1024
+      -- the copy of the list (2.3 MiB of doubles) and nothing per chunk
+      assert.is_true(grew < 8, ("map_async of 300k chunks took %.1f MiB"):format(grew))
+      -- (each busy worker may hold a few, unread)
+      assert.is_true(p:stats().queued >= 300000 - 2 * 32, "queued " .. p:stats().queued)
+      assert.is_true(r:cancel())
+      assert.equal(0, p:stats().queued)
+      for i = 1, 2 do gate[i]:get(10) end
+    end)
+
+    it("join after close runs the chunks not sent yet", function()
+      local p = new_pool(2)
+      local list = {}
+      for i = 1, 5000 do list[i] = i end
+      local r = p:map_async(function(x) return -x end, list, 1)
+      p:close()
+      p:join()
+      assert.is_true(r:ready())
+      local got = r:get(0)
+      assert.equal(5000, #got)
+      assert.equal(-5000, got[5000])
+    end)
+
+    it("terminate fails a map whose chunks were not sent yet", function()
+      local p = new_pool(1)
+      local list = {}
+      for i = 1, 1000 do list[i] = i end
+      local r = p:map_async(function(x) nap(0.01) return x end, list, 1)
+      p:terminate()
+      assert.is_true(r:ready())
+      raises("ProcessError", r.get, r, 0)
+      p:join()
+    end)
+
+    it("a broken pool fails a map whose chunks were not sent yet", function()
+      local p = new_pool{processes = 2, initializer = function() error("no database") end}
+      local list = {}
+      for i = 1, 1000 do list[i] = i end
+      local r = p:map_async(function(x) return x end, list, 1)
+      assert.is_true(r:wait(10))
+      local e = raises("RemoteError", r.get, r, 0)
+      assert.truthy(e.message:find("no database", 1, true), e.message)
+      assert.equal(0, p:stats().queued)
+      p:close()
+      p:join()
+    end)
   end)
 
   describe("progress", function()

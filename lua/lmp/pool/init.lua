@@ -324,6 +324,20 @@ return function(core, lmp, I)
     local job = AsyncResult.new(self, nchunks, o, len)
     if nchunks == 0 then job:_finish(true, {}) return job end
     function_frame(self, fn, job)
+    if not star then
+      -- Numbers are the common case: their tasks are cut when workers can
+      -- take them (lmp.pool.scheduler), from a copy of the list.
+      local copy = table_new(len, 0)
+      for i = 1, len do
+        local x = list[i]
+        if type(x) ~= "number" then copy = nil break end
+        copy[i] = x
+      end
+      if copy then
+        self:_queue_source(job, copy, len, chunksize)
+        return job
+      end
+    end
     for c = 0, nchunks - 1 do
       local base = c * chunksize + 1
       local n = math.min(chunksize, len - base + 1)
@@ -395,7 +409,10 @@ return function(core, lmp, I)
       self.tasks[id] = nil
       task.job:_chunk(task.base, false, err)
     end
-    self.queue, self.nqueued = deque.new(), 0
+    for _, queued in ipairs(self.queue:drain()) do
+      if queued.source and self:_drop_source(queued.job) > 0 then queued.job:_chunk(1, false, err) end
+    end
+    self.nqueued = 0
   end
 
   function Pool:terminate()
@@ -407,7 +424,7 @@ return function(core, lmp, I)
     if self.state == "running" then
       raise("ValueError", "Pool:join: close() or terminate() the pool first")
     end
-    while next(self.tasks) do pump.pump(nil) end
+    while next(self.tasks) or self.nqueued > 0 do pump.pump(nil) end
     pump.remove(self)  -- no background work on a pool that is going away
     pump.hold(function()
       local workers = self.workers

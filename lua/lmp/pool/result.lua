@@ -19,7 +19,7 @@ return function(core, lmp, I, pump, progress)
   function AsyncResult.new(pool, nchunks, opts, nitems)
     local job = setmetatable({pool = pool, pending = nchunks, results = table_new(nitems, 0),
                               opts = opts,
-                              done = false, tasks = {}, ndone = 0}, AsyncResult)
+                              done = false, ndone = 0}, AsyncResult)
     if opts.progress then job.bar = progress(nitems) end
     return job
   end
@@ -28,7 +28,6 @@ return function(core, lmp, I, pump, progress)
     if self.done then return end
     self.done, self.ok, self.value = true, ok, value
     if not ok then self.pool:_drop_queued(self) end
-    self.tasks = nil
     if self.bar then self.bar(self.ndone, true) end
     local cb
     if ok then cb = self.opts.callback else cb = self.opts.error_callback end

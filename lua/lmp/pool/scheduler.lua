@@ -19,6 +19,7 @@
 --
 -- The pool's workers are reached through a transport (lmp.pool.transport).
 return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
+  local pack = require "lmp.pool.pack"
   -- Tasks in flight per worker; short tasks (under FAST seconds) get a
   -- deeper pipeline, so that a worker has work while the pool reads a
   -- batch of replies.
@@ -38,6 +39,51 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     end
     if front then self.queue:push_front(task) else self.queue:push(task) end
     self.nqueued = self.nqueued + 1
+  end
+
+  -- The queue holds tasks, and sources: the chunks of a map over numbers
+  -- not yet cut (source.next is the first item of the next one).  A task
+  -- is made of a source when a worker can take it, so that a long map
+  -- costs neither time nor memory for the tasks it has yet to run.
+  -- Returns the next task of source (and whether that was its last).
+  local function cut(self, source)
+    local job, base = source.job, source.next
+    local n = math.min(source.chunksize, source.len - base + 1)
+    local id = self.next_id + 1
+    self.next_id = id
+    source.next = base + n
+    local o = job.opts
+    local task = {id = id, job = job, base = base, attempts = 1,
+                  body = pack.task(id, job.key, source.list, base, n, o.soft_timeout),
+                  timeout = o.timeout or (o.soft_timeout and o.soft_timeout + o.grace)}
+    self.tasks[id] = task
+    return task, source.next > source.len
+  end
+
+  -- Queues the chunks of a map over list[1..len], all numbers (a copy the
+  -- caller does not keep: its values are those of the call).
+  function Pool:_queue_source(job, list, len, chunksize)
+    local nchunks = math.ceil(len / chunksize)
+    if self.broken then
+      self.counts.failed = self.counts.failed + nchunks
+      return job:_chunk(1, false, self.broken)
+    end
+    local source = {source = true, job = job, list = list, len = len, chunksize = chunksize,
+                    next = 1}
+    job.source = source
+    self.queue:push(source)
+    self.nqueued = self.nqueued + nchunks
+    pump.hold(self._dispatch, self)
+  end
+
+  -- Drops what is left of job's source; returns how many chunks that was.
+  local function drop_source(self, job)
+    local source = job.source
+    if not source or source.dropped then return 0 end
+    source.dropped = true
+    local left = math.ceil((source.len - source.next + 1) / source.chunksize)
+    self.nqueued = self.nqueued - left
+    return left
   end
 
   function Pool:_spawn()
@@ -68,7 +114,6 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     local task = {id = id, job = job, base = base, body = frame, attempts = 1,
                   timeout = o.timeout or (o.soft_timeout and o.soft_timeout + o.grace)}
     self.tasks[id] = task
-    if job.tasks then job.tasks[#job.tasks + 1] = task end
     enqueue(self, task)
     pump.hold(self._dispatch, self)
     return task
@@ -123,7 +168,13 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     local q = self.queue
     while q.count > 0 do
       local task = q:peek()
-      if task.cancelled then
+      if task.source and not task.dropped then
+        local last
+        task, last = cut(self, task)
+        if last then q:pop() end
+        q:push_front(task)
+      end
+      if task.cancelled or task.dropped then
         q:pop()
       else
         local best, best_queued, best_size
@@ -203,7 +254,15 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     end
     for _, task in ipairs(w.inflight) do fail(task) end
     w.inflight, w.unread = {}, 0
-    for _, task in ipairs(self.queue:drain()) do fail(task) end
+    for _, task in ipairs(self.queue:drain()) do
+      if task.source then
+        local left = drop_source(self, task.job)
+        self.counts.failed = self.counts.failed + left
+        if left > 0 then task.job:_chunk(1, false, err) end
+      else
+        fail(task)
+      end
+    end
     self.nqueued = 0
   end
 
@@ -378,9 +437,10 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- the same, that task runs again elsewhere (_bury).
   local function cancel(self, job)
     self:_take_replies()
-    for _, task in ipairs(job.tasks or {}) do
-      if self.tasks[task.id] then
-        self.tasks[task.id] = nil
+    drop_source(self, job)
+    for id, task in pairs(self.tasks) do
+      if task.job == job then
+        self.tasks[id] = nil
         task.cancelled = true
         local w = task.worker
         if not w then
@@ -393,13 +453,16 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     end
   end
 
+  Pool._drop_source = drop_source
+
   function Pool:_cancel(job) pump.hold(cancel, self, job) end
 
   -- A call failed: its tasks still queued will not be needed.
   function Pool:_drop_queued(job)
-    for _, task in ipairs(job.tasks or {}) do
-      if not task.worker and self.tasks[task.id] then
-        self.tasks[task.id] = nil
+    drop_source(self, job)
+    for id, task in pairs(self.tasks) do
+      if task.job == job and not task.worker then
+        self.tasks[id] = nil
         task.cancelled = true
         self.nqueued = self.nqueued - 1
       end
