@@ -122,17 +122,18 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- Sends a task to w, preceded by the frame of its call's function unless
   -- w still keeps it (lmp.pool.worker forgets the oldest of FUNCTIONS_KEPT
   -- the same way).  `queued`: w may not read it before its current task is
-  -- done.
+  -- done.  False if w cannot be reached.  (No pcall here: a trace cannot
+  -- return through one, and this is the pool's hottest path.)
   local function send_task(w, task, size, queued)
     local job = task.job
     if job.fnframe and not w.has[job.key] then
-      w.ep:send(job.fnframe)
+      if not w.ep:send(job.fnframe) then return false end
       local kept = w.kept
       kept[#kept + 1] = job.key
       w.has[job.key] = true
       if #kept > FUNCTIONS_KEPT then w.has[table.remove(kept, 1)] = nil end
     end
-    w.ep:send(task.body)
+    if not w.ep:send(task.body) then return false end
     w.sent = w.sent + 1
     task.worker = w
     local inflight = w.inflight
@@ -143,6 +144,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     elseif #inflight == 1 then
       task.started = now()
     end
+    return true
   end
 
   -- The bytes a task puts on the way to w.
@@ -188,9 +190,9 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
         if not best then break end
         q:pop()
         self.nqueued = self.nqueued - 1
-        if not pcall(send_task, best, task, best_size, best_queued) then
-          -- The worker is gone (broken pipe): the task runs elsewhere, and
-          -- the worker is buried at the next pump.
+        if not send_task(best, task, best_size, best_queued) then
+          -- The worker is gone: the task runs elsewhere, and the worker is
+          -- buried at the next pump.
           best.broken = true
           task.worker, task.started, task.unread = nil, nil, nil
           enqueue(self, task, true)

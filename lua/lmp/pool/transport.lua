@@ -25,7 +25,8 @@
 --   worker.pipeline_bytes   bytes of frames that may wait, unread, at a
 --                           busy worker
 --   worker:send(frame)      sends one frame (a string); never waits for
---                           the worker
+--                           the worker; false if the worker cannot be
+--                           reached any more (it is then seen to end)
 --   worker:watch(list, owner, tag)
 --                           appends to `list` what lmp.connection.wait
 --                           must wait on to see the worker end, and sets
@@ -92,7 +93,9 @@ return function(core, lmp)
   -- can hold a few of them without a send ever waiting.
   Worker.pipeline_bytes = 16 * 1048576
 
-  function Worker:send(frame) queue_put(self.seg, frame, nil) end
+  -- (A ring cannot break as a pipe does: a dead worker's ring still
+  -- takes frames, and its end is seen through its sentinel.)
+  function Worker:send(frame) return queue_put(self.seg, frame, nil) end
 
   function Worker:watch(list, owner, tag)
     list[#list + 1] = self.proc
