@@ -17,6 +17,7 @@
 #include "lmp_cli.h"
 #include "lmp_docall.h"
 #include "lmp_error.h"
+#include "lmp_alloc.h"
 #include "lmp_platform.h"
 #include "lmp_repl.h"
 #include "lmp_worker.h"
@@ -357,7 +358,7 @@ int lmp__cli_main(int argc, char **argv) {
   memset(&c, 0, sizeof(c));
   c.argc = argc;
   c.argv = argv;
-  if ((L = luaL_newstate()) == NULL) {
+  if ((L = lmp__state_new()) == NULL) {
     fprintf(stderr, LMP_PROGNAME ": cannot create state: not enough memory\n");
     return 1;
   }
@@ -367,6 +368,6 @@ int lmp__cli_main(int argc, char **argv) {
     lmp__docall_report(L);
     c.status = 1;
   }
-  lua_close(L);
+  lmp__state_close(L);
   return c.status;
 }

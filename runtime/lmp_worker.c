@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lmp_alloc.h"
 #include "lmp_error.h"
 #include "lmp_frame.h"
 #include "lmp_preload.h"
@@ -201,7 +202,7 @@ int lmp_worker_main(int argc, char **argv) {
     if (nfds >= 0 && nfds < 65536) close_descriptors_from(w.fd + 1 + (int)nfds);
     close(w.fd);
   }
-  if ((L = luaL_newstate()) == NULL) {
+  if ((L = lmp__state_new()) == NULL) {
     fprintf(stderr, "%s: cannot create a Lua state: out of memory\n", w.name);
     free(w.bootstrap);
     return 1;
@@ -214,6 +215,6 @@ int lmp_worker_main(int argc, char **argv) {
     lmp__run_atexit(L);
   }
   free(w.bootstrap);
-  lua_close(L);
+  lmp__state_close(L);
   return w.status & 0xff;
 }
