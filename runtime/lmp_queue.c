@@ -47,8 +47,11 @@
 #define LMP_QUEUE_KEEP ((uint64_t)256 << 10)  /* resident while the queue empties */
 
 /* Record kinds, in the top byte of a record's length word: plain strings,
- * numbers, booleans and nil skip the codec. */
-enum { KIND_CODEC, KIND_NIL, KIND_FALSE, KIND_TRUE, KIND_NUMBER, KIND_STRING };
+ * numbers, booleans and nil skip the codec.  A FRAME is bytes put from FFI
+ * memory, which a get may copy into FFI memory of its own: a pool's
+ * frames of numbers go from buffer to ring to buffer, making no Lua
+ * string on the way (no allocation, no hashing, no fresh pages). */
+enum { KIND_CODEC, KIND_NIL, KIND_FALSE, KIND_TRUE, KIND_NUMBER, KIND_STRING, KIND_FRAME };
 #define KIND_SHIFT 56
 #define LEN_MASK (((uint64_t)1 << KIND_SHIFT) - 1)
 
@@ -227,7 +230,9 @@ static int grow_for(lmp_queue *q, uint64_t need) {
   return grown;
 }
 
-/* core.queue_put(segment, value, timeout) -> true | nil, "full" */
+/* core.queue_put(segment, value, timeout [, len]) -> true | nil, "full"
+ * With len, value is FFI memory (a cdata that holds its bytes, not a
+ * pointer): its first len bytes go as a FRAME. */
 static int l_queue_put(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
@@ -236,9 +241,17 @@ static int l_queue_put(lua_State *L) {
   const char *data = NULL;
   uint64_t len = 0, kind, need;
   lua_Number number;
-  int full = 0;
+  int full = 0, borrowed = 0;
   lmp_buf *b = NULL;
-  switch (lua_type(L, 2)) {
+  if (lua_type(L, 2) == LMP_TCDATA && lua_type(L, 4) == LUA_TNUMBER) {
+    lua_Number n = lua_tonumber(L, 4);
+    if (!(n >= 0 && n <= (lua_Number)LMP_QUEUE_RING))
+      return lmp__error_raise(L, "ValueError", "put: bad frame length %g", n);
+    kind = KIND_FRAME;
+    data = lua_topointer(L, 2);  /* LuaJIT: where a cdata's bytes are */
+    len = (uint64_t)n;
+    borrowed = 1;
+  } else switch (lua_type(L, 2)) {
     case LUA_TNONE:
     case LUA_TNIL: kind = KIND_NIL; break;
     case LUA_TBOOLEAN: kind = lua_toboolean(L, 2) ? KIND_TRUE : KIND_FALSE; break;
@@ -262,6 +275,7 @@ static int l_queue_put(lua_State *L) {
       lmp__codec_encode(L, 2, b, &opts);  /* may raise: no lock is held yet */
       data = b->data;
       len = b->len;
+      borrowed = 1;
   }
   need = 8 + pad8(len);
   if (need > LMP_QUEUE_RING)
@@ -291,11 +305,13 @@ static int l_queue_put(lua_State *L) {
     room = ROOM();
 #undef ROOM
     lmp__lock_release(&q->put_lock);
-    if (!room && b != NULL && data == b->data) {
-      /* Callbacks may run while we wait, and put items of their own. */
+    if (!room && borrowed) {
+      /* Callbacks may run while we wait, and put items of their own (or
+       * write the frame's memory). */
       char *own = lua_newuserdata(L, (size_t)len + 1);
       memcpy(own, data, (size_t)len);
       data = own;
+      borrowed = 0;
     }
     if (!room && (deadline >= 0 && lmp__now() >= deadline)) full = 1;
     else if (!room && lmp__wait_word(L, &q->space_seq, seq, deadline) == LMP_ETIMEDOUT)
@@ -362,16 +378,19 @@ static void rewind_empty(lmp_queue *q) {
   lmp__lock_release(&q->put_lock);
 }
 
-/* core.queue_get(segment, timeout [, spin]) -> value | nil, "empty"
+/* core.queue_get(segment, timeout [, spin [, buf, cap]]) -> value | nil, "empty"
  * spin = false: sleep at once, without looking a while first (a waiter
- * that has been idle for some time, whose next item is not imminent). */
+ * that has been idle for some time, whose next item is not imminent).
+ * A FRAME comes as a string, or, given buf (FFI memory of cap bytes) and
+ * if it fits, copied into buf: then the value is buf, and its length
+ * follows. */
 static int l_queue_get(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 2, LMP_FOREVER));
   uint64_t head, len, kind;
   decode_args a;
-  int status, spun = lua_gettop(L) >= 3 && !lua_toboolean(L, 3);
+  int status, nresults = 1, spun = lua_gettop(L) >= 3 && !lua_toboolean(L, 3);
   lmp__shm_pin(seg);
   for (;;) {
     uint32_t seq;
@@ -438,6 +457,15 @@ static int l_queue_get(lua_State *L) {
       break;
     }
     case KIND_STRING: lua_pushlstring(L, a.data, a.len); break;
+    case KIND_FRAME:
+      if (lua_type(L, 4) == LMP_TCDATA && (lua_Number)a.len <= lua_tonumber(L, 5)) {
+        memcpy((void *)lua_topointer(L, 4), a.data, a.len);
+        lua_pushvalue(L, 4);
+        nresults = 2;
+      } else {
+        lua_pushlstring(L, a.data, a.len);
+      }
+      break;
     default:
       lua_pushcfunction(L, decode_protected);
       lua_pushlightuserdata(L, &a);
@@ -455,7 +483,8 @@ static int l_queue_get(lua_State *L) {
   lmp__lock_release(&q->get_lock);
   lmp__shm_unpin(seg);
   if (status != 0) lua_error(L);
-  return 1;
+  if (nresults == 2) lua_pushnumber(L, (lua_Number)len);
+  return nresults;
 }
 
 /* core.queue_info(segment) -> count, empty, maxsize */

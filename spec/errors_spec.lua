@@ -18,33 +18,7 @@ local function type_error(name, f, ...)
   return e
 end
 
--- The C core (lmp_module.c) is not part of the API: it is found among the
--- upvalues of lmp's Lua functions, as the table that has spawn and now.
-local function find_core()
-  local seen, queue = {}, {lmp}
-  local function visit(v)
-    if (type(v) == "table" or type(v) == "function") and not seen[v] then
-      seen[v] = true
-      queue[#queue + 1] = v
-    end
-  end
-  local i = 1
-  while queue[i] do
-    local v = queue[i]
-    i = i + 1
-    if type(v) == "table" then
-      if rawget(v, "spawn") and rawget(v, "now") and rawget(v, "queue_put") then return v end
-      for _, x in pairs(v) do visit(x) end
-      visit(getmetatable(v))
-    else
-      for k = 1, 60 do
-        local name, x = debug.getupvalue(v, k)
-        if not name then break end
-        visit(x)
-      end
-    end
-  end
-end
+local find_core = H.core
 
 describe("argument type errors of lmp's C functions", function()
   H.check_leaks()

@@ -75,6 +75,19 @@ describe("Pool task lifecycle", function()
       lmp.poll(0)
       assert.same({-1, -2, -3}, seen)
       assert.same({-1, -2}, p:map_async(function(x) return -x end, {1, 2}, {retries = 1}):get(10))
+      -- options right after some of the positional arguments
+      assert.same({-1, -2}, p:map_async(function(x) return -x end, {1, 2}, 1, {retries = 1})
+                              :get(10))
+      local got
+      r = p:map_async(function(x) return -x end, {1}, 1, function(v) got = v end, {retries = 1})
+      assert.same({-1}, r:get(10))
+      lmp.poll(0)
+      assert.same({-1}, got)
+      got = nil
+      r = p:apply_async(function() return 5 end, {}, function(v) got = v end, {timeout = 5})
+      assert.equal(5, r:get(10))
+      lmp.poll(0)
+      assert.equal(5, got)
     end)
   end)
 
@@ -170,6 +183,28 @@ describe("Pool task lifecycle", function()
       local s = p:stats()
       assert.equal(2, s.retried)
       assert.equal(2, s.replaced)
+    end)
+
+    it("re-send a chunk of a map over numbers whole, values and all", function()
+      -- (such chunks have no frame of their own: it is made each time
+      -- they are sent, from the map's copy of its list)
+      local path, runs = counter_file()
+      local p = new_pool(2)
+      local list = {}
+      for i = 1, 40 do list[i] = i + 0.5 end
+      local r = p:map_async(function(x)
+        if x == 7.5 then
+          local f = io.open(path, "a"); f:write("run\n"); f:close()
+          local n = 0
+          for _ in io.lines(path) do n = n + 1 end
+          if n < 2 then os.exit(3) end
+        end
+        return -x
+      end, list, 4, {retries = 1})
+      local got = r:get(20)
+      assert.equal(2, runs())
+      for i = 1, 40 do assert.equal(-(i + 0.5), got[i]) end
+      assert.equal(1, p:stats().retried)
     end)
 
     it("count attempts: the last error carries them", function()

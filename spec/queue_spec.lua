@@ -557,6 +557,80 @@ describe("lmp queues", function()
     end)
   end)
 
+  describe("frames of FFI memory (the pool's frames of numbers)", function()
+    local ffi = require "ffi"
+    local core = H.core()
+    local bytes = ffi.typeof("uint8_t[?]")
+
+    local function frame(n, first)
+      local f = bytes(n)
+      for i = 0, n - 1 do f[i] = (first + i) % 256 end
+      return f
+    end
+
+    it("go as bytes from FFI memory, and come into a buffer that holds them", function()
+      local q = lmp.SimpleQueue()
+      local f = frame(100, 7)
+      assert.is_true(core.queue_put(q._seg, f, nil, 100))
+      for i = 0, 99 do f[i] = 0 end  -- the item was copied at the put
+      local buf = bytes(128)
+      local v, len = core.queue_get(q._seg, 1, true, buf, 128)
+      assert.equal(buf, v)
+      assert.equal(100, len)
+      for i = 0, 99 do assert.equal((7 + i) % 256, buf[i]) end
+      assert.equal(0, buf[100])  -- nothing past the frame
+      q:close()
+    end)
+
+    it("come as a string when the buffer is too small, or there is none", function()
+      local q = lmp.SimpleQueue()
+      assert.is_true(core.queue_put(q._seg, frame(300, 1), nil, 300))
+      assert.is_true(core.queue_put(q._seg, frame(3, 250), nil, 3))
+      local buf = bytes(64)
+      local v, len = core.queue_get(q._seg, 1, true, buf, 64)
+      assert.is_string(v)
+      assert.is_nil(len)
+      assert.equal(300, #v)
+      assert.equal(string.char(1, 2, 3), v:sub(1, 3))
+      assert.equal(string.char(250, 251, 252), core.queue_get(q._seg, 1))
+      -- the queue's own get (the codec's items) reads them as strings too
+      assert.is_true(core.queue_put(q._seg, frame(2, 65), nil, 2))
+      assert.equal("AB", q:get())
+      q:close()
+    end)
+
+    it("of zero bytes, and a bad length is a ValueError", function()
+      local q = lmp.SimpleQueue()
+      assert.is_true(core.queue_put(q._seg, frame(8, 0), nil, 0))
+      local buf = bytes(8)
+      local v, len = core.queue_get(q._seg, 1, true, buf, 8)
+      assert.equal(buf, v)
+      assert.equal(0, len)
+      for _, bad in ipairs({-1, 0 / 0, 2 ^ 31}) do
+        raises("ValueError", core.queue_put, q._seg, frame(8, 0), nil, bad)
+      end
+      assert.is_true(q:empty())
+      q:close()
+    end)
+
+    it("cross to another process intact", function()
+      local q, back = lmp.Queue(), lmp.Queue()
+      local p = spawn(function(q_, back_)
+        local v = q_:get(10)
+        local sum = 0
+        for i = 1, #v do sum = sum + v:byte(i) end
+        back_:put({#v, sum})
+      end, q, back)
+      local n, sum = 100000, 0
+      local f = frame(n, 3)
+      for i = 0, n - 1 do sum = sum + f[i] end
+      assert.is_true(core.queue_put(q._seg, f, nil, n))
+      assert.same({n, sum}, back:get(10))
+      finish(p)
+      q:close(); back:close()
+    end)
+  end)
+
   describe("large items", function()
     it("a 100 MB string goes to a child and comes back from it, byte for byte", function()
       local q, back = lmp.Queue(), lmp.Queue()

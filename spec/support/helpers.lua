@@ -584,4 +584,33 @@ function H.with_pool(opts, fn)
   if not ok then error(err, 0) end
 end
 
+-- The C core (lmp_module.c) is not part of the API: it is found among the
+-- upvalues of lmp's Lua functions, as the table that has spawn and now.
+function H.core()
+  local seen, queue = {}, {require "lmp"}
+  local function visit(v)
+    if (type(v) == "table" or type(v) == "function") and not seen[v] then
+      seen[v] = true
+      queue[#queue + 1] = v
+    end
+  end
+  local i = 1
+  while queue[i] do
+    local v = queue[i]
+    i = i + 1
+    if type(v) == "table" then
+      if rawget(v, "spawn") and rawget(v, "now") and rawget(v, "queue_put") then return v end
+      for _, x in pairs(v) do visit(x) end
+      visit(getmetatable(v))
+    else
+      for k = 1, 60 do
+        local name, x = debug.getupvalue(v, k)
+        if not name then break end
+        visit(x)
+      end
+    end
+  end
+end
+
+
 return H

@@ -56,7 +56,7 @@ return function(core, lmp, I, pump, progress, Pool, A)
 
   -- A chunk is over (lmp.pool.scheduler): `base` is its first index.
   function Imap:_chunk(base, ok, values)
-    if ok and type(values) == "string" then values = pack.unpack(values) end
+    if ok and type(values) ~= "table" then values = pack.unpack(values) end
     local n = ok and (values.n or #values) or 1
     if ok then self.sizes[base] = nil end
     local done, order = self.done, self.order

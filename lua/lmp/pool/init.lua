@@ -111,6 +111,16 @@ return function(core, lmp, I)
     return nil, n
   end
 
+  -- The positional arguments before the options: the first npos of ...,
+  -- up to three (the options table is never one of them).
+  local function positional(npos, ...)
+    local a, b, c = ...
+    if npos < 3 then c = nil end
+    if npos < 2 then b = nil end
+    if npos < 1 then a = nil end
+    return a, b, c
+  end
+
   -- A call's options, with the pool's defaults and positional callbacks
   -- folded in, checked.
   local function call_options(self, what, fn, opts, callback, error_callback)
@@ -293,8 +303,7 @@ return function(core, lmp, I)
 
   function Pool:apply_async(fn, args, ...)
     local opts, npos = trailing_options(...)
-    local callback, error_callback
-    if npos >= 1 then callback, error_callback = ... end
+    local callback, error_callback = positional(npos, ...)
     local o = call_options(self, "Pool:apply_async", fn, opts, callback, error_callback)
     return apply_job(self, "Pool:apply_async", fn, args, o)
   end
@@ -305,8 +314,7 @@ return function(core, lmp, I)
 
   local function map_job(self, what, star, fn, list, ...)
     local opts, npos = trailing_options(...)
-    local chunksize, callback, error_callback
-    if npos >= 1 then chunksize, callback, error_callback = ... end
+    local chunksize, callback, error_callback = positional(npos, ...)
     local o = call_options(self, what, fn, opts, callback, error_callback)
     I.check_type(list, "table", what, "list", "an array table")
     local len = #list

@@ -24,6 +24,7 @@ local M = {}
 
 local TAG = 0xFE
 local HEADER = 32
+M.HEADER = HEADER
 local frame_t = ffi.typeof([[struct {
   uint8_t tag, retiring, unused[2]; uint32_t n;
   double id, key, soft;
@@ -36,8 +37,7 @@ local view_t = ffi.typeof([[const struct {
 } *]])
 local cdouble = ffi.typeof("const double *")
 
--- Where a frame is written before it becomes a string: kept, up to a size
--- worth keeping.
+-- Where frames are written: kept, up to a size worth keeping.
 local scratch, scratch_n, KEEP = nil, -1, 131072
 
 local function frame(t, base, n)
@@ -57,32 +57,46 @@ local function frame(t, base, n)
   return f
 end
 
-local function finish(f, n) return ffi.string(f, HEADER + 8 * n) end
-
 -- The frame of task `id` of the call `key`: fn(t[base]) ... fn(t[base +
 -- n - 1]), or with `apply`, fn(t[base], ..., t[base + n - 1]); nil
--- unless those are all numbers.
-function M.task(id, key, t, base, n, soft, apply)
+-- unless those are all numbers.  The frame is FFI memory, and its size in
+-- bytes: good until the next frame is made (a queue put copies it, see
+-- runtime/lmp_queue.c); M.task makes it a string.
+function M.task_frame(id, key, t, base, n, soft, apply)
   local f = frame(t, base, n)
   if not f then return nil end
   f.retiring = 0
   f.unused[0] = apply and 1 or 0
   f.id, f.key, f.soft = id, key, soft or 0 / 0
-  return finish(f, n)
+  return f, HEADER + 8 * n
+end
+
+function M.task(...)
+  local f, size = M.task_frame(...)
+  return f and ffi.string(f, size)
 end
 
 -- The frame of the reply to task `id`: results[1..results.n]; nil unless
--- they are all numbers.
-function M.reply(id, results, retiring, slot)
+-- they are all numbers.  As task_frame: FFI memory and its size.
+function M.reply_frame(id, results, retiring, slot)
   local n = results.n or #results
   local f = frame(results, 1, n)
   if not f then return nil end
   f.retiring = retiring and 1 or 0
   f.id, f.key, f.soft = id, slot, 0
-  return finish(f, n)
+  return f, HEADER + 8 * n
 end
 
-function M.is_frame(s) return s:byte(1) == TAG end
+function M.reply(...)
+  local f, size = M.reply_frame(...)
+  return f and ffi.string(f, size)
+end
+
+-- Frames are read where they are: in a string, or in FFI memory (a
+-- buffer a queue get copied them into).
+local bytes = ffi.typeof("const uint8_t *")
+
+function M.is_frame(s) return ffi.cast(bytes, s)[0] == TAG end
 
 -- A task frame as the codec would have given it: {id, key, star, items,
 -- soft}.
@@ -101,29 +115,57 @@ end
 
 -- A reply frame as the codec would have given it: {id, true, values,
 -- retiring, slot}, where values is the frame itself (M.unpack_into reads
--- its numbers; no copy of them is made here).
+-- its numbers; no copy of them is made here; a frame in a buffer must be
+-- read before the buffer is reused).
 function M.read_reply(s)
   local f = ffi.cast(view_t, s)
   return {f.id, true, s, f.retiring == 1 or nil, f.key}
 end
 
 -- How many numbers a reply frame holds.
-function M.count(s) return (#s - HEADER) / 8 end
+function M.count(s) return ffi.cast(view_t, s).n end
 
 -- Writes the numbers of a reply frame to dst[base], dst[base + 1], ...
 function M.unpack_into(s, dst, base)
   local p = ffi.cast(cdouble, s) + HEADER / 8
-  for i = 0, (#s - HEADER) / 8 - 1 do dst[base + i] = p[i] end
+  for i = 0, M.count(s) - 1 do dst[base + i] = p[i] end
   return s  -- keeps s alive while p is read
 end
 
 -- The numbers of a reply frame as a table {n = count, ...}.
 function M.unpack(s)
-  local n = (#s - HEADER) / 8
+  local n = M.count(s)
   local t = table_new(n, 1)
   t.n = n
   M.unpack_into(s, t, 1)
   return t
+end
+
+-- A receiver of frames: queue gets (runtime/lmp_queue.c) copy frames
+-- into its buffer, which starts small and grows to the frames that come,
+-- up to BUFFER_MAX; a frame that does not fit comes as a string.  A method
+-- table, not a closure: a closure called from a trace would stay alive,
+-- with its owner, for as long as the trace (see lmp.pool.imap).
+local buffer_t = ffi.typeof("uint8_t[?]")
+local BUFFER_MIN, BUFFER_MAX = 4096, 8 * 1048576
+
+local Receiver = {}
+Receiver.__index = Receiver
+
+function M.receiver()
+  return setmetatable({buf = buffer_t(BUFFER_MIN), cap = BUFFER_MIN}, Receiver)
+end
+
+-- The next item of the queue at `seg`: core.queue_get(seg, timeout,
+-- spin), with frames in the buffer until the next get.
+function Receiver:get(queue_get, seg, timeout, spin)
+  local v = queue_get(seg, timeout, spin, self.buf, self.cap)
+  if type(v) == "string" and #v > self.cap and #v <= BUFFER_MAX and M.is_frame(v) then
+    local cap = self.cap
+    while cap < #v do cap = cap * 2 end
+    self.buf, self.cap = buffer_t(cap), cap
+  end
+  return v
 end
 
 return M

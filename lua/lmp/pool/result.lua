@@ -39,7 +39,7 @@ return function(core, lmp, I, pump, progress)
     if self.done then return end
     if not ok then return self:_finish(false, values) end
     local results, n = self.results
-    if type(values) == "string" then  -- numbers (lmp.pool.pack)
+    if type(values) ~= "table" then  -- a frame of numbers (lmp.pool.pack)
       pack.unpack_into(values, results, base)
       n = pack.count(values)
     else

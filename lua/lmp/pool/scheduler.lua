@@ -53,8 +53,8 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     self.next_id = id
     source.next = base + n
     local o = job.opts
-    local task = {id = id, job = job, base = base, attempts = 1,
-                  body = pack.task(id, job.key, source.list, base, n, o.soft_timeout),
+    -- No body: its frame is made from the list each time it is sent.
+    local task = {id = id, job = job, base = base, attempts = 1, from = source.list, n = n,
                   timeout = o.timeout or (o.soft_timeout and o.soft_timeout + o.grace)}
     self.tasks[id] = task
     return task, source.next > source.len
@@ -133,7 +133,13 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
       w.has[job.key] = true
       if #kept > FUNCTIONS_KEPT then w.has[table.remove(kept, 1)] = nil end
     end
-    if not w.ep:send(task.body) then return false end
+    local body = task.body
+    if body then
+      if not w.ep:send(body) then return false end
+    elseif not w.ep:send(pack.task_frame(task.id, job.key, task.from, task.base, task.n,
+                                         job.opts.soft_timeout)) then
+      return false
+    end
     w.sent = w.sent + 1
     task.worker = w
     local inflight = w.inflight
@@ -149,7 +155,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
 
   -- The bytes a task puts on the way to w.
   local function frame_size(w, task)
-    local size = #task.body
+    local size = task.body and #task.body or pack.HEADER + 8 * task.n
     local fnframe = task.job.fnframe
     if fnframe and not w.has[task.job.key] then size = size + #fnframe end
     return size

@@ -24,7 +24,10 @@
 --   worker.name, worker.pid
 --   worker.pipeline_bytes   bytes of frames that may wait, unread, at a
 --                           busy worker
---   worker:send(frame)      sends one frame (a string); never waits for
+--   worker:send(frame [, size])
+--                           sends one frame: a string, or FFI memory and
+--                           its size in bytes (lmp.pool.pack's frames,
+--                           good until the next is made); never waits for
 --                           the worker; false if the worker cannot be
 --                           reached any more (it is then seen to end)
 --   worker:watch(list, owner, tag)
@@ -55,7 +58,8 @@ return function(core, lmp)
   Hub.__index, Worker.__index = Hub, Worker
 
   function M.open()
-    return setmetatable({inbox = lmp.SimpleQueue(), tags = {}, slots = 0}, Hub)
+    return setmetatable({inbox = lmp.SimpleQueue(), tags = {}, slots = 0,
+                         receiver = pack.receiver()}, Hub)
   end
 
   function Hub:start(spec, tag)
@@ -79,9 +83,9 @@ return function(core, lmp)
 
   -- Replies are {id, ok, value, retiring, slot} (lmp.pool.worker).
   function Hub:receive(timeout, idle)
-    local msg = queue_get(self.inbox._seg, timeout, not idle)
+    local msg = self.receiver:get(queue_get, self.inbox._seg, timeout, not idle)
     if msg == nil then return nil end
-    if type(msg) == "string" then msg = pack.read_reply(msg) end  -- numbers
+    if type(msg) ~= "table" then msg = pack.read_reply(msg) end  -- numbers
     return msg, self.tags[msg[5]]
   end
 
@@ -95,7 +99,7 @@ return function(core, lmp)
 
   -- (A ring cannot break as a pipe does: a dead worker's ring still
   -- takes frames, and its end is seen through its sentinel.)
-  function Worker:send(frame) return queue_put(self.seg, frame, nil) end
+  function Worker:send(frame, size) return queue_put(self.seg, frame, nil, size) end
 
   function Worker:watch(list, owner, tag)
     list[#list + 1] = self.proc

@@ -30,6 +30,7 @@ return function(core, lmp)
   local unpack = unpack or table.unpack
   local table_new = require "table.new"
   local pack = require "lmp.pool.pack"
+  local queue_put, queue_get = core.queue_put, core.queue_get
 
   local M = {}
 
@@ -80,9 +81,12 @@ return function(core, lmp)
   end
 
   function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory)
+    local inbox_seg, tasks_seg = inbox._seg, tasks._seg
     local function reply(id, ok, value, retiring)
-      local numbers = ok and id ~= 0 and pack.reply(id, value, retiring, slot)
-      if numbers then return inbox:put(numbers) end
+      if ok and id ~= 0 then
+        local f, size = pack.reply_frame(id, value, retiring, slot)
+        if f then return queue_put(inbox_seg, f, nil, size) end
+      end
       local sent, e = pcall(inbox.put, inbox, {id, ok, value, retiring, slot})
       if not sent then
         inbox:put({id, false, encode_error(e, ok and "result" or "error"), retiring, slot})
@@ -99,18 +103,24 @@ return function(core, lmp)
     reply(0, true)
     local cache, kept, done = {}, {}, 0
     local decode = codec.decode
+    local receiver = pack.receiver()
+    -- The next task, read: a frame of numbers, or the codec's; nil at the
+    -- end.
+    local function next_task()
+      local frame = receiver:get(queue_get, tasks_seg, nil, true)
+      if not frame then return nil end
+      if type(frame) ~= "string" or pack.is_frame(frame) then return pack.read_task(frame) end
+      return decode(frame)
+    end
     while true do
-      local frame = tasks:get()
-      if not frame then return end
-      local msg
-      if pack.is_frame(frame) then msg = pack.read_task(frame) else msg = decode(frame) end
+      local msg = next_task()
+      if not msg then return end
       if msg[4] == nil then  -- {key, fn}
         cache[msg[1]] = msg[2]
         kept[#kept + 1] = msg[1]
         if #kept > M.FUNCTIONS_KEPT then cache[table.remove(kept, 1)] = nil end
-        frame = tasks:get()
-        if not frame then return end
-        if pack.is_frame(frame) then msg = pack.read_task(frame) else msg = decode(frame) end
+        msg = next_task()
+        if not msg then return end
       end
       local fn = msg[6]  -- an apply's function comes with its one task
       if fn == nil then fn = cache[msg[2]] end
