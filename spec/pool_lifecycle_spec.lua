@@ -519,16 +519,20 @@ describe("Pool task lifecycle", function()
 
     it("a map over numbers takes the list as it is at the call", function()
       local p = new_pool(1)
-      local gate = p:apply_async(function() nap(0.3) end, {})  -- the map waits behind it
-      local list = {}
-      for i = 1, 100 do list[i] = i end
-      local r = p:map_async(function(x) return x * 2 end, list, 1)
-      for i = 1, 100 do list[i] = -1 end
-      list[101] = 7
-      local got = r:get(20)
-      gate:get(10)
-      assert.equal(100, #got)
-      for i = 1, 100 do assert.equal(2 * i, got[i]) end
+      -- small chunks (cut as workers take them) and big ones (framed at
+      -- the call)
+      for _, chunksize in ipairs({1, 300}) do
+        local gate = p:apply_async(function() nap(0.3) end, {})  -- the map waits behind it
+        local list = {}
+        for i = 1, 1000 do list[i] = i end
+        local r = p:map_async(function(x) return x * 2 end, list, chunksize)
+        for i = 1, 1000 do list[i] = -1 end
+        list[1001] = 7
+        local got = r:get(20)
+        gate:get(10)
+        assert.equal(1000, #got)
+        for i = 1, 1000 do assert.equal(2 * i, got[i], "chunksize " .. chunksize) end
+      end
     end)
 
     it("a long map costs no memory per chunk until its chunks are sent", function()

@@ -312,6 +312,9 @@ return function(core, lmp, I)
     return apply_job(self, "Pool:apply", fn, args, call_options(self, "Pool:apply", fn, opts)):get()
   end
 
+  -- Chunks of at least this many items are framed at the call (map_job).
+  local BIG_CHUNK = 256
+
   local function map_job(self, what, star, fn, list, ...)
     local opts, npos = trailing_options(...)
     local chunksize, callback, error_callback = positional(npos, ...)
@@ -332,9 +335,11 @@ return function(core, lmp, I)
     local job = AsyncResult.new(self, nchunks, o, len)
     if nchunks == 0 then job:_finish(true, {}) return job end
     function_frame(self, fn, job)
-    if not star then
-      -- Numbers are the common case: their tasks are cut when workers can
-      -- take them (lmp.pool.scheduler), from a copy of the list.
+    if not star and chunksize < BIG_CHUNK then
+      -- Small chunks of numbers are cut when workers can take them
+      -- (lmp.pool.scheduler), from a copy of the list: a task each, made
+      -- at the call, would cost more than the copy.  Big chunks are
+      -- framed at the call (below): their frames are the copy.
       local copy = table_new(len, 0)
       for i = 1, len do
         local x = list[i]
@@ -350,10 +355,13 @@ return function(core, lmp, I)
       local base = c * chunksize + 1
       local n = math.min(chunksize, len - base + 1)
       local id = self.next_id + 1
-      local numbers = not star and pack.task(id, job.key, list, base, n, o.soft_timeout)
+      local numbers, size
+      if not star then
+        numbers, size = pack.task_frame(id, job.key, list, base, n, o.soft_timeout, false, true)
+      end
       if numbers then  -- straight from the list (lmp.pool.pack)
         self.next_id = id
-        self:_queue_task(job, id, numbers, base)
+        self:_queue_task(job, id, numbers, base, size)
       else
         local items = table_new(n, 1)
         items.n = n

@@ -40,9 +40,11 @@ local cdouble = ffi.typeof("const double *")
 -- Where frames are written: kept, up to a size worth keeping.
 local scratch, scratch_n, KEEP = nil, -1, 131072
 
-local function frame(t, base, n)
+local function frame(t, base, n, own)
   local f = scratch
-  if n > scratch_n then
+  if own then
+    f = frame_t(n)
+  elseif n > scratch_n then
     f = frame_t(n)
     if n <= KEEP then scratch, scratch_n = f, n end
   end
@@ -61,9 +63,10 @@ end
 -- n - 1]), or with `apply`, fn(t[base], ..., t[base + n - 1]); nil
 -- unless those are all numbers.  The frame is FFI memory, and its size in
 -- bytes: good until the next frame is made (a queue put copies it, see
--- runtime/lmp_queue.c); M.task makes it a string.
-function M.task_frame(id, key, t, base, n, soft, apply)
-  local f = frame(t, base, n)
+-- runtime/lmp_queue.c), or, with `own`, a frame of its own; M.task makes
+-- it a string.
+function M.task_frame(id, key, t, base, n, soft, apply, own)
+  local f = frame(t, base, n, own)
   if not f then return nil end
   f.retiring = 0
   f.unused[0] = apply and 1 or 0

@@ -108,10 +108,11 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   end
 
   -- Queues a task of `job` (an AsyncResult, or imap's sink): `frame` is its
-  -- encoded {id, key, star, items, soft}, `base` the index of its first item.
-  function Pool:_queue_task(job, id, frame, base)
+  -- encoded {id, key, star, items, soft} (a string, or a frame of numbers
+  -- in FFI memory of `size` bytes), `base` the index of its first item.
+  function Pool:_queue_task(job, id, frame, base, size)
     local o = job.opts
-    local task = {id = id, job = job, base = base, body = frame, attempts = 1,
+    local task = {id = id, job = job, base = base, body = frame, size = size, attempts = 1,
                   timeout = o.timeout or (o.soft_timeout and o.soft_timeout + o.grace)}
     self.tasks[id] = task
     enqueue(self, task)
@@ -135,7 +136,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     end
     local body = task.body
     if body then
-      if not w.ep:send(body) then return false end
+      if not w.ep:send(body, task.size) then return false end
     elseif not w.ep:send(pack.task_frame(task.id, job.key, task.from, task.base, task.n,
                                          job.opts.soft_timeout)) then
       return false
@@ -155,7 +156,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
 
   -- The bytes a task puts on the way to w.
   local function frame_size(w, task)
-    local size = task.body and #task.body or pack.HEADER + 8 * task.n
+    local size = task.size or (task.body and #task.body) or pack.HEADER + 8 * task.n
     local fnframe = task.job.fnframe
     if fnframe and not w.has[task.job.key] then size = size + #fnframe end
     return size
