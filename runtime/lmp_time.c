@@ -1,6 +1,7 @@
 /*
  * lmp_time.c -- the clock and the timeout rule (see lmp_time.h).
  */
+#include <stdint.h>
 #include <time.h>
 
 #include "lmp_arg.h"
@@ -55,4 +56,8 @@ void lmp__time_open(lua_State *L) {
     {NULL, NULL}
   };
   lmp__register(L, "lmp core.", functions, 0);
+  /* The clock as a C function pointer, for FFI callers: a compiled trace
+   * calls it in place, where calling now() would end the trace. */
+  lua_pushlightuserdata(L, (void *)(uintptr_t)lmp__now);
+  lua_setfield(L, -2, "now_fn");
 }

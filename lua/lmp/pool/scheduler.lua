@@ -29,7 +29,9 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- Workers in a row that die before they are ready break the pool.
   local EARLY_DEATHS = 3
 
-  local now = core.now
+  -- core.now, called through the FFI: in place inside a compiled trace
+  -- (the scheduler reads the clock a few times per task).
+  local now = require("ffi").cast("double (*)(void)", core.now_fn)
 
   local function enqueue(self, task, front)
     if self.broken then  -- no worker will come to run it
