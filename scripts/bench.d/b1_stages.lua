@@ -6,10 +6,12 @@
 -- A chunk of CHUNK numbers (default 25000, B1's default chunksize for
 -- 200k items on 2 workers; 1 for B1's chunksize=1 row) goes through what
 -- the pool does with it, stage by stage, in one process: the parent's copy
--- of the list, the task frame (lmp.pool.pack), the ring to the worker
--- (an lmp.SimpleQueue, as the pool's transport uses), the worker's reading
+-- of the list (small chunks; big ones are framed from the list itself),
+-- the task frame (lmp.pool.pack), the ring to the worker (the queue calls
+-- of the pool's transport, frame to ring to buffer), the worker's reading
 -- of the frame, the calls, the reply frame, the ring back, and the
--- parent's assembly of the results.  What this leaves out -- scheduling,
+-- parent's assembly of the results.  Run it from the top of the checkout
+-- (it finds lmp's core as the specs do).  What this leaves out -- scheduling,
 -- waiting, waking up, two processes sharing two cores with the parent --
 -- is the end-to-end figure (Pool(2).map, last line) minus the sum.
 local lmp = require "lmp"
@@ -35,7 +37,10 @@ local function square(x) return x * x end
 
 local list = {}
 for i = 1, TOTAL do list[i] = i - 1 end
+local core = require("spec.support.helpers").core()
 local q = lmp.SimpleQueue()
+local seg, receiver = q._seg, pack.receiver()
+local BIG = CHUNK >= 256  -- framed at the call, from the list (lmp.pool)
 local SLOTS = math.min(TOTAL / CHUNK, 64)
 
 -- Runs stage(c, slot) for each chunk c of the list; the best of REPS, in
@@ -56,29 +61,35 @@ end
 local copy = table_new(TOTAL, 0)
 for i = 1, TOTAL do copy[i] = list[i] end
 local frames, items, results, replies = {}, {}, {}, {}
+local SIZE = pack.HEADER + 8 * CHUNK  -- of a frame
 for c = 0, SLOTS - 1 do
-  frames[c + 1] = pack.task(c + 1, 1, copy, c * CHUNK + 1, CHUNK)
+  frames[c + 1] = pack.task_frame(c + 1, 1, copy, c * CHUNK + 1, CHUNK, nil, false, true)
   items[c + 1] = pack.read_task(frames[c + 1])[4]
   local r = table_new(CHUNK, 1)
   r.n = CHUNK
   for i = 1, CHUNK do r[i] = square(items[c + 1][i]) end
   results[c + 1] = r
-  replies[c + 1] = pack.reply(c + 1, r, false, 1)
+  local f = pack.reply_frame(c + 1, r, false, 1)
+  replies[c + 1] = ffi.new("uint8_t[?]", SIZE)
+  ffi.copy(replies[c + 1], f, SIZE)
 end
 
 local rows = {}
 local function row(name, ns) rows[#rows + 1] = {name, ns} end
 
-row("copy of the list (map_async)", per_item(function(c)
-  if c == 0 then copy = table_new(TOTAL, 0) end
-  for i = c * CHUNK + 1, (c + 1) * CHUNK do copy[i] = list[i] end
-end))
-row("task frame (pack.task)", per_item(function(c, k)
-  frames[k] = pack.task(c + 1, 1, copy, c * CHUNK + 1, CHUNK)
+if not BIG then
+  row("copy of the list (map_async)", per_item(function(c)
+    if c == 0 then copy = table_new(TOTAL, 0) end
+    for i = c * CHUNK + 1, (c + 1) * CHUNK do copy[i] = list[i] end
+  end))
+end
+local owned = {}
+row("task frame (pack.task_frame)", per_item(function(c, k)
+  owned[k] = pack.task_frame(c + 1, 1, copy, c * CHUNK + 1, CHUNK, nil, false, BIG)
 end))
 row("ring to the worker (put + get)", per_item(function(_, k)
-  q:put(frames[k])
-  assert(q:get(1))
+  core.queue_put(seg, frames[k], nil, SIZE)
+  assert(receiver:get(core.queue_get, seg, 1, true))
 end))
 row("worker reads the frame (pack.read_task)", per_item(function(_, k)
   items[k] = pack.read_task(frames[k])[4]
@@ -90,12 +101,12 @@ row("calls of fn, results table", per_item(function(_, k)
   for i = 1, CHUNK do r[i] = square(it[i]) end
   results[k] = r
 end))
-row("reply frame (pack.reply)", per_item(function(c, k)
-  replies[k] = pack.reply(c + 1, results[k], false, 1)
+row("reply frame (pack.reply_frame)", per_item(function(c, k)
+  return pack.reply_frame(c + 1, results[k], false, 1)
 end))
 row("ring back (put + get)", per_item(function(_, k)
-  q:put(replies[k])
-  assert(q:get(1))
+  core.queue_put(seg, replies[k], nil, SIZE)
+  assert(receiver:get(core.queue_get, seg, 1, true))
 end))
 local all
 row("assembly (pack.unpack_into)", per_item(function(c, k)
