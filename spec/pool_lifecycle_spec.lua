@@ -592,6 +592,160 @@ describe("Pool task lifecycle", function()
     end)
   end)
 
+  describe("AsyncResult:await", function()
+    -- Polls (bounded) until pred() holds.
+    local function poll_until(pred, timeout)
+      return H.wait_until(pred, timeout or 10, function() lmp.poll(0.01) end)
+    end
+
+    it("yields in a coroutine until the result is ready; lmp.poll resumes it", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() local t = os.clock() while os.clock() - t < 0.2 do end return 42 end, {})
+      local got, steps = nil, 0
+      local co = coroutine.create(function()
+        steps = 1
+        got = r:await()
+        steps = 2
+      end)
+      assert.is_true(coroutine.resume(co))
+      assert.equal(1, steps)  -- suspended in await
+      assert.equal("suspended", coroutine.status(co))
+      assert.is_truthy(poll_until(function() return steps == 2 end), "never resumed")
+      assert.equal(42, got)
+      assert.equal("dead", coroutine.status(co))
+    end)
+
+    it("returns at once, without yielding, for a call already over", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() return "x" end, {})
+      assert.equal("x", r:get(10))
+      local co = coroutine.wrap(function() return "done " .. r:await() end)
+      assert.equal("done x", co())
+    end)
+
+    it("is get on the main thread", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() return 5 end, {})
+      assert.equal(5, r:await(10))
+      local slow = p:apply_async(function() local t = os.clock() while os.clock() - t < 1 do end end, {})
+      local v, why = slow:await(0.05)
+      assert.is_nil(v)
+      assert.equal("timeout", why)
+    end)
+
+    it("raises the call's error inside the coroutine", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() error("boom") end, {})
+      local caught
+      local co = coroutine.create(function()
+        local ok, e = pcall(r.await, r)
+        caught = ok and "no error" or e
+      end)
+      assert.is_true(coroutine.resume(co))
+      assert.is_truthy(poll_until(function() return caught ~= nil end))
+      assert.is_true(lmp.is_error(caught, "RemoteError"), tostring(caught))
+      assert.truthy(caught.message:find("boom", 1, true))
+    end)
+
+    it("gives nil, \"timeout\" when its timeout passes first", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() local t = os.clock() while os.clock() - t < 2 do end end, {})
+      local result
+      local co = coroutine.create(function() result = {r:await(0.1)} end)
+      local t0 = H.now()
+      assert.is_true(coroutine.resume(co))
+      assert.is_truthy(poll_until(function() return result ~= nil end, 5))
+      assert.is_true(H.now() - t0 < 1.5, "resumed after " .. (H.now() - t0) .. " s")
+      assert.same({nil, "timeout"}, {result[1], result[2]})
+      assert.is_false(r:ready())
+    end)
+
+    it("many coroutines, resumed by another call's get, each with its own result", function()
+      local p = new_pool(2)
+      local results, cos = {}, {}
+      for i = 1, 6 do
+        local r = p:apply_async(function(x) return x * 3 end, {i})
+        cos[i] = coroutine.create(function() results[i] = r:await() end)
+        assert.is_true(coroutine.resume(cos[i]))
+      end
+      -- a blocking wait of the main thread resumes them too
+      local last = p:apply_async(function() local t = os.clock() while os.clock() - t < 0.3 do end return "last" end, {})
+      assert.equal("last", last:get(10))
+      lmp.poll(0)
+      for i = 1, 6 do assert.equal(i * 3, results[i], "coroutine " .. i) end
+    end)
+
+    it("a coroutine resumed by its own caller before the result waits on", function()
+      local p = new_pool(1)
+      local r = p:apply_async(function() local t = os.clock() while os.clock() - t < 0.3 do end return 1 end, {})
+      local got
+      local co = coroutine.create(function() got = r:await() end)
+      assert.is_true(coroutine.resume(co))
+      assert.is_true(coroutine.resume(co))  -- too early: it yields again
+      assert.equal("suspended", coroutine.status(co))
+      assert.is_truthy(poll_until(function() return got ~= nil end))
+      assert.equal(1, got)
+    end)
+  end)
+
+  describe("lmp.on_error", function()
+    after_each(function() lmp.on_error(nil) end)
+
+    it("gets the errors of callbacks, with their traceback; the pool goes on", function()
+      local p = new_pool(1)
+      local seen = {}
+      assert.is_nil(lmp.on_error(function(err, traceback) seen[#seen + 1] = {err, traceback} end))
+      local r = p:apply_async(function() return 1 end, {}, function() error("in the callback") end)
+      assert.equal(1, r:get(10))
+      lmp.poll(0)
+      assert.equal(1, #seen)
+      assert.truthy(tostring(seen[1][1]):find("in the callback", 1, true), tostring(seen[1][1]))
+      assert.truthy(seen[1][2]:find("traceback", 1, true), seen[1][2])
+      assert.equal(2, p:apply(function() return 2 end, {}, {timeout = 10}))
+    end)
+
+    it("gets the errors of coroutines resumed from await", function()
+      local p = new_pool(1)
+      local seen
+      lmp.on_error(function(err) seen = err end)
+      local r = p:apply_async(function() return 1 end, {})
+      local co = coroutine.create(function()
+        r:await()
+        error({"a table error"})
+      end)
+      assert.is_true(coroutine.resume(co))
+      assert.is_truthy(H.wait_until(function() return seen ~= nil end, 10,
+                                    function() lmp.poll(0.01) end))
+      assert.same({"a table error"}, seen)
+    end)
+
+    it("returns the handler it replaces, and takes a function or nil", function()
+      local f = function() end
+      assert.is_nil(lmp.on_error(f))
+      assert.equal(f, lmp.on_error(nil))
+      raises("TypeError", lmp.on_error, "print")
+    end)
+
+    it("a handler that fails is reported on stderr, never raised", function()
+      local dir = H.tmpdir()
+      local path = H.write(dir .. "/script.lua", [[
+        local lmp = require "lmp"
+        local p = lmp.Pool(1)
+        lmp.on_error(function() error("HANDLER-FAILS") end)
+        local r = p:apply_async(function() return 1 end, {}, function() error("CALLBACK-FAILS") end)
+        assert(r:get(10) == 1)
+        lmp.poll(0)
+        print("still here")
+        p:close(); p:join()
+      ]])
+      local r = H.lmp_run({path}, {timeout = 20})
+      assert.equal(0, r.status, r.stderr)
+      assert.truthy(r.stdout:find("still here", 1, true))
+      assert.truthy(r.stderr:find("HANDLER-FAILS", 1, true), r.stderr)
+      assert.truthy(r.stderr:find("CALLBACK-FAILS", 1, true), r.stderr)
+    end)
+  end)
+
   describe("progress", function()
     it("map_async and imap take progress (drawn only on a terminal)", function()
       local p = new_pool(2)

@@ -39,6 +39,85 @@ return function(core, lmp, I)
     due[due.last] = {fn, value}
   end
 
+  -- Errors raised by callbacks (and by coroutines resumed from await) go
+  -- to the handler of lmp.on_error, never to the code that was waiting:
+  -- that may be a host's C loop (lmp_dispatch), or code that has nothing
+  -- to do with the callback.
+  local on_error  -- nil: print on stderr
+
+  local function print_error(err, traceback)
+    io.stderr:write("lmp: error in a callback: ", tostring(err), "\n", traceback or "", "\n")
+    io.stderr:flush()
+  end
+
+  local function with_traceback(e) return {e, debug.traceback("", 2)} end
+
+  -- Runs fn(...) and hands its error, if any, to the handler.
+  function P.protected(fn, ...)
+    local ok, caught = xpcall(fn, with_traceback, ...)
+    if ok then return end
+    local err, traceback = caught[1], caught[2]
+    if on_error then
+      local handled, e = xpcall(on_error, debug.traceback, err, traceback)
+      if handled then return end
+      print_error("the lmp.on_error handler failed: " .. tostring(e))
+    end
+    print_error(err, traceback)
+  end
+
+  -- Coroutines in AsyncResult:await: a ticket {co, deadline, woken} per
+  -- wait.  A ticket is woken once, when its call is over (wake) or its
+  -- deadline passes (expire), and its coroutine is resumed after the pump,
+  -- as callbacks are.
+  local timed = {}  -- tickets with a deadline, not woken yet
+
+  local function resume(ticket)
+    local ok, err = coroutine.resume(ticket.co)
+    if not ok then error(err, 0) end
+  end
+
+  function P.await(co, timeout)
+    local ticket = {co = co, woken = false, deadline = timeout and now() + timeout}
+    if ticket.deadline then timed[#timed + 1] = ticket end
+    return ticket
+  end
+
+  function P.wake(ticket)
+    if ticket.woken then return end
+    ticket.woken = true
+    P.later(resume, ticket)
+  end
+
+  -- Wakes the tickets whose deadline has passed; returns the time left to
+  -- the nearest other one (nil: none).
+  local function expire(t)
+    local nearest, kept = nil, 0
+    for i = 1, #timed do
+      local ticket = timed[i]
+      timed[i] = nil
+      if not ticket.woken then
+        if ticket.deadline <= t then
+          P.wake(ticket)
+        else
+          kept = kept + 1
+          timed[kept] = ticket
+          local left = ticket.deadline - t
+          if not nearest or left < nearest then nearest = left end
+        end
+      end
+    end
+    return nearest
+  end
+
+  function lmp.on_error(fn)
+    if fn ~= nil and type(fn) ~= "function" then
+      I.raise("TypeError", "lmp.on_error: handler must be a function or nil, not %s", type(fn))
+    end
+    local previous = on_error
+    on_error = fn
+    return previous
+  end
+
   -- Returns how many callbacks ran.
   local function run_due()
     local ran = 0
@@ -47,11 +126,7 @@ return function(core, lmp, I)
       local c = due[due.first]
       due[due.first] = nil
       due.first = due.first + 1
-      local ok, err = xpcall(c[1], debug.traceback, c[2])
-      if not ok then
-        io.stderr:write("lmp.Pool: error in a callback: ", tostring(err), "\n")
-        io.stderr:flush()
-      end
+      P.protected(c[1], c[2])
     end
     -- Keys only grow: a fresh table keeps memory flat.
     if due.first > 1024 then due = {first = 1, last = 0} end
@@ -108,8 +183,11 @@ return function(core, lmp, I)
       pools[#pools + 1] = p
       if p:_take_replies() then busy = true end
     end
-    if busy then timeout = 0 end
     local list, owner, t = {}, {}, now()
+    local awaited = expire(t)
+    if due.first <= due.last then busy = true end
+    if busy then timeout = 0 end
+    if awaited and (not timeout or awaited < timeout) then timeout = awaited end
     for _, p in ipairs(pools) do
       local nearest = p:_watch(list, owner, t)
       if nearest and (not timeout or nearest < timeout) then timeout = nearest end
@@ -133,7 +211,7 @@ return function(core, lmp, I)
       end
     elseif timeout ~= 0 or t - last_look >= SLICE then
       if timeout ~= 0 then
-        if #list == 0 and #pools == 0 and not timeout then
+        if #list == 0 and #pools == 0 and not timeout and #timed == 0 then
           -- Nothing could ever wake this wait up: a bug, never a hang.
           I.raise("ProcessError", "lmp.Pool: waiting with no worker to wait for")
         end

@@ -28,6 +28,10 @@ return function(core, lmp, I, pump, progress)
     if self.done then return end
     self.done, self.ok, self.value = true, ok, value
     if not ok then self.pool:_drop_queued(self) end
+    if self.tickets then
+      for _, ticket in ipairs(self.tickets) do pump.wake(ticket) end
+      self.tickets = nil
+    end
     if self.bar then self.bar(self.ndone, true) end
     local cb
     if ok then cb = self.opts.callback else cb = self.opts.error_callback end
@@ -78,6 +82,26 @@ return function(core, lmp, I, pump, progress)
   function AsyncResult:get(timeout)
     timeout = I.timeout(timeout, "AsyncResult:get")
     if not self:wait(timeout) then return nil, "timeout" end
+    if not self.ok then error(self.value, 2) end
+    return self.value
+  end
+
+  -- In a coroutine, yields until the call is over (or `timeout` seconds
+  -- have passed), then returns what get would; lmp resumes the coroutine
+  -- from lmp.poll, any blocking lmp call, or a host's lmp_dispatch.  On
+  -- the main thread, it is get.
+  function AsyncResult:await(timeout)
+    timeout = I.timeout(timeout, "AsyncResult:await")
+    local co, main = coroutine.running()
+    if co == nil or main then return self:get(timeout) end
+    if not self.done and timeout ~= 0 then
+      local ticket = pump.await(co, timeout)
+      self.tickets = self.tickets or {}
+      self.tickets[#self.tickets + 1] = ticket
+      -- Resumed by someone else before the ticket was woken, it waits on.
+      repeat coroutine.yield() until ticket.woken
+    end
+    if not self.done then return nil, "timeout" end
     if not self.ok then error(self.value, 2) end
     return self.value
   end
