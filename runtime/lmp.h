@@ -93,6 +93,40 @@ int lmp_worker_main(int argc, char **argv);
 /* Number of CPUs this process may run on (at least 1). */
 int lmp_cpu_count(void);
 
+/* --- driving lmp from the host's own loop ---------------------------------
+ * A host that owns its loop (a game server's tick) never blocks in lmp: it
+ * polls lmp_backend_fd(L) with its other descriptors, wakes up after at
+ * most lmp_backend_timeout(L) ms, and then calls lmp_dispatch(L).  None of
+ * these may be called from inside a Lua call on L. */
+
+/* A descriptor, the same for L's whole life, that is readable whenever
+ * lmp has work for L: a result arrived, a worker ended, a deadline is due,
+ * a callback or an awaiting coroutine is ready to run.  The host polls it
+ * (epoll, poll, uv_poll_t); it never reads or closes it.  Negative LMP_E*
+ * on error. */
+int lmp_backend_fd(lua_State *L);
+
+/* Milliseconds until lmp's next deadline, 0 if work is due now, -1 if
+ * there is none. */
+int lmp_backend_timeout(lua_State *L);
+
+/* Does what is ready, never blocking: reads results, replaces dead
+ * workers, sends waiting tasks, fires deadlines, runs callbacks and resumes
+ * coroutines in AsyncResult:await.  Returns how many callbacks and
+ * resumptions ran, or a negative LMP_E* code.  An error raised in a
+ * callback never reaches the host: it goes to lmp.on_error's handler
+ * (default: stderr). */
+int lmp_dispatch(lua_State *L);
+
+/* Ends everything lmp started from L within about `timeout` seconds:
+ * pools terminated, daemon children terminated, other children joined,
+ * then killed when the time is up, all reaped.  Idempotent; call it before
+ * lua_close(L) (which, without it, still leaves no children).  Returns how
+ * many children were ended by a signal (workers killed in the middle of a
+ * task, daemons, children killed at the time limit), or a negative LMP_E*
+ * code. */
+int lmp_shutdown(lua_State *L, double timeout);
+
 #ifdef __cplusplus
 }
 #endif

@@ -95,6 +95,76 @@ void lmp__watcher_stop(lmp_watcher *w) {
   }
 }
 
+/* --- notifiers ------------------------------------------------------------- */
+
+static void *notify_main(void *arg) {
+  lmp_notifier *n = arg;
+  uint64_t one = 1;
+  while (!atomic_load(&n->stop)) {
+    uint32_t seen;
+    if (!atomic_load((_Atomic uint32_t *)&n->armed)) {
+      lmp__futex_wait(&n->armed, 0, LMP_FOREVER);
+    } else if (n->ready(n->arg, &seen)) {
+      atomic_store((_Atomic uint32_t *)&n->armed, 0);
+      while (write(n->fd, &one, sizeof(one)) < 0 && errno == EINTR) {}
+    } else {
+      lmp__futex_wait(n->word, seen, LMP_FOREVER);
+    }
+  }
+  atomic_store((_Atomic uint32_t *)&n->done, 1);
+  lmp__futex_wake(&n->done, 1);
+  return NULL;
+}
+
+int lmp__notifier_start(lmp_notifier *n) {
+  sigset_t all, old;
+  int err;
+  n->started = 0;
+  n->armed = 0;
+  n->done = 0;
+  atomic_store(&n->stop, 0);
+  n->fd = lmp__fd_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (n->fd < 0) return -errno;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  err = pthread_create(&n->thread, NULL, notify_main, n);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (err != 0) {
+    close(n->fd);
+    n->fd = -1;
+    return -err;
+  }
+  n->started = 1;
+  return 0;
+}
+
+void lmp__notifier_arm(lmp_notifier *n) {
+  uint64_t count;
+  while (read(n->fd, &count, sizeof(count)) < 0 && errno == EINTR) {}
+  atomic_store((_Atomic uint32_t *)&n->armed, 1);
+  lmp__futex_wake(&n->armed, 1);
+}
+
+void lmp__notifier_stop(lmp_notifier *n) {
+  if (n->started) {
+    atomic_store(&n->stop, 1);
+    /* Woken on both words until it has ended: it may be about to sleep on
+     * either (lmp__watcher_stop says why). */
+    while (!atomic_load((_Atomic uint32_t *)&n->done)) {
+      atomic_store((_Atomic uint32_t *)&n->armed, 1);
+      lmp__futex_wake(&n->armed, 1);
+      lmp__futex_wake(n->word, INT_MAX);
+      lmp__futex_wait(&n->done, 0, lmp__now() + 0.001);
+    }
+    pthread_join(n->thread, NULL);
+    n->started = 0;
+  }
+  if (n->fd >= 0) {
+    close(n->fd);
+    n->fd = -1;
+  }
+}
+
 /* --- waiting while the loop runs ----------------------------------------------- */
 
 static int word_changed(lmp_watcher *w, uint32_t *seen) {

@@ -89,6 +89,39 @@ static void send_bootstrap(int fd, const char *buf, size_t len) {
 
 /* core.spawn(exe, name, bootstrap, fds) -> handle
  * `fds` lists descriptors the child gets as 4, 5, ...  */
+/* The state's closer: a userdata whose finalizer does lmp's work at exit
+ * (pools stopped, daemon children terminated, the others joined) when the
+ * state is closed without lmp_shutdown: by a host's lua_close, or by a
+ * stock luajit at the end of its script.  A closing state runs finalizers
+ * newest first, so a closer is made anew after each spawn: it then runs
+ * while the objects of the children it must join are still whole.  The
+ * closers it replaces do nothing. */
+#define CLOSER_KEY "lmp.closer"
+
+static int closer_gc(lua_State *L) {
+  int *live = lua_touserdata(L, 1);
+  if (*live) {
+    *live = 0;
+    lmp__run_atexit(L);
+  }
+  return 0;
+}
+
+static void renew_closer(lua_State *L) {
+  int *live;
+  lua_getfield(L, LUA_REGISTRYINDEX, CLOSER_KEY);
+  live = lua_touserdata(L, -1);
+  if (live) *live = 0;
+  lua_pop(L, 1);
+  live = lua_newuserdata(L, sizeof(*live));
+  *live = 1;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, closer_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, CLOSER_KEY);
+}
+
 static int l_spawn(lua_State *L) {
   const char *exe = lmp__check_string(L, 1);
   const char *name = lmp__check_string(L, 2);
@@ -165,7 +198,6 @@ static int l_spawn(lua_State *L) {
   held = lmp__stdio_hold();
   err = uv_spawn(&lp->loop, &st->handle, &opts);
   lmp__stdio_release(held);
-  lmp__stdio_release(held);
   close(sv[1]);
   if (err != 0) {
     close(sv[0]);
@@ -190,6 +222,7 @@ static int l_spawn(lua_State *L) {
   send_bootstrap(sv[0], boot, blen);
   close(sv[0]);
   lua_pop(L, 1);  /* stdio */
+  renew_closer(L);
   return 1;
 }
 

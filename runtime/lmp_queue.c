@@ -604,6 +604,76 @@ static int l_queue_watch(lua_State *L) {
   return 1;
 }
 
+/* A notifier: a watcher that lasts, for a host's pollable descriptor
+ * (lmp_backend.c).  Like a queue watcher it counts among the sleepers of
+ * the queue, but its thread looks only while armed, and a put wakes it
+ * at most once per arming (the woken flag). */
+typedef struct {
+  lmp_notifier n;
+  lmp_queue *q;
+  lmp_segment *seg;
+} notifier;
+
+static int notifier_has_item(void *arg, uint32_t *seen) {
+  lmp_queue *q = arg;
+  *seen = atomic_load(AT32(&q->data_seq));
+  atomic_store(AT32(&q->woken), 0);
+  return atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail));
+}
+
+static int notifier_close(lua_State *L) {
+  notifier *n = lmp__check_udata(L, 1, "lmp.QueueNotifier");
+  if (n->n.started) {
+    lmp__notifier_stop(&n->n);
+    atomic_fetch_sub(AT32(&n->q->get_waiters), 1);
+  }
+  if (n->seg) {
+    lmp__shm_unpin(n->seg);
+    n->seg = NULL;
+  }
+  return 0;
+}
+
+static int notifier_fd(lua_State *L) {
+  notifier *n = lmp__check_udata(L, 1, "lmp.QueueNotifier");
+  lua_pushinteger(L, n->n.fd);
+  return 1;
+}
+
+static int notifier_arm(lua_State *L) {
+  notifier *n = lmp__check_udata(L, 1, "lmp.QueueNotifier");
+  if (n->n.started) lmp__notifier_arm(&n->n);
+  return 0;
+}
+
+/* core.queue_notifier(segment) -> notifier (n:fd(), n:arm(), n:close()) */
+static int l_queue_notifier(lua_State *L) {
+  lmp_segment *seg;
+  lmp_queue *q = queue_at(L, 1, &seg);
+  notifier *n = lua_newuserdata(L, sizeof(*n));
+  int err;
+  memset(n, 0, sizeof(*n));
+  n->q = q;
+  n->n.fd = -1;
+  n->n.word = &q->data_seq;
+  n->n.ready = notifier_has_item;
+  n->n.arg = q;
+  luaL_getmetatable(L, "lmp.QueueNotifier");
+  lua_setmetatable(L, -2);
+  lua_createtable(L, 1, 0);  /* the notifier keeps the segment alive */
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  lua_setfenv(L, -2);
+  lmp__shm_pin(seg);
+  n->seg = seg;
+  atomic_fetch_add(AT32(&q->get_waiters), 1);
+  if ((err = lmp__notifier_start(&n->n)) != 0) {
+    atomic_fetch_sub(AT32(&q->get_waiters), 1);
+    return lmp__error_raise(L, "OSError", "notifier: %s", lmp_strerror(err));
+  }
+  return 1;
+}
+
 void lmp__queue_open(lua_State *L) {
   static const luaL_Reg functions[] = {
     {"queue_init", l_queue_init},
@@ -613,6 +683,7 @@ void lmp__queue_open(lua_State *L) {
     {"queue_task_done", l_queue_task_done},
     {"queue_join", l_queue_join},
     {"queue_watch", l_queue_watch},
+    {"queue_notifier", l_queue_notifier},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
@@ -626,6 +697,20 @@ void lmp__queue_open(lua_State *L) {
   };
   lmp__push_class(L, "lmp.QueueWatcher", meta, methods, NULL);
   lua_pop(L, 1);
+  {
+    static const luaL_Reg notifier_meta[] = {
+      {"__gc", notifier_close},
+      {NULL, NULL}
+    };
+    static const luaL_Reg notifier_methods[] = {
+      {"arm", notifier_arm},
+      {"close", notifier_close},
+      {"fd", notifier_fd},
+      {NULL, NULL}
+    };
+    lmp__push_class(L, "lmp.QueueNotifier", notifier_meta, notifier_methods, NULL);
+    lua_pop(L, 1);
+  }
   lua_newuserdata(L, sizeof(lmp_buf));
   memset(lua_touserdata(L, -1), 0, sizeof(lmp_buf));
   lua_newtable(L);

@@ -245,6 +245,56 @@ describe("lmp command line", function()
     end)
   end)
 
+  describe("a stock luajit that loaded lmp.so, at its exit", function()
+    -- Runs a chunk in a stock luajit that finds lmp through lmp --env.
+    local function stock(chunk)
+      local cpath = H.lmp_run({"--env"}).stdout:match("export LUA_CPATH='([^']*)'")
+      local env = H.foreign_host_env()
+      env.LUA_CPATH = cpath
+      local path = H.write(H.tmpdir() .. "/chunk.lua", chunk)
+      local t0 = H.now()
+      local r = H.run({"luajit", path}, {env = env, cwd = "/", timeout = 30})
+      r.elapsed = H.now() - t0
+      return r
+    end
+
+    it("joins its non-daemon children, as the lmp host does", function()
+      local out = H.tmpdir() .. "/joined"
+      local r = stock(([[
+        local lmp = require "lmp"
+        local p = lmp.Process(function(path)
+          local t = os.clock() while os.clock() - t < 0.5 do end
+          local f = io.open(path, "w") f:write("joined") f:close()
+        end, %q)
+        p:start()
+        print("pid " .. p.pid)
+      ]]):format(out))
+      assert.equal(0, r.status, r.stderr)
+      assert.equal("joined", H.slurp(out))
+      local pid = tonumber(r.stdout:match("pid (%d+)"))
+      assert.is_true(H.dead(pid))
+    end)
+
+    it("ends an open pool's busy workers and leaves no process", function()
+      local r = stock([[
+        local lmp = require "lmp"
+        local pool = lmp.Pool(2)
+        for i = 1, 4 do pool:apply_async(function() local t = os.clock() while os.clock() - t < 30 do end end, {}) end
+        local t = os.time() repeat lmp.poll(0.05) until pool:stats().busy == 2 or os.time() - t > 10
+        for _, p in ipairs(lmp.active_children()) do print("pid " .. p.pid) end
+      ]])
+      assert.equal(0, r.status, r.stderr)
+      assert.is_true(r.elapsed < 20, "took " .. r.elapsed .. " s")
+      local n = 0
+      for pid in r.stdout:gmatch("pid (%d+)") do
+        n = n + 1
+        assert.is_truthy(H.wait_until(function() return H.dead(tonumber(pid)) end, 5),
+                         "worker " .. pid .. " outlived luajit")
+      end
+      assert.equal(2, n)
+    end)
+  end)
+
   describe("worker entry point", function()
     local function frame(payload)
       local n = #payload

@@ -29,5 +29,7 @@ require("lmp.shared")(core, lmp, I, shm, require("lmp.sync")(core, lmp, I, shm))
 require("lmp.queue")(core, lmp, I, shm)
 require("lmp.listener")(core, lmp, I)
 require("lmp.pool")(core, lmp, I)
+-- What a host's C calls reach (runtime/lmp_backend.c).
+core.host = I.host
 
 return lmp

@@ -59,7 +59,11 @@ return function(core, lmp)
   --     children are joined (lmp.pool stops its pools there);
   --   I.waitable(mt, watch): objects of metatable mt can be given to
   --     lmp.connection.wait (lmp.wait).
+  --   I.host: what a host that drives lmp from its own loop calls
+  --     (runtime/lmp_backend.c): fds, timeout, dispatch (lmp.pool) and
+  --     shutdown (lmp.process).
   I.at_exit = {}
+  I.host = {}
 
   return I
 end

@@ -225,6 +225,34 @@ return function(core, lmp, I)
     for p in pairs(state.children) do p:join() end
   end
 
+  -- lmp_shutdown (runtime/lmp_backend.c): within about `timeout` seconds,
+  -- everything lmp started from this state ends: pools are terminated
+  -- (I.at_exit hooks return how many busy workers they killed), daemon
+  -- children terminated, the others joined, then killed when the time is
+  -- up.  Returns how many children were ended by a signal.
+  function I.host.shutdown(timeout)
+    local deadline = core.now() + math.max(timeout or 0, 0)
+    local ended = 0
+    for _, hook in ipairs(I.at_exit) do
+      local ok, n = pcall(hook)
+      if ok and type(n) == "number" then ended = ended + n end
+    end
+    for p in pairs(state.children) do
+      if p.daemon and p:is_alive() then
+        p:terminate()
+        ended = ended + 1
+      end
+    end
+    for p in pairs(state.children) do
+      if not p:join(math.max(deadline - core.now(), 0)) then
+        p:kill()
+        ended = ended + 1
+        p:join()
+      end
+    end
+    return ended
+  end
+
   -- Runs in a new worker: the bootstrap record from the parent
   -- (runtime/lmp_worker.c calls it).
   function core.run_child(bootstrap)

@@ -251,12 +251,59 @@ return function(core, lmp, I)
     return 0
   end
 
+  -- A host that drives lmp from its own loop (runtime/lmp_backend.c)
+  -- polls the descriptors of host_fds, wakes up after host_timeout, and
+  -- calls dispatch.
+  local host = I.host
+
+  -- The descriptors that become readable when there is work: each pool's
+  -- hub notifier (armed now: replies were read by the last dispatch) and
+  -- the sentinels of its workers.
+  function host.fds()
+    local fds = {}
+    for p in pairs(live) do
+      local note = p.hub:notifier()
+      note:arm()
+      fds[#fds + 1] = note:fd()
+      p:_fds(fds)
+    end
+    return fds
+  end
+
+  -- Seconds until lmp has work to do without a descriptor saying so: 0
+  -- when callbacks or coroutines are due, else the nearest task or await
+  -- deadline; nil: none.
+  function host.timeout()
+    if due.first <= due.last then return 0 end
+    local t, nearest = now(), nil
+    for _, ticket in ipairs(timed) do
+      if not ticket.woken then
+        local left = math.max(ticket.deadline - t, 0)
+        if not nearest or left < nearest then nearest = left end
+      end
+    end
+    for p in pairs(live) do
+      local left = p:_watch({}, {}, t)
+      if left and (not nearest or left < nearest) then nearest = left end
+    end
+    return nearest
+  end
+
+  -- Does what is ready, never waiting; returns how many callbacks and
+  -- coroutines ran.
+  function host.dispatch() return P.pump(0) end
+
   -- At exit, open pools are terminated before lmp joins the children, so
   -- that no worker is replaced while the program ends.
   I.at_exit[#I.at_exit + 1] = function()
     core.set_background(nil)
     close_watchers()
-    for p in pairs(live) do pcall(p.terminate, p) end
+    local busy = 0
+    for p in pairs(live) do
+      busy = busy + p:stats().busy
+      pcall(p.terminate, p)
+    end
+    return busy  -- workers killed in the middle of a task
   end
 
   return P

@@ -20,6 +20,10 @@
 --                                       wait on that is ready when a reply
 --                                       has come (for waits that are not
 --                                       the pool's own)
+--   hub:notifier() -> object            for a host that polls (runtime/
+--                                       lmp_backend.c): n:fd() becomes
+--                                       readable when a reply has come
+--                                       since n:arm()
 --   hub:close()
 --   worker.name, worker.pid
 --   worker.pipeline_bytes   bytes of frames that may wait, unread, at a
@@ -91,7 +95,15 @@ return function(core, lmp)
 
   function Hub:watcher() return self.inbox end
 
-  function Hub:close() self.inbox:close() end
+  function Hub:notifier()
+    if not self.note then self.note = core.queue_notifier(self.inbox._seg) end
+    return self.note
+  end
+
+  function Hub:close()
+    if self.note then self.note:close() end
+    self.inbox:close()
+  end
 
   -- Frames wait in shared memory, not in a socket buffer: a busy worker
   -- can hold a few of them without a send ever waiting.

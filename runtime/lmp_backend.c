@@ -1,0 +1,230 @@
+/*
+ * lmp_backend.c -- driving lmp from a host's own loop: lmp_backend_fd,
+ * lmp_backend_timeout, lmp_dispatch, lmp_shutdown (lmp.h).
+ *
+ * Each state gets one epoll descriptor for its whole life.  It holds a
+ * timerfd (the nearest deadline), an eventfd (work due now), and what the
+ * Lua side lists after each dispatch (core.host.fds): every pool's hub
+ * notifier, armed, and its workers' sentinels.  What lmp does when the
+ * host calls in is Lua code (core.host.dispatch, lmp.pool.pump); this file
+ * keeps the descriptor true to it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "lmp_error.h"
+#include "lmp_platform.h"
+
+#define BACKEND_KEY "lmp.backend"
+
+typedef struct {
+  int epfd, timerfd, kickfd;
+  int *fds;  /* what core.host.fds listed last, in epfd */
+  int nfds;
+} backend;
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+static void backend_close(backend *b) {
+  close_fd(&b->epfd);
+  close_fd(&b->timerfd);
+  close_fd(&b->kickfd);
+  free(b->fds);
+  b->fds = NULL;
+  b->nfds = 0;
+}
+
+static int backend_gc(lua_State *L) {
+  backend_close(lua_touserdata(L, 1));
+  return 0;
+}
+
+static int watch(backend *b, int fd) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  /* A number listed before may now be another file (the old one closed,
+   * which took it out of the set): MOD fails then, and it is added. */
+  if (epoll_ctl(b->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) return 0;
+  if (errno != ENOENT) return -errno;
+  return epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+/* The state's backend, made on first use: NULL if it cannot be (*err). */
+static backend *get_backend(lua_State *L, int *err) {
+  backend *b;
+  lua_getfield(L, LUA_REGISTRYINDEX, BACKEND_KEY);
+  b = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (b != NULL) return b;
+  b = lua_newuserdata(L, sizeof(*b));
+  memset(b, 0, sizeof(*b));
+  b->epfd = b->timerfd = b->kickfd = -1;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, backend_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  b->epfd = lmp__fd_above_stdio(epoll_create1(EPOLL_CLOEXEC));
+  b->timerfd = lmp__fd_above_stdio(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  b->kickfd = lmp__fd_above_stdio(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (b->epfd < 0 || b->timerfd < 0 || b->kickfd < 0 || watch(b, b->timerfd) != 0 ||
+      watch(b, b->kickfd) != 0) {
+    *err = errno ? -errno : LMP_EIO;
+    backend_close(b);
+    lua_pop(L, 1);
+    return NULL;
+  }
+  lua_setfield(L, LUA_REGISTRYINDEX, BACKEND_KEY);
+  return b;
+}
+
+/* Pushes core.host[name] (a function), or nothing and returns 0 when lmp
+ * was not opened in L. */
+static int push_host(lua_State *L, const char *name) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_getfield(L, -1, "host");
+  lua_remove(L, -2);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+/* Seconds to lmp's next deadline (0: work is due now), or -1 for none.
+ * (An error there is reported, and counts as work due now.) */
+static double host_timeout(lua_State *L) {
+  double t = -1;
+  if (!push_host(L, "timeout")) return -1;
+  if (lmp__pcall_traceback(L, 0, 1) != 0) {
+    lmp__report(L, "lmp: backend timeout");
+    return 0;
+  }
+  if (lua_isnumber(L, -1)) t = lua_tonumber(L, -1) > 0 ? lua_tonumber(L, -1) : 0;
+  lua_pop(L, 1);
+  return t;
+}
+
+static void drain(int fd) {
+  uint64_t v;
+  while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR) {}
+}
+
+/* Makes the descriptor say what lmp waits for now: the fds the Lua side
+ * lists, the timer at the nearest deadline, the kick when work is due. */
+static int rearm(lua_State *L, backend *b) {
+  int i, n = 0, err = 0, *fds = NULL;
+  double t;
+  struct itimerspec its;
+  if (push_host(L, "fds")) {
+    if (lmp__pcall_traceback(L, 0, 1) != 0) {
+      lmp__report(L, "lmp: backend descriptors");
+      return LMP_EIO;
+    }
+    if (lua_istable(L, -1)) n = (int)lua_objlen(L, -1);
+    if (n > 0 && (fds = malloc(sizeof(int) * (size_t)n)) == NULL) {
+      lua_pop(L, 1);
+      return LMP_ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+      lua_rawgeti(L, -1, i + 1);
+      fds[i] = (int)lua_tointeger(L, -1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  for (i = 0; i < b->nfds; i++) {
+    int j, kept = 0;
+    for (j = 0; j < n && !kept; j++) kept = fds[j] == b->fds[i];
+    if (!kept) epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->fds[i], NULL);  /* may be gone */
+  }
+  for (i = 0; i < n && err == 0; i++) err = watch(b, fds[i]);
+  free(b->fds);
+  b->fds = fds;
+  b->nfds = n;
+  t = host_timeout(L);
+  memset(&its, 0, sizeof(its));
+  if (t == 0) {
+    uint64_t one = 1;
+    while (write(b->kickfd, &one, sizeof(one)) < 0 && errno == EINTR) {}
+  } else if (t > 0) {
+    its.it_value.tv_sec = (time_t)t;
+    its.it_value.tv_nsec = (long)((t - (double)its.it_value.tv_sec) * 1e9);
+    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+  }
+  timerfd_settime(b->timerfd, 0, &its, NULL);  /* all zero: disarmed */
+  return err;
+}
+
+int lmp_backend_fd(lua_State *L) {
+  int err = 0;
+  backend *b = get_backend(L, &err);
+  if (b == NULL) return err;
+  if ((err = rearm(L, b)) != 0) return err;
+  return b->epfd;
+}
+
+int lmp_backend_timeout(lua_State *L) {
+  double t = host_timeout(L), ms;
+  int whole;
+  if (t < 0) return -1;
+  ms = t * 1000;
+  if (ms >= INT32_MAX) return INT32_MAX;
+  whole = (int)ms;
+  return whole < ms ? whole + 1 : whole;  /* rounded up: never too early */
+}
+
+int lmp_dispatch(lua_State *L) {
+  int err = 0, ran = 0, top = lua_gettop(L);
+  backend *b = get_backend(L, &err);
+  if (b == NULL) return err;
+  drain(b->kickfd);
+  drain(b->timerfd);
+  if (push_host(L, "dispatch")) {
+    if (lmp__pcall_traceback(L, 0, 1) != 0) {
+      lmp__report(L, "lmp: dispatch");
+      err = LMP_EIO;
+    } else {
+      ran = (int)lua_tointeger(L, -1);
+    }
+  }
+  lua_settop(L, top);
+  if (err == 0) err = rearm(L, b);
+  lua_settop(L, top);
+  return err != 0 ? err : ran;
+}
+
+int lmp_shutdown(lua_State *L, double timeout) {
+  int top = lua_gettop(L), killed = 0;
+  if (!push_host(L, "shutdown")) return 0;
+  lua_pushnumber(L, timeout);
+  if (lmp__pcall_traceback(L, 1, 1) != 0) {
+    lmp__report(L, "lmp: shutdown");
+    lua_settop(L, top);
+    return LMP_EIO;
+  }
+  killed = (int)lua_tointeger(L, -1);
+  lua_settop(L, top);
+  return killed;
+}
