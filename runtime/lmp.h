@@ -74,14 +74,16 @@ int luaopen_lmp(lua_State *L);
  * (the package library must be open).  Leaves the stack as it was. */
 void lmp_preload(lua_State *L);
 
-/* The executable that workers run.  It must call lmp_worker_main() first
- * thing in main().  Defaults to the lmp host the module was built with, or
- * the running executable when that is the lmp host.  Copies the path.
- * Returns 0, LMP_EINVAL for an empty path or LMP_ENOMEM. */
+/* Sets the executable that workers run.  It must call lmp_worker_main()
+ * first thing in main().  Copies the path.  Returns 0, LMP_EINVAL for an
+ * empty path or LMP_ENOMEM. */
 int lmp_set_executable(const char *path);
 
-/* The executable workers run (never NULL after lmp_set_executable; may be
- * NULL if none was set and none could be found). */
+/* The executable workers run, by one rule: the one set with
+ * lmp_set_executable(); else the running program, if it has called
+ * lmp_worker_main(); else the lmp host installed with lmp's code (beside
+ * lmp.so or liblmp.so, in the build tree or the install prefix).  NULL if
+ * none was set and none could be found. */
 const char *lmp_get_executable(void);
 
 /* Call at the top of main() in any program that workers may run.  When the

@@ -75,14 +75,9 @@ static int print_env(void) {
     if (file_exists(path) && realpath(path, real)) {
       char *cdir = real;
       *strrchr(cdir, '/') = '\0';
+      /* Only the C path: the Lua half is inside lmp.so, and a Lua path to
+       * lmp's sources would find lmp/init.lua before lmp.so. */
       printf("export LUA_CPATH='%s/?.so;;'\n", cdir);
-      /* The Lua half is inside lmp.so; this path only serves tools that
-       * read lmp's Lua sources (for example to browse them). */
-      snprintf(path, sizeof(path), "%s/../../../share/lua/5.1", cdir);
-      if (realpath(path, real) && file_exists(real))
-        printf("export LUA_PATH='%s/?.lua;%s/?/init.lua;;'\n", real, real);
-      else
-        printf("export LUA_PATH=';;'\n");
       return 0;
     }
   }

@@ -74,10 +74,16 @@ static int is_executable(const char *path) {
   return access(path, X_OK) == 0;
 }
 
-/* Without lmp_set_executable(), workers run the program lmp's code is linked
- * into; when that code is a shared object (lmp.so loaded by a stock luajit,
- * or liblmp.so), they run the lmp host found beside it in the build tree or
- * in the install prefix. */
+/* Whether this program called lmp_worker_main(): then it can run workers. */
+static int worker_capable;
+
+void lmp__note_worker_main(void) { worker_capable = 1; }
+
+/* The one rule (lmp.h): the program set with lmp_set_executable(); else
+ * the running program, if it called lmp_worker_main(); else the lmp host
+ * found beside lmp's code (lmp.so loaded by a stock luajit, liblmp.so, or
+ * a program that links liblmp.a), in the build tree or the install
+ * prefix. */
 const char *lmp_get_executable(void) {
   static char found[PATH_MAX];
   static const char *const relative[] = {
@@ -91,9 +97,10 @@ const char *lmp_get_executable(void) {
   int i;
   if (worker_executable) return worker_executable;
   exe = lmp__self_exe();
-  image = lmp__self_image();
-  if (image == NULL || (exe && strcmp(image, exe) == 0)) return exe;
+  if (worker_capable && exe) return exe;
   if (found[0]) return found;
+  image = lmp__self_image();
+  if (image == NULL) return NULL;
   slash = strrchr(image, '/');
   for (i = 0; slash && relative[i]; i++) {
     char candidate[PATH_MAX];

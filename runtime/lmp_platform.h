@@ -12,6 +12,10 @@ const char *lmp__self_exe(void);
  * Static storage. */
 const char *lmp__self_image(void);
 
+/* lmp_worker_main() was called: the running program can run workers (the
+ * rule of lmp_get_executable). */
+void lmp__note_worker_main(void);
+
 /* The symbolic name of errno value e ("EACCES"), or NULL if unknown.
  * Static storage. */
 const char *lmp__errno_name(int e);

@@ -25,6 +25,7 @@
 #include "lmp_alloc.h"
 #include "lmp_error.h"
 #include "lmp_frame.h"
+#include "lmp_platform.h"
 #include "lmp_preload.h"
 #include "lmp_worker.h"
 
@@ -168,6 +169,7 @@ int lmp_worker_main(int argc, char **argv) {
   char *end;
   long fd;
   int err;
+  lmp__note_worker_main();
   if (argc < 3 || strcmp(argv[1], LMP_WORKER_FLAG) != 0) return -1;
   memset(&w, 0, sizeof(w));
   errno = 0;

@@ -109,6 +109,15 @@ int main(int argc, char **argv) {
   int status = lmp_worker_main(argc, argv);
   if (status >= 0) return status;
   CHECK(lmp_worker_main(1, argv) == -1);
+  {
+    /* The default worker executable: this program, since it called
+     * lmp_worker_main() (the rule of lmp_get_executable). */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    CHECK(n > 0);
+    self[n > 0 ? n : 0] = '\0';
+    CHECK(lmp_get_executable() != NULL && strcmp(lmp_get_executable(), self) == 0);
+  }
   test_error_codes();
   test_module();
   test_worker(argv[0]);
