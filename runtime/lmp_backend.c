@@ -5,7 +5,7 @@
  * Each state gets one epoll descriptor for its whole life.  It holds a
  * timerfd (the nearest deadline), an eventfd (work due now), and what the
  * Lua side lists after each dispatch (core.host.fds): every pool's hub
- * notifier, armed, and its workers' sentinels.  What lmp does when the
+ * bell, armed, and its workers' sentinels.  What lmp does when the
  * host calls in is Lua code (core.host.dispatch, lmp.pool.pump); this file
  * keeps the descriptor true to it.
  */
@@ -21,13 +21,17 @@
 
 #include "lmp_error.h"
 #include "lmp_platform.h"
+#include "lmp_time.h"
 
 #define BACKEND_KEY "lmp.backend"
 
 typedef struct {
   int epfd, timerfd, kickfd;
-  int *fds;  /* what core.host.fds listed last, in epfd */
+  int *fds;        /* what core.host.fds listed last, in epfd */
   int nfds;
+  double changes;  /* ... and the count of changes it gave then */
+  double timer;    /* when the timer goes off (lmp__now()), or -1 */
+  int kicked;      /* the kick was written, and not read yet */
 } backend;
 
 static void close_fd(int *fd) {
@@ -71,6 +75,7 @@ static backend *get_backend(lua_State *L, int *err) {
   b = lua_newuserdata(L, sizeof(*b));
   memset(b, 0, sizeof(*b));
   b->epfd = b->timerfd = b->kickfd = -1;
+  b->changes = b->timer = -1;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, backend_gc);
   lua_setfield(L, -2, "__gc");
@@ -131,29 +136,19 @@ static void drain(int fd) {
   while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR) {}
 }
 
-/* Makes the descriptor say what lmp waits for now: the fds the Lua side
- * lists, the timer at the nearest deadline, the kick when work is due. */
-static int rearm(lua_State *L, backend *b) {
-  int i, n = 0, err = 0, *fds = NULL;
-  double t;
-  struct itimerspec its;
-  if (push_host(L, "fds")) {
-    if (lmp__pcall_traceback(L, 0, 1) != 0) {
-      lmp__report(L, "lmp: backend descriptors");
-      return LMP_EIO;
-    }
-    if (lua_istable(L, -1)) n = (int)lua_objlen(L, -1);
-    if (n > 0 && (fds = malloc(sizeof(int) * (size_t)n)) == NULL) {
-      lua_pop(L, 1);
-      return LMP_ENOMEM;
-    }
-    for (i = 0; i < n; i++) {
-      lua_rawgeti(L, -1, i + 1);
-      fds[i] = (int)lua_tointeger(L, -1);
-      lua_pop(L, 1);
-    }
+/* Brings epfd in line with the list at the top of the stack (popped). */
+static int sync_fds(lua_State *L, backend *b) {
+  int i, n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0, err = 0, *fds = NULL;
+  if (n > 0 && (fds = malloc(sizeof(int) * (size_t)n)) == NULL) {
+    lua_pop(L, 1);
+    return LMP_ENOMEM;
+  }
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    fds[i] = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
   }
+  lua_pop(L, 1);
   for (i = 0; i < b->nfds; i++) {
     int j, kept = 0;
     for (j = 0; j < n && !kept; j++) kept = fds[j] == b->fds[i];
@@ -163,17 +158,50 @@ static int rearm(lua_State *L, backend *b) {
   free(b->fds);
   b->fds = fds;
   b->nfds = n;
+  return err;
+}
+
+/* Makes the descriptor say what lmp waits for now: the fds the Lua side
+ * lists, the timer at the nearest deadline, the kick when work is due.
+ * What is as it was costs no system call: a busy host dispatches once per
+ * result. */
+static int rearm(lua_State *L, backend *b) {
+  int err = 0;
+  double t, at;
+  if (push_host(L, "fds")) {
+    double changes;
+    if (lmp__pcall_traceback(L, 0, 2) != 0) {
+      lmp__report(L, "lmp: backend descriptors");
+      return LMP_EIO;
+    }
+    changes = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -2;
+    lua_pop(L, 1);
+    if (changes != b->changes || changes == -2) {
+      b->changes = -1;
+      if ((err = sync_fds(L, b)) != 0) return err;
+      b->changes = changes;
+    } else {
+      lua_pop(L, 1);
+    }
+  }
   t = host_timeout(L);
-  memset(&its, 0, sizeof(its));
-  if (t == 0) {
+  if (t == 0 && !b->kicked) {
     uint64_t one = 1;
     while (write(b->kickfd, &one, sizeof(one)) < 0 && errno == EINTR) {}
-  } else if (t > 0) {
-    its.it_value.tv_sec = (time_t)t;
-    its.it_value.tv_nsec = (long)((t - (double)its.it_value.tv_sec) * 1e9);
-    if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+    b->kicked = 1;
   }
-  timerfd_settime(b->timerfd, 0, &its, NULL);  /* all zero: disarmed */
+  at = t > 0 ? lmp__now() + t : -1;
+  if ((at < 0) != (b->timer < 0) || (at >= 0 && (at - b->timer > 5e-4 || b->timer - at > 5e-4))) {
+    struct itimerspec its;
+    memset(&its, 0, sizeof(its));  /* all zero: disarmed */
+    if (t > 0) {
+      its.it_value.tv_sec = (time_t)t;
+      its.it_value.tv_nsec = (long)((t - (double)its.it_value.tv_sec) * 1e9);
+      if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+    }
+    timerfd_settime(b->timerfd, 0, &its, NULL);
+    b->timer = at;
+  }
   return err;
 }
 
@@ -199,8 +227,14 @@ int lmp_dispatch(lua_State *L) {
   int err = 0, ran = 0, top = lua_gettop(L);
   backend *b = get_backend(L, &err);
   if (b == NULL) return err;
-  drain(b->kickfd);
-  drain(b->timerfd);
+  if (b->kicked) {
+    drain(b->kickfd);
+    b->kicked = 0;
+  }
+  if (b->timer >= 0 && lmp__now() >= b->timer) {
+    drain(b->timerfd);  /* it went off: it is disarmed now */
+    b->timer = -1;
+  }
   if (push_host(L, "dispatch")) {
     if (lmp__pcall_traceback(L, 0, 1) != 0) {
       lmp__report(L, "lmp: dispatch");

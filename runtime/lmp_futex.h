@@ -73,37 +73,4 @@ int lmp__watcher_start(lmp_watcher *w);
  * be called again, and after a failed start. */
 void lmp__watcher_stop(lmp_watcher *w);
 
-/* --- notifiers ------------------------------------------------------------ */
-
-/* A watcher that lasts: its thread waits until it is armed, then until
- * ready() says yes, makes the eventfd readable and disarms itself.  For a
- * host that polls descriptors between its own work (lmp_backend_fd): it
- * is armed each time the host is done with what came, without starting a
- * thread each time. */
-typedef struct {
-  /* Set by the owner before lmp__notifier_start, as for a watcher. */
-  uint32_t *word;
-  int (*ready)(void *arg, uint32_t *seen);
-  void *arg;
-  /* Set by lmp__notifier_start: readable once ready() has said yes while
-   * armed; lmp__notifier_arm empties it. */
-  int fd;
-  /* The notifier's own. */
-  uint32_t armed;   /* futex word */
-  int started;
-  atomic_int stop;
-  uint32_t done;
-  pthread_t thread;
-} lmp_notifier;
-
-/* Makes the eventfd and starts the thread, disarmed.  0, or a negative
- * LMP_E* code, and then nothing is left to stop. */
-int lmp__notifier_start(lmp_notifier *n);
-
-/* Empties the eventfd and arms the notifier. */
-void lmp__notifier_arm(lmp_notifier *n);
-
-/* Ends the thread, then closes the eventfd.  May be called again. */
-void lmp__notifier_stop(lmp_notifier *n);
-
 #endif /* LMP_FUTEX_H */

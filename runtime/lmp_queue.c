@@ -30,6 +30,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #include "lmp_arg.h"
 #include "lmp_buf.h"
@@ -79,6 +80,8 @@ typedef struct {
   uint32_t space_seq;      /* futex: bumped when an item is taken */
   uint32_t put_waiters;    /* sleepers on space_seq */
   uint32_t space_woken;    /* as woken, for them */
+  uint32_t bell_armed;     /* 1: the next put that has a bell rings it
+                              (l_queue_arm) */
   _Alignas(64) uint64_t tasks_done;  /* task_done() calls; never above gets */
   uint32_t done_seq;       /* futex: bumped by task_done() while joined */
   uint32_t join_waiters;
@@ -230,9 +233,10 @@ static int grow_for(lmp_queue *q, uint64_t need) {
   return grown;
 }
 
-/* core.queue_put(segment, value, timeout [, len]) -> true | nil, "full"
+/* core.queue_put(segment, value, timeout [, len [, bell]]) -> true | nil, "full"
  * With len, value is FFI memory (a cdata that holds its bytes, not a
- * pointer): its first len bytes go as a FRAME. */
+ * pointer): its first len bytes go as a FRAME.  With bell (a socket), the
+ * put rings it if the consumer armed it (l_queue_arm). */
 static int l_queue_put(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
@@ -336,6 +340,9 @@ static int l_queue_put(lua_State *L) {
       atomic_exchange(AT32(&q->woken), 1) == 0)
     wake_all(&q->data_seq);
   lmp__lock_release(&q->put_lock);
+  if (lua_type(L, 5) == LUA_TNUMBER && atomic_load(AT32(&q->bell_armed)) &&
+      atomic_exchange(AT32(&q->bell_armed), 0) == 1)
+    send((int)lua_tointeger(L, 5), "!", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
   lmp__shm_unpin(seg);
   if (b != NULL && b->cap > ((size_t)16 << 20)) lmp__buf_free(b);
   lua_pushboolean(L, 1);
@@ -604,73 +611,21 @@ static int l_queue_watch(lua_State *L) {
   return 1;
 }
 
-/* A notifier: a watcher that lasts, for a host's pollable descriptor
- * (lmp_backend.c).  Like a queue watcher it counts among the sleepers of
- * the queue, but its thread looks only while armed, and a put wakes it
- * at most once per arming (the woken flag). */
-typedef struct {
-  lmp_notifier n;
-  lmp_queue *q;
-  lmp_segment *seg;
-} notifier;
-
-static int notifier_has_item(void *arg, uint32_t *seen) {
-  lmp_queue *q = arg;
-  *seen = atomic_load(AT32(&q->data_seq));
-  atomic_store(AT32(&q->woken), 0);
-  return atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail));
-}
-
-static int notifier_close(lua_State *L) {
-  notifier *n = lmp__check_udata(L, 1, "lmp.QueueNotifier");
-  if (n->n.started) {
-    lmp__notifier_stop(&n->n);
-    atomic_fetch_sub(AT32(&n->q->get_waiters), 1);
-  }
-  if (n->seg) {
-    lmp__shm_unpin(n->seg);
-    n->seg = NULL;
-  }
-  return 0;
-}
-
-static int notifier_fd(lua_State *L) {
-  notifier *n = lmp__check_udata(L, 1, "lmp.QueueNotifier");
-  lua_pushinteger(L, n->n.fd);
-  return 1;
-}
-
-static int notifier_arm(lua_State *L) {
-  notifier *n = lmp__check_udata(L, 1, "lmp.QueueNotifier");
-  if (n->n.started) lmp__notifier_arm(&n->n);
-  return 0;
-}
-
-/* core.queue_notifier(segment) -> notifier (n:fd(), n:arm(), n:close()) */
-static int l_queue_notifier(lua_State *L) {
-  lmp_segment *seg;
-  lmp_queue *q = queue_at(L, 1, &seg);
-  notifier *n = lua_newuserdata(L, sizeof(*n));
-  int err;
-  memset(n, 0, sizeof(*n));
-  n->q = q;
-  n->n.fd = -1;
-  n->n.word = &q->data_seq;
-  n->n.ready = notifier_has_item;
-  n->n.arg = q;
-  luaL_getmetatable(L, "lmp.QueueNotifier");
-  lua_setmetatable(L, -2);
-  lua_createtable(L, 1, 0);  /* the notifier keeps the segment alive */
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, 1);
-  lua_setfenv(L, -2);
-  lmp__shm_pin(seg);
-  n->seg = seg;
-  atomic_fetch_add(AT32(&q->get_waiters), 1);
-  if ((err = lmp__notifier_start(&n->n)) != 0) {
-    atomic_fetch_sub(AT32(&q->get_waiters), 1);
-    return lmp__error_raise(L, "OSError", "notifier: %s", lmp_strerror(err));
-  }
+/* core.queue_arm(segment, bell) -> whether the queue holds an item.
+ * A host that polls (lmp_backend.c) hears of the next item through a
+ * bell: a socket whose other end the producers hold (a pool's workers).
+ * Arming empties the bell and asks the next put that names it to ring it
+ * once (queue_put's `bell`); an item already there is said by the return
+ * value instead.  A producer publishes before it looks at the flag, and
+ * the consumer sets the flag before it looks at the items: an item is
+ * never missed (at worst it is told twice). */
+static int l_queue_arm(lua_State *L) {
+  lmp_queue *q = queue_at(L, 1, NULL);
+  int bell = (int)lmp__check_integer(L, 2);
+  char drain[64];
+  while (recv(bell, drain, sizeof(drain), MSG_DONTWAIT) > 0) {}
+  atomic_store(AT32(&q->bell_armed), 1);
+  lua_pushboolean(L, atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail)));
   return 1;
 }
 
@@ -683,7 +638,7 @@ void lmp__queue_open(lua_State *L) {
     {"queue_task_done", l_queue_task_done},
     {"queue_join", l_queue_join},
     {"queue_watch", l_queue_watch},
-    {"queue_notifier", l_queue_notifier},
+    {"queue_arm", l_queue_arm},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {
@@ -697,20 +652,6 @@ void lmp__queue_open(lua_State *L) {
   };
   lmp__push_class(L, "lmp.QueueWatcher", meta, methods, NULL);
   lua_pop(L, 1);
-  {
-    static const luaL_Reg notifier_meta[] = {
-      {"__gc", notifier_close},
-      {NULL, NULL}
-    };
-    static const luaL_Reg notifier_methods[] = {
-      {"arm", notifier_arm},
-      {"close", notifier_close},
-      {"fd", notifier_fd},
-      {NULL, NULL}
-    };
-    lmp__push_class(L, "lmp.QueueNotifier", notifier_meta, notifier_methods, NULL);
-    lua_pop(L, 1);
-  }
   lua_newuserdata(L, sizeof(lmp_buf));
   memset(lua_touserdata(L, -1), 0, sizeof(lmp_buf));
   lua_newtable(L);

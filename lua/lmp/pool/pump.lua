@@ -159,11 +159,15 @@ return function(core, lmp, I)
   end
 
   function P.add(pool)
+    I.host.changed()
     live[pool] = true
     core.set_background(background)
   end
 
-  function P.remove(pool) live[pool] = nil end
+  function P.remove(pool)
+    I.host.changed()
+    live[pool] = nil
+  end
 
   -- Runs fn(...) as the pump would: lmp's waits inside it serve no pool,
   -- so that no pool code runs in the middle of another (a worker buried
@@ -257,24 +261,31 @@ return function(core, lmp, I)
   local host = I.host
 
   -- The descriptors that become readable when there is work: each pool's
-  -- hub notifier (armed now: replies were read by the last dispatch) and
-  -- the sentinels of its workers.
+  -- bell (armed now: the last dispatch read the replies) and the sentinels
+  -- of its workers.
+  local replies_pending = false
+  local changes = 0  -- the descriptors may have changed when this did
+
+  function host.changed() changes = changes + 1 end
+
+  -- Returns the list, and `changes`.
   function host.fds()
     local fds = {}
+    replies_pending = false
     for p in pairs(live) do
-      local note = p.hub:notifier()
-      note:arm()
-      fds[#fds + 1] = note:fd()
+      local fd, pending = p.hub:arm()
+      fds[#fds + 1] = fd
+      if pending then replies_pending = true end
       p:_fds(fds)
     end
-    return fds
+    return fds, changes
   end
 
   -- Seconds until lmp has work to do without a descriptor saying so: 0
-  -- when callbacks or coroutines are due, else the nearest task or await
-  -- deadline; nil: none.
+  -- when callbacks or coroutines are due, or replies came before the bell
+  -- was armed; else the nearest task or await deadline; nil: none.
   function host.timeout()
-    if due.first <= due.last then return 0 end
+    if due.first <= due.last or replies_pending then return 0 end
     local t, nearest = now(), nil
     for _, ticket in ipairs(timed) do
       if not ticket.woken then

@@ -97,6 +97,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
       initargs = self.initargs, maxtasks = self.maxtasks, max_memory = self.max_memory,
     }, w)
     self.workers[#self.workers + 1] = w
+    I.host.changed()  -- a sentinel to watch
   end
 
   -- A worker has gone: replace it while the pool runs, or while a closed
@@ -334,6 +335,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
       if x == w then table.remove(self.workers, i) break end
     end
     w.buried = true
+    I.host.changed()
     local code = w.ep:finish(END_TIMEOUT)
     local how = code == nil and "did not exit"
                 or code < 0 and ("was killed by signal " .. -code)

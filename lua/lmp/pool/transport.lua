@@ -20,10 +20,11 @@
 --                                       wait on that is ready when a reply
 --                                       has come (for waits that are not
 --                                       the pool's own)
---   hub:notifier() -> object            for a host that polls (runtime/
---                                       lmp_backend.c): n:fd() becomes
---                                       readable when a reply has come
---                                       since n:arm()
+--   hub:arm() -> fd, pending            for a host that polls (runtime/
+--                                       lmp_backend.c): fd becomes
+--                                       readable when a reply comes after
+--                                       this call; pending: one is there
+--                                       already
 --   hub:close()
 --   worker.name, worker.pid
 --   worker.pipeline_bytes   bytes of frames that may wait, unread, at a
@@ -61,9 +62,13 @@ return function(core, lmp)
   local Hub, Worker = {}, {}
   Hub.__index, Worker.__index = Hub, Worker
 
+  -- The bell: workers ring it (one byte on a socket) when the pool has
+  -- armed it and a reply comes, so that a host polling descriptors hears
+  -- of replies without a thread of lmp's watching the ring.
   function M.open()
+    local bell, ringer = lmp.Pipe(false)
     return setmetatable({inbox = lmp.SimpleQueue(), tags = {}, slots = 0,
-                         receiver = pack.receiver()}, Hub)
+                         receiver = pack.receiver(), bell = bell, ringer = ringer}, Hub)
   end
 
   function Hub:start(spec, tag)
@@ -72,8 +77,8 @@ return function(core, lmp)
     local slot = self.slots
     local p = lmp.Process{
       target = "lmp.pool.worker:main", daemon = true, name = spec.name,
-      args = {n = 7, tasks, self.inbox, slot, spec.initializer, spec.initargs, spec.maxtasks,
-              spec.max_memory},
+      args = {n = 8, tasks, self.inbox, slot, spec.initializer, spec.initargs, spec.maxtasks,
+              spec.max_memory, self.ringer},
     }
     local ok, err = pcall(p.start, p)
     if not ok then
@@ -95,13 +100,14 @@ return function(core, lmp)
 
   function Hub:watcher() return self.inbox end
 
-  function Hub:notifier()
-    if not self.note then self.note = core.queue_notifier(self.inbox._seg) end
-    return self.note
+  function Hub:arm()
+    local fd = self.bell:fileno()
+    return fd, core.queue_arm(self.inbox._seg, fd)
   end
 
   function Hub:close()
-    if self.note then self.note:close() end
+    self.bell:close()
+    self.ringer:close()
     self.inbox:close()
   end
 

@@ -80,16 +80,18 @@ return function(core, lmp)
     return {message = (message:gsub("^item%[3%]", what)), kind = "CodecError"}
   end
 
-  function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory)
+  function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory, ringer)
     local inbox_seg, tasks_seg = inbox._seg, tasks._seg
+    local bell = ringer:fileno()  -- rung by a put when the pool armed it
     local function reply(id, ok, value, retiring)
       if ok and id ~= 0 then
         local f, size = pack.reply_frame(id, value, retiring, slot)
-        if f then return queue_put(inbox_seg, f, nil, size) end
+        if f then return queue_put(inbox_seg, f, nil, size, bell) end
       end
-      local sent, e = pcall(inbox.put, inbox, {id, ok, value, retiring, slot})
+      local sent, e = pcall(queue_put, inbox_seg, {id, ok, value, retiring, slot}, nil, nil, bell)
       if not sent then
-        inbox:put({id, false, encode_error(e, ok and "result" or "error"), retiring, slot})
+        queue_put(inbox_seg, {id, false, encode_error(e, ok and "result" or "error"), retiring, slot},
+                  nil, nil, bell)
       end
     end
     if initializer then
