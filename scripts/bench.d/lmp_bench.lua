@@ -428,8 +428,41 @@ function W.B10()
   end
 end
 
+-- B12: a 60 Hz embedding host (scripts/examples/tick_host.c, built
+-- beside the lmp host) that offloads path-finding: the us it spends in
+-- lmp per tick with both workers saturated (p50/p99/max); the same host
+-- calling pool:map inside its tick (the stall it avoids); and the paths
+-- per second against a serial host, which spends most of each tick
+-- finding paths itself.
+function W.B12()
+  local exe = arg[-1] or "build/lmp"  -- the lmp host running this
+  local tick_host = exe:gsub("[^/]*$", "") .. "tick_host"
+  local game = (arg[0]:gsub("[^/]*$", "")) .. "../examples/tick_game.lua"
+  local seconds = scale == 10 and 1 or 5
+  local function run(mode)
+    local p = assert(io.popen(("%q %q %s %d"):format(tick_host, game, mode, seconds)))
+    local out = p:read("*a")
+    p:close()
+    local f = {out:match("tick_us p50 (%d+) p99 (%d+) max (%d+)")}
+    assert(#f == 3, "tick_host " .. mode .. ": " .. out)
+    return tonumber(f[1]), tonumber(f[2]), tonumber(f[3]),
+           tonumber(out:match("per_s ([%d.]+)"))
+  end
+  local p50, p99, max, async_rate = run("async")
+  emit("lmp.B12.tick_p50", p50, "us")
+  emit("lmp.B12.tick_p99", p99, "us")
+  emit("lmp.B12.tick_max", max, "us")
+  local n50, _, nmax = run("naive")
+  emit("lmp.B12.naive_p50", n50, "us")
+  emit("lmp.B12.naive_max", nmax, "us")
+  local _, _, _, serial_rate = run("serial")
+  emit("lmp.B12.paths_per_s", async_rate, "paths/s")
+  emit("lmp.B12.serial_paths_per_s", serial_rate, "paths/s")
+  emit("lmp.B12.vs_serial", async_rate / serial_rate, "x")
+end
+
 local ids = {}
-for i = 1, 11 do
+for i = 1, 12 do
   if W["B" .. i] then ids[#ids + 1] = "B" .. i end
 end
 
