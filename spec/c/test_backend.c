@@ -166,6 +166,26 @@ static void test_dispatch_never_blocks(void) {
   lua_close(L);
 }
 
+/* A worker that dies makes the descriptor readable until the pool has
+ * seen it: the host must not spin on it meanwhile. */
+static void test_worker_death_wakes_once(void) {
+  lua_State *L = new_state();
+  int turns;
+  CHECK(run(L,
+    "lmp = require 'lmp'\n"
+    "pool = lmp.Pool(1)\n"
+    "assert(pool:apply(function() return 1 end, {}, {timeout = 10}) == 1)\n"
+    "pool:apply_async(function() os.exit(3) end, {}, nil, "
+    "function(e) lost, kind = 1, e.kind end)\n"));
+  turns = loop_until(L, "lost", 10);
+  if (!(turns >= 0 && turns <= 10)) fprintf(stderr, "death: %d turns\n", turns);
+  CHECK(turns >= 0 && turns <= 10);
+  CHECK(run(L, "assert(kind == 'WorkerLost', tostring(kind))\n"));
+  CHECK(lmp_shutdown(L, 5) == 0);
+  lua_close(L);
+  CHECK(!children_left());
+}
+
 static void test_callback_errors_go_to_on_error(void) {
   lua_State *L = new_state();
   CHECK(run(L,
@@ -237,6 +257,7 @@ int main(int argc, char **argv) {
   CHECK(lmp_set_executable("/proc/self/exe") == 0);
   test_readable_when_a_result_comes();
   test_dispatch_never_blocks();
+  test_worker_death_wakes_once();
   test_callback_errors_go_to_on_error();
   test_close_without_shutdown();
   test_two_states();

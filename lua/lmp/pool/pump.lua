@@ -302,7 +302,13 @@ return function(core, lmp, I)
 
   -- Does what is ready, never waiting; returns how many callbacks and
   -- coroutines ran.
-  function host.dispatch() return P.pump(0) end
+  function host.dispatch()
+    -- The sentinels are looked at every time: one that is readable keeps
+    -- the host's descriptor readable until its worker is buried, and the
+    -- host would come back at once, again and again.
+    last_look = -math.huge
+    return P.pump(0)
+  end
 
   -- At exit, open pools are terminated before lmp joins the children, so
   -- that no worker is replaced while the program ends.
