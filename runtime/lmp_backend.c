@@ -167,13 +167,15 @@ static int sync_fds(lua_State *L, backend *b) {
  * result. */
 static int rearm(lua_State *L, backend *b) {
   int err = 0;
-  double t, at;
-  if (push_host(L, "fds")) {
+  double t = -1, at;
+  if (push_host(L, "arm")) {  /* -> fds, changes, timeout */
     double changes;
-    if (lmp__pcall_traceback(L, 0, 2) != 0) {
+    if (lmp__pcall_traceback(L, 0, 3) != 0) {
       lmp__report(L, "lmp: backend descriptors");
       return LMP_EIO;
     }
+    if (lua_isnumber(L, -1)) t = lua_tonumber(L, -1) > 0 ? lua_tonumber(L, -1) : 0;
+    lua_pop(L, 1);
     changes = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : -2;
     lua_pop(L, 1);
     if (changes != b->changes || changes == -2) {
@@ -184,7 +186,6 @@ static int rearm(lua_State *L, backend *b) {
       lua_pop(L, 1);
     }
   }
-  t = host_timeout(L);
   if (t == 0 && !b->kicked) {
     uint64_t one = 1;
     while (write(b->kickfd, &one, sizeof(one)) < 0 && errno == EINTR) {}

@@ -53,6 +53,13 @@ int main(int argc, char **argv) {
 }
 ]]
 
+-- A build with LMP_SANITIZE installs sanitized libraries: a program that
+-- links them must be built with the sanitizers too.
+local function sanitize_flags()
+  local cache = H.slurp(H.bindir .. "/CMakeCache.txt") or ""
+  return cache:find("LMP_SANITIZE:BOOL=ON", 1, true) and "-fsanitize=address,undefined" or ""
+end
+
 describe("an installed lmp", function()
   local prefix
 
@@ -108,7 +115,8 @@ describe("an installed lmp", function()
   it("compiles a C host with pkg-config --cflags --libs lmp", function()
     local dir = H.tmpdir()
     H.write(dir .. "/consumer.c", CONSUMER)
-    local r = H.run({"sh", "-c", "cc -o consumer consumer.c $(pkg-config --cflags --libs lmp)"},
+    local r = H.run({"sh", "-c", "cc " .. sanitize_flags() ..
+                     " -o consumer consumer.c $(pkg-config --cflags --libs lmp)"},
                     {cwd = dir, env = {PKG_CONFIG_PATH = prefix .. "/lib/pkgconfig"}, timeout = 60})
     assert.equal(0, r.status, r.stderr)
     check_consumer(dir .. "/consumer")
@@ -124,7 +132,10 @@ find_package(lmp 0.1 REQUIRED)
 add_executable(consumer consumer.c)
 target_link_libraries(consumer PRIVATE lmp::lmp)
 ]])
+    local flags = sanitize_flags()
     local r = H.run({"sh", "-c", "cmake -S . -B b -DCMAKE_PREFIX_PATH=" .. H.quote(prefix) ..
+                     " -DCMAKE_C_FLAGS=" .. H.quote(flags) ..
+                     " -DCMAKE_EXE_LINKER_FLAGS=" .. H.quote(flags) ..
                      " >/dev/null && cmake --build b >/dev/null"}, {cwd = dir, timeout = 120})
     assert.equal(0, r.status, r.stdout .. r.stderr)
     check_consumer(dir .. "/b/consumer")

@@ -294,10 +294,17 @@ return function(core, lmp, I)
       end
     end
     for p in pairs(live) do
-      local left = p:_watch({}, {}, t)
+      local left = p:_nearest(t)
       if left and (not nearest or left < nearest) then nearest = left end
     end
     return nearest
+  end
+
+  -- What the host's descriptor must say after a dispatch, in one call:
+  -- host.fds(), then host.timeout().
+  function host.arm()
+    local fds, count = host.fds()
+    return fds, count, host.timeout()
   end
 
   -- Does what is ready, never waiting; returns how many callbacks and

@@ -373,9 +373,15 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
   -- What this pool waits on to see its workers end (lmp.pool.pump);
   -- returns the time left to its nearest hard deadline (or nil).
   function Pool:_watch(list, owner, t)
+    for _, w in ipairs(self.workers) do w.ep:watch(list, owner, w) end
+    return self:_nearest(t)
+  end
+
+  -- The time left at t to the nearest hard deadline of a running task (nil:
+  -- none).
+  function Pool:_nearest(t)
     local nearest
     for _, w in ipairs(self.workers) do
-      w.ep:watch(list, owner, w)
       local task = w.inflight[1]
       if task and task.timeout and task.started then
         local left = task.started + task.timeout - t
