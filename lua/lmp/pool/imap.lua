@@ -132,8 +132,8 @@ return function(core, lmp, I, pump, progress, Pool, A)
   local function imap(self, what, ordered, fn, iterable, ...)
     local opts, npos = A.trailing_options(...)
     local chunksize = npos >= 1 and (...) or nil
-    local o = A.call_options(self, what, fn, opts)
-    if o.callback or o.error_callback then
+    local o, cb, ecb = A.call_options(self, what, fn, opts)
+    if cb or ecb then
       I.raise("ValueError", "%s: takes no callback (its results come from the iterator)", what)
     end
     if chunksize == nil then chunksize = 1 end

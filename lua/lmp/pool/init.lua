@@ -121,8 +121,10 @@ return function(core, lmp, I)
     return a, b, c
   end
 
-  -- A call's options, with the pool's defaults and positional callbacks
-  -- folded in, checked.
+  -- A call's options, with the pool's defaults folded in, checked; and its
+  -- callback and error_callback (positional, or from the options).  A call
+  -- without an options table shares the pool's defaults (self.defaults):
+  -- most calls have none, and a table less per call counts in a tick.
   local function call_options(self, what, fn, opts, callback, error_callback)
     if self.broken then
       raise("ProcessError", "%s: the pool is broken: %s", what, tostring(self.broken.message))
@@ -131,17 +133,20 @@ return function(core, lmp, I)
       raise("ValueError", "%s: the pool is %s", what, self.state)
     end
     I.check_type(fn, "function", what, "fn")
-    opts = opts or {}
+    if opts == nil then
+      check_optional(callback, "function", what, "callback")
+      check_optional(error_callback, "function", what, "error_callback")
+      return self.defaults, callback, error_callback
+    end
     check_known(opts, CALL_OPTIONS, what, "option")
+    callback, error_callback = callback or opts.callback, error_callback or opts.error_callback
     local o = {
-      callback = callback or opts.callback,
-      error_callback = error_callback or opts.error_callback,
       timeout = opts.timeout, soft_timeout = opts.soft_timeout,
       retries = opts.retries, retry_on = opts.retry_on,
       progress = opts.progress, buffersize = opts.buffersize, grace = SOFT_GRACE,
     }
-    check_optional(o.callback, "function", what, "callback")
-    check_optional(o.error_callback, "function", what, "error_callback")
+    check_optional(callback, "function", what, "callback")
+    check_optional(error_callback, "function", what, "error_callback")
     check_seconds(o.timeout, what, "timeout")
     check_seconds(o.soft_timeout, what, "soft_timeout")
     check_retries(o.retries, what, "retries")
@@ -151,7 +156,7 @@ return function(core, lmp, I)
     if o.soft_timeout == nil then o.soft_timeout = self.soft_timeout end
     if o.retries == nil then o.retries = self.retries end
     if o.retry_on == nil then o.retry_on = self.retry_on end
-    return o
+    return o, callback, error_callback
   end
 
   ---------------------------------------------------------------------------
@@ -190,6 +195,8 @@ return function(core, lmp, I)
       fn_keys = setmetatable({}, {__mode = "k"}),  -- function -> {key, frame}
       counts = {done = 0, failed = 0, retried = 0, replaced = 0},
     }, Pool)
+    self.defaults = {timeout = self.task_timeout, soft_timeout = self.soft_timeout,
+                     retries = self.retries, retry_on = self.retry_on, grace = SOFT_GRACE}
     -- A pool collected while open takes its workers down with it.
     local workers = self.workers
     self._gc = newproxy(true)
@@ -277,10 +284,12 @@ return function(core, lmp, I)
     return size > 0 and size or 1
   end
 
-  local function apply_job(self, what, fn, args, o)
+  local NO_ARGS = {}
+
+  local function apply_job(self, what, fn, args, o, callback, error_callback)
     check_optional(args, "table", what, "args")
-    args = args or {}
-    local job = AsyncResult.new(self, 1, o, 1)
+    args = args or NO_ARGS
+    local job = AsyncResult.new(self, 1, o, 1, callback, error_callback)
     job.single = true
     local n = args.n or #args
     if self.fn_keys[fn] or debug.getinfo(fn, "u").nups == 0 then
@@ -304,8 +313,8 @@ return function(core, lmp, I)
   function Pool:apply_async(fn, args, ...)
     local opts, npos = trailing_options(...)
     local callback, error_callback = positional(npos, ...)
-    local o = call_options(self, "Pool:apply_async", fn, opts, callback, error_callback)
-    return apply_job(self, "Pool:apply_async", fn, args, o)
+    local o, cb, ecb = call_options(self, "Pool:apply_async", fn, opts, callback, error_callback)
+    return apply_job(self, "Pool:apply_async", fn, args, o, cb, ecb)
   end
 
   function Pool:apply(fn, args, opts)
@@ -318,7 +327,7 @@ return function(core, lmp, I)
   local function map_job(self, what, star, fn, list, ...)
     local opts, npos = trailing_options(...)
     local chunksize, callback, error_callback = positional(npos, ...)
-    local o = call_options(self, what, fn, opts, callback, error_callback)
+    local o, cb, ecb = call_options(self, what, fn, opts, callback, error_callback)
     I.check_type(list, "table", what, "list", "an array table")
     local len = #list
     if star then
@@ -332,7 +341,7 @@ return function(core, lmp, I)
     if chunksize == nil then chunksize = default_chunksize(self, len) end
     check_positive_integer(chunksize, what, "chunksize")
     local nchunks = math.ceil(len / chunksize)
-    local job = AsyncResult.new(self, nchunks, o, len)
+    local job = AsyncResult.new(self, nchunks, o, len, cb, ecb)
     if nchunks == 0 then job:_finish(true, {}) return job end
     function_frame(self, fn, job)
     if not star and chunksize < BIG_CHUNK then

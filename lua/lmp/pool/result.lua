@@ -16,9 +16,9 @@ return function(core, lmp, I, pump, progress)
   end
 
   -- opts: the call's options (lmp.pool reads them); nitems: for the bar.
-  function AsyncResult.new(pool, nchunks, opts, nitems)
+  function AsyncResult.new(pool, nchunks, opts, nitems, callback, error_callback)
     local job = setmetatable({pool = pool, pending = nchunks, results = table_new(nitems, 0),
-                              opts = opts,
+                              opts = opts, callback = callback, error_callback = error_callback,
                               done = false, ndone = 0}, AsyncResult)
     if opts.progress then job.bar = progress(nitems) end
     return job
@@ -34,7 +34,7 @@ return function(core, lmp, I, pump, progress)
     end
     if self.bar then self.bar(self.ndone, true) end
     local cb
-    if ok then cb = self.opts.callback else cb = self.opts.error_callback end
+    if ok then cb = self.callback else cb = self.error_callback end
     if cb then pump.later(cb, value) end
   end
 
