@@ -623,12 +623,11 @@ static int l_queue_arm(lua_State *L) {
   lmp_queue *q = queue_at(L, 1, NULL);
   int bell = (int)lmp__check_integer(L, 2);
   char drain[64];
-  /* The bell holds a byte only if a put took the flag (0): else it is
-   * empty, and a system call is saved.  A put that rings it between the
-   * exchange and the draining loses its byte, but its item, published
-   * before, is seen below. */
-  if (atomic_exchange(AT32(&q->bell_armed), 1) == 0)
-    while (recv(bell, drain, sizeof(drain), MSG_DONTWAIT) > 0) {}
+  /* Emptied every time: a put that took the flag may send its byte only
+   * after the flag is set again, and a byte left there would keep the
+   * host's descriptor readable with nothing to do. */
+  while (recv(bell, drain, sizeof(drain), MSG_DONTWAIT) > 0) {}
+  atomic_store(AT32(&q->bell_armed), 1);
   lua_pushboolean(L, atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail)));
   return 1;
 }
