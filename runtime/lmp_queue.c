@@ -611,24 +611,30 @@ static int l_queue_watch(lua_State *L) {
   return 1;
 }
 
-/* core.queue_arm(segment, bell) -> whether the queue holds an item.
- * A host that polls (lmp_backend.c) hears of the next item through a
- * bell: a socket whose other end the producers hold (a pool's workers).
+/* core.queue_arm(segment, bell, ringer) -> whether the queue holds an item.
+ * Whoever waits on descriptors (a host's lmp_backend.c, lmp's own waits
+ * while a pool has work) hears of the next item through a bell: a socket
+ * whose other end, `ringer`, the producers hold (a pool's workers).
  * Arming empties the bell and asks the next put that names it to ring it
- * once (queue_put's `bell`); an item already there is said by the return
- * value instead.  A producer publishes before it looks at the flag, and
+ * once (queue_put's `bell`); if an item is there already, the bell is
+ * rung at once.  A producer publishes before it looks at the flag, and
  * the consumer sets the flag before it looks at the items: an item is
  * never missed (at worst it is told twice). */
 static int l_queue_arm(lua_State *L) {
   lmp_queue *q = queue_at(L, 1, NULL);
   int bell = (int)lmp__check_integer(L, 2);
+  int ringer = (int)lmp__check_integer(L, 3);
+  int pending;
   char drain[64];
   /* Emptied every time: a put that took the flag may send its byte only
    * after the flag is set again, and a byte left there would keep the
    * host's descriptor readable with nothing to do. */
   while (recv(bell, drain, sizeof(drain), MSG_DONTWAIT) > 0) {}
   atomic_store(AT32(&q->bell_armed), 1);
-  lua_pushboolean(L, atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail)));
+  pending = atomic_load(AT(&q->head)) != atomic_load(AT(&q->tail));
+  if (pending && atomic_exchange(AT32(&q->bell_armed), 0) == 1)
+    send(ringer, "!", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  lua_pushboolean(L, pending);
   return 1;
 }
 

@@ -583,6 +583,34 @@ describe("lmp.Pool", function()
       p:close(); p:join()
     end)
 
+    it("serves its pools during another lmp wait without a thread of lmp's", function()
+      -- Each such wait started a thread to watch each pool's ring; the
+      -- pools' bells are descriptors that the wait polls with its own.  A
+      -- child counts this process's threads in the middle of the wait.
+      local p = new_pool(1)
+      local busy = p:apply_async(function() local t = os.clock() while os.clock() - t < 1 do end end, {})
+      local r, w = lmp.Pipe(false)
+      local parent = lmp.current_process().pid
+      local counter = lmp.Process(function(pid, out)
+        local t = os.clock() while os.clock() - t < 0.3 do end
+        local f = io.open("/proc/" .. pid .. "/status")
+        out:send(tonumber(f:read("*a"):match("Threads:%s*(%d+)")))
+        f:close()
+      end, parent, w)
+      counter:start()
+      local f = io.open("/proc/self/status")
+      local before = tonumber(f:read("*a"):match("Threads:%s*(%d+)"))  -- (libuv's pool, if started)
+      f:close()
+      local a, b = lmp.Pipe()
+      assert.is_false(a:poll(0.6))  -- the wait (the pool is busy all along)
+      assert.is_true(r:poll(10))
+      assert.equal(before, r:recv())
+      assert.equal(0, counter:join(10))
+      a:close(); b:close(); r:close(); w:close()
+      busy:get(10)
+      p:close(); p:join()
+    end)
+
     it("calls error_callback with the error (and not callback)", function()
       local p = new_pool(2)
       local ok_called, err

@@ -31,7 +31,6 @@ return function(core, lmp, I)
   local due = {first = 1, last = 0}  -- callbacks to run: {fn, value}
   local last_look = 0                -- when the sentinels were last looked at
   local slice = SLICE                -- grows while no reply comes
-  local watchers = {}                -- of the hubs, for the background hook
 
   -- Queues fn(value) to run once the current pump is over.
   function P.later(fn, value)
@@ -133,27 +132,16 @@ return function(core, lmp, I)
     return ran
   end
 
-  local function close_watchers()
-    for i = #watchers, 1, -1 do
-      watchers[i]:close()
-      watchers[i] = nil
-    end
-  end
-
   -- What the pools wait on, for lmp's other blocking calls (the hook is
-  -- called with run = true when one of these descriptors is ready).  A
-  -- hub is a ring, not a descriptor: a watcher thread stands for it until
-  -- the next pump.
+  -- called with run = true when one of these descriptors is ready): their
+  -- workers' sentinels, and their hubs' bells, armed.
   local function background(run)
     if pumping then return nil end
     if run then return P.pump(0) end
-    close_watchers()
     local fds = {}
     for p in pairs(live) do
       p:_fds(fds)
-      local w = core.queue_watch(p.hub:watcher()._seg)
-      watchers[#watchers + 1] = w
-      fds[#fds + 1] = w:fd()
+      fds[#fds + 1] = p.hub:arm():fileno()
     end
     return fds
   end
@@ -181,7 +169,6 @@ return function(core, lmp, I)
   end
 
   local function serve(timeout)
-    close_watchers()
     local pools, busy = {}, due.first <= due.last
     for p in pairs(live) do
       pools[#pools + 1] = p
@@ -219,7 +206,7 @@ return function(core, lmp, I)
           -- Nothing could ever wake this wait up: a bug, never a hang.
           I.raise("ProcessError", "lmp.Pool: waiting with no worker to wait for")
         end
-        for _, p in ipairs(pools) do list[#list + 1] = p.hub:watcher() end
+        for _, p in ipairs(pools) do list[#list + 1] = p.hub:arm() end
       end
       last_look = now()
       ready = wait(list, timeout)
@@ -263,7 +250,6 @@ return function(core, lmp, I)
   -- The descriptors that become readable when there is work: each pool's
   -- bell (armed now: the last dispatch read the replies) and the sentinels
   -- of its workers.
-  local replies_pending = false
   local changes = 0  -- the descriptors may have changed when this did
 
   function host.changed() changes = changes + 1 end
@@ -271,21 +257,18 @@ return function(core, lmp, I)
   -- Returns the list, and `changes`.
   function host.fds()
     local fds = {}
-    replies_pending = false
     for p in pairs(live) do
-      local fd, pending = p.hub:arm()
-      fds[#fds + 1] = fd
-      if pending then replies_pending = true end
+      fds[#fds + 1] = p.hub:arm():fileno()
       p:_fds(fds)
     end
     return fds, changes
   end
 
   -- Seconds until lmp has work to do without a descriptor saying so: 0
-  -- when callbacks or coroutines are due, or replies came before the bell
-  -- was armed; else the nearest task or await deadline; nil: none.
+  -- when callbacks or coroutines are due, else the nearest task or await
+  -- deadline; nil: none.
   function host.timeout()
-    if due.first <= due.last or replies_pending then return 0 end
+    if due.first <= due.last then return 0 end
     local t, nearest = now(), nil
     for _, ticket in ipairs(timed) do
       if not ticket.woken then
@@ -321,7 +304,6 @@ return function(core, lmp, I)
   -- that no worker is replaced while the program ends.
   I.at_exit[#I.at_exit + 1] = function()
     core.set_background(nil)
-    close_watchers()
     local busy = 0
     for p in pairs(live) do
       busy = busy + p:stats().busy

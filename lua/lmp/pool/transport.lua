@@ -16,15 +16,12 @@
 --                                       with; nil when none came within
 --                                       timeout seconds (0: do not wait);
 --                                       `idle`: none is expected soon
---   hub:watcher() -> object             something lmp.connection.wait can
---                                       wait on that is ready when a reply
---                                       has come (for waits that are not
---                                       the pool's own)
---   hub:arm() -> fd, pending            for a host that polls (runtime/
---                                       lmp_backend.c): fd becomes
---                                       readable when a reply comes after
---                                       this call; pending: one is there
---                                       already
+--   hub:arm() -> bell                   for waits on descriptors (a
+--                                       host's runtime/lmp_backend.c,
+--                                       lmp's own blocking calls): a
+--                                       Connection that becomes readable
+--                                       when a reply is there (at once if
+--                                       one is); hub:arm() again empties it
 --   hub:close()
 --   worker.name, worker.pid
 --   worker.pipeline_bytes   bytes of frames that may wait, unread, at a
@@ -98,11 +95,9 @@ return function(core, lmp)
     return msg, self.tags[msg[5]]
   end
 
-  function Hub:watcher() return self.inbox end
-
   function Hub:arm()
-    local fd = self.bell:fileno()
-    return fd, core.queue_arm(self.inbox._seg, fd)
+    core.queue_arm(self.inbox._seg, self.bell:fileno(), self.ringer:fileno())
+    return self.bell
   end
 
   function Hub:close()
