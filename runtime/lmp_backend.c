@@ -67,19 +67,11 @@ static int watch(backend *b, int fd) {
 
 /* The state's backend, made on first use: NULL if it cannot be (*err). */
 static backend *get_backend(lua_State *L, int *err) {
-  backend *b;
-  lua_getfield(L, LUA_REGISTRYINDEX, BACKEND_KEY);
-  b = lua_touserdata(L, -1);
-  lua_pop(L, 1);
+  backend *b = lmp__registry_udata(L, BACKEND_KEY);
   if (b != NULL) return b;
-  b = lua_newuserdata(L, sizeof(*b));
-  memset(b, 0, sizeof(*b));
+  b = lmp__registry_udata_new(L, BACKEND_KEY, sizeof(*b), backend_gc);
   b->epfd = b->timerfd = b->kickfd = -1;
   b->changes = b->timer = -1;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, backend_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
   b->epfd = lmp__fd_above_stdio(epoll_create1(EPOLL_CLOEXEC));
   b->timerfd = lmp__fd_above_stdio(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   b->kickfd = lmp__fd_above_stdio(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
@@ -87,10 +79,10 @@ static backend *get_backend(lua_State *L, int *err) {
       watch(b, b->kickfd) != 0) {
     *err = errno ? -errno : LMP_EIO;
     backend_close(b);
-    lua_pop(L, 1);
+    lua_pushnil(L);  /* the next call tries again */
+    lua_setfield(L, LUA_REGISTRYINDEX, BACKEND_KEY);
     return NULL;
   }
-  lua_setfield(L, LUA_REGISTRYINDEX, BACKEND_KEY);
   return b;
 }
 

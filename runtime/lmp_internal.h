@@ -9,6 +9,7 @@
 #define LMP_INTERNAL_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -40,6 +41,30 @@ static inline void lmp__registry_table(lua_State *L, const char *key,
   }
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, key);
+}
+
+/* The userdata registry[key], or NULL. */
+static inline void *lmp__registry_udata(lua_State *L, const char *key) {
+  void *p;
+  lua_getfield(L, LUA_REGISTRYINDEX, key);
+  p = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return p;
+}
+
+/* A new zeroed userdata of `size` bytes whose finalizer is gc, kept as
+ * registry[key] (replacing what was there): per-state C objects that live
+ * until the state closes.  Leaves the stack as it was. */
+static inline void *lmp__registry_udata_new(lua_State *L, const char *key,
+                                            size_t size, lua_CFunction gc) {
+  void *p = lua_newuserdata(L, size);
+  memset(p, 0, size);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, key);
+  return p;
 }
 
 /* Registry key of the core table: the C half of the module, which the Lua

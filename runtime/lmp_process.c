@@ -108,18 +108,10 @@ static int closer_gc(lua_State *L) {
 }
 
 static void renew_closer(lua_State *L) {
-  int *live;
-  lua_getfield(L, LUA_REGISTRYINDEX, CLOSER_KEY);
-  live = lua_touserdata(L, -1);
+  int *live = lmp__registry_udata(L, CLOSER_KEY);
   if (live) *live = 0;
-  lua_pop(L, 1);
-  live = lua_newuserdata(L, sizeof(*live));
+  live = lmp__registry_udata_new(L, CLOSER_KEY, sizeof(*live), closer_gc);
   *live = 1;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, closer_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, CLOSER_KEY);
 }
 
 static int l_spawn(lua_State *L) {

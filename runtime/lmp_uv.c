@@ -64,13 +64,6 @@ static void detach(attachment *a) {
   uv_close((uv_handle_t *)&a->prepare, on_closed);
 }
 
-static attachment **attached(lua_State *L) {
-  attachment **slot;
-  lua_getfield(L, LUA_REGISTRYINDEX, UV_KEY);
-  slot = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return slot;
-}
 
 static int attachment_gc(lua_State *L) {
   attachment **slot = lua_touserdata(L, 1);
@@ -80,7 +73,7 @@ static int attachment_gc(lua_State *L) {
 }
 
 int lmp_uv_attach(lua_State *L, uv_loop_t *loop) {
-  attachment **slot = attached(L), *a;
+  attachment **slot = lmp__registry_udata(L, UV_KEY), *a;
   int fd, err;
   if (slot != NULL && *slot != NULL) return (*slot)->loop == loop ? 0 : LMP_EBUSY;
   if ((fd = lmp_backend_fd(L)) < 0) return fd;
@@ -101,21 +94,14 @@ int lmp_uv_attach(lua_State *L, uv_loop_t *loop) {
   uv_prepare_start(&a->prepare, on_prepare);
   /* The prepare handle alone must not keep the host's loop alive. */
   uv_unref((uv_handle_t *)&a->prepare);
-  if (slot == NULL) {
-    slot = lua_newuserdata(L, sizeof(*slot));
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, attachment_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, UV_KEY);
-  }
+  if (slot == NULL) slot = lmp__registry_udata_new(L, UV_KEY, sizeof(*slot), attachment_gc);
   *slot = a;
   set_timer(a);
   return 0;
 }
 
 int lmp_uv_detach(lua_State *L) {
-  attachment **slot = attached(L);
+  attachment **slot = lmp__registry_udata(L, UV_KEY);
   if (slot != NULL && *slot != NULL) {
     detach(*slot);
     *slot = NULL;

@@ -90,11 +90,6 @@ function M.reply_frame(id, results, retiring, slot)
   return f, HEADER + 8 * n
 end
 
-function M.reply(...)
-  local f, size = M.reply_frame(...)
-  return f and ffi.string(f, size)
-end
-
 -- Frames are read where they are: in a string, or in FFI memory (a
 -- buffer a queue get copied them into).
 local bytes = ffi.typeof("const uint8_t *")
