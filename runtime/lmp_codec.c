@@ -65,3 +65,8 @@ void lmp__codec_set_cdata_hook(lua_State *L, int fn) {
   lua_pushvalue(L, fn);
   lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
 }
+
+void lmp__codec_set_globals_hook(lua_State *L, int fn) {
+  lua_pushvalue(L, fn);
+  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_GLOBALS_HOOK);
+}

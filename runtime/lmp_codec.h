@@ -22,8 +22,9 @@
 #define LMP_CODEC_MAGIC 0xFF
 /* Version 2 added string back-references (STRING_DEF, STRING_REF) and
  * the SHARED flag; decode still reads version 1, which has neither and
- * where every table can be the target of a REF. */
-#define LMP_CODEC_VERSION 2
+ * where every table can be the target of a REF.  Version 3 added
+ * FUNCTION_ENV and the GLOBALS that follow the value. */
+#define LMP_CODEC_VERSION 3
 #define LMP_CODEC_VERSION_MIN 1
 /* At most 3 Lua stack slots per level must fit LuaJIT's 8000 per C call. */
 #define LMP_CODEC_MAX_DEPTH 2000
@@ -49,6 +50,13 @@ enum {
   LMP_TAG_EXTENSION = 0x0F, /* string name, payload value */
   LMP_TAG_STRING_DEF = 0x10, /* as STRING, and gets the next string id */
   LMP_TAG_STRING_REF = 0x11, /* varint id of a STRING_DEF seen before */
+  /* As FUNCTION, for a function that takes its globals with it: its
+   * environment is the table the message's GLOBALS make. */
+  LMP_TAG_FUNCTION_ENV = 0x12,
+  /* After the value, when it holds FUNCTION_ENVs: pairs of a string name
+   * and a value, ended by NIL (a name with a NIL value is a global that
+   * was nil: it stays nil in the receiver). */
+  LMP_TAG_GLOBALS = 0x13,
   /* Or'ed into TABLE and TABLE_MT: a REF to this table follows, so the
    * decoder must remember it (version 2; in version 1 it remembers all). */
   LMP_TAG_SHARED = 0x40
@@ -99,6 +107,8 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 #define LMP_CODEC_EXT_BY_NAME "lmp.codec.ext_by_name" /* name -> decode */
 #define LMP_CODEC_CDATA_HOOK "lmp.codec.cdata_hook"   /* cdata -> name, payload */
 #define LMP_CODEC_DUMPS "lmp.codec.dumps"  /* function -> bytecode (weak keys) */
+/* fn -> names, env: the globals fn takes with it (lua/lmp/captures.lua) */
+#define LMP_CODEC_GLOBALS_HOOK "lmp.codec.globals_hook"
 
 /* lua_type() of an FFI cdata in LuaJIT (lua.h has no name for it). */
 #define LMP_TCDATA 10
@@ -119,5 +129,10 @@ void lmp__codec_register_extension(lua_State *L, int name, int mt,
 /* The function at index `fn` decides which cdata travel: fn(cdata) ->
  * extension name, payload (or nothing). */
 void lmp__codec_set_cdata_hook(lua_State *L, int fn);
+
+/* The function at index `fn` names the globals a Lua function takes with
+ * it: fn(f) -> an array of names and the table to read them from, or
+ * nothing (f's globals resolve in the receiving process). */
+void lmp__codec_set_globals_hook(lua_State *L, int fn);
 
 #endif /* LMP_CODEC_H */

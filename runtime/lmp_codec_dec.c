@@ -25,6 +25,7 @@ typedef struct {
   int depth, max_depth;
   int refs;        /* stack index of the table id -> object, or 0 */
   uint32_t nrefs;  /* tables and functions met so far (the next id) */
+  uint32_t nenv;   /* FUNCTION_ENVs met, at refs[-1..-nenv] */
   int keep_all;    /* version 1: any table may be referenced again */
   int strs;        /* stack index of the table string id -> string */
   uint32_t nstrs;
@@ -562,7 +563,7 @@ static int count_upvalues(lua_State *L, int idx) {
   return n;
 }
 
-static void bin_function(dec *d) {
+static void bin_function(dec *d, int takes_globals) {
   lua_State *L = d->L;
   size_t len, nups, i;
   int f, actual;
@@ -581,6 +582,11 @@ static void bin_function(dec *d) {
     dec_error(d, "function bytecode does not load: %s", lua_tostring(L, -1));
   f = lua_gettop(L);
   refs_add(d, 1);  /* upvalue joins name functions by id */
+  if (takes_globals) {  /* its environment comes after the value */
+    if (d->nenv >= 0x3ffffff) dec_error(d, "too many functions");
+    lua_pushvalue(L, f);
+    lua_rawseti(L, d->refs, -(int)++d->nenv);
+  }
   nups = count(d, 1);
   actual = count_upvalues(L, f);
   if (nups != (size_t)actual)
@@ -681,7 +687,8 @@ static void bin_value(dec *d) {
     case LMP_TAG_TABLE | LMP_TAG_SHARED: bin_table(d, 0, 1); break;
     case LMP_TAG_TABLE_MT | LMP_TAG_SHARED: bin_table(d, 1, 1); break;
     case LMP_TAG_REF: push_ref(d, varint(d), "reference to an unknown object"); break;
-    case LMP_TAG_FUNCTION: bin_function(d); break;
+    case LMP_TAG_FUNCTION: bin_function(d, 0); break;
+    case LMP_TAG_FUNCTION_ENV: bin_function(d, 1); break;
     case LMP_TAG_MODULE: {
       size_t len;
       const char *name;
@@ -732,6 +739,69 @@ static void bin_value(dec *d) {
   }
 }
 
+/* env's __index when some globals were nil when sent: those stay nil,
+ * the others come from this process's globals.  Upvalues: the set of nil
+ * names, the globals. */
+static int env_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  if (lua_toboolean(L, -1)) return 0;
+  lua_pushvalue(L, 2);
+  lua_gettable(L, lua_upvalueindex(2));
+  return 1;
+}
+
+/* The GLOBALS after the value: the table every FUNCTION_ENV of the
+ * message gets as its environment.  What the sender did not send comes
+ * from this process's globals (the standard libraries, say). */
+static void bin_globals(dec *d) {
+  lua_State *L = d->L;
+  int env, nils, has_nils = 0;
+  uint32_t i;
+  d->p++;
+  lua_newtable(L);
+  env = lua_gettop(L);
+  lua_newtable(L);
+  nils = env + 1;
+  enter(d);
+  for (;;) {
+    need(d, 1);
+    if (*d->p == LMP_TAG_NIL) {
+      d->p++;
+      break;
+    }
+    bin_value(d);
+    if (lua_type(L, -1) != LUA_TSTRING) dec_error(d, "global name is not a string");
+    bin_value(d);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, nils);
+      has_nils = 1;
+    } else {
+      lua_rawset(L, env);
+    }
+  }
+  d->depth--;
+  lua_createtable(L, 0, 1);
+  if (has_nils) {
+    lua_pushvalue(L, nils);
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_pushcclosure(L, env_index, 2);
+  } else {
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+  }
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, env);
+  for (i = 1; i <= d->nenv; i++) {
+    lua_rawgeti(L, d->refs, -(int)i);
+    lua_pushvalue(L, env);
+    lua_setfenv(L, -2);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, env - 1);
+}
+
 /* --- entry point --------------------------------------------------------------- */
 
 static int decode_protected(lua_State *L) {
@@ -754,6 +824,12 @@ static int decode_protected(lua_State *L) {
     }
     d->strs = lua_gettop(L);
     bin_value(d);
+    if (d->p < d->end && *d->p == LMP_TAG_GLOBALS) {
+      refuse_code(d, "function");
+      bin_globals(d);
+    } else if (d->nenv > 0) {
+      dec_error(d, "the globals of a function are missing");
+    }
   } else {
     json_value(d);
     skip_ws(d);

@@ -86,13 +86,13 @@ static int ptrmap_grow(ptrmap *m) {
 
 /* --- the encoder context ---------------------------------------------------- */
 
-enum { PATH_INDEX, PATH_KEY, PATH_UPVALUE, PATH_LABEL };
+enum { PATH_INDEX, PATH_KEY, PATH_UPVALUE, PATH_LABEL, PATH_GLOBAL };
 
 typedef struct {
   int kind;
   int key_idx;        /* PATH_KEY: stack index of the key */
   lua_Integer index;  /* PATH_INDEX */
-  const char *name;   /* PATH_UPVALUE, PATH_LABEL */
+  const char *name;   /* PATH_UPVALUE, PATH_LABEL, PATH_GLOBAL */
 } path_frame;
 
 /* Where a string with an id was written, to check that a later string at
@@ -136,12 +136,19 @@ typedef struct {
   uint32_t next_ref;
   uint32_t next_str;
   int modules_built;   /* this encoding has scanned package.loaded */
+  uint32_t nglobals;   /* names queued in SLOT_GLOBALS */
+  const char *path_prefix;  /* paths start here, not at the role: the path
+                               of the function that reads a global */
   int base;            /* stack index of the first of the helper slots: */
 #define SLOT_NAME_BY_MT(e) ((e)->base)
 #define SLOT_EXT_BY_MT(e) ((e)->base + 1)
 #define SLOT_MODULES(e) ((e)->base + 2)   /* table -> module name, lazily */
 #define SLOT_CTX 3                        /* the context's userdata */
 #define SLOT_CFUNCS(e) ((e)->base + 3)    /* C function -> {module, key} */
+#define SLOT_GLOBALS(e) ((e)->base + 4)   /* [i] names to send, in order,
+                                             [-i] the path of the function
+                                             that reads it; name -> the
+                                             table it is read from */
 } enc;
 
 static int push_module_name(enc *e, int idx, const void *p);
@@ -213,7 +220,8 @@ static void push_path(enc *e) {
   luaL_Buffer b;
   int i;
   luaL_buffinit(L, &b);
-  luaL_addstring(&b, e->opts->role ? e->opts->role : "value");
+  luaL_addstring(&b, e->path_prefix ? e->path_prefix
+                    : e->opts->role ? e->opts->role : "value");
   for (i = 1; i <= e->depth && i < e->ctx->path_cap; i++) {
     path_frame *f = &e->ctx->path[i];
     char num[64];
@@ -262,6 +270,11 @@ static void push_path(enc *e) {
         break;
       case PATH_LABEL:
         luaL_addstring(&b, f->name);
+        break;
+      case PATH_GLOBAL:
+        luaL_addstring(&b, "<global ");
+        luaL_addstring(&b, f->name);
+        luaL_addchar(&b, '>');
         break;
     }
   }
@@ -734,8 +747,27 @@ static void bin_number(enc *e, double d) {
   }
 }
 
+/* How sure a path to a C function is to exist in another process: a
+ * field of a module (string.format) is; a global of the base library
+ * (print) too; any other global is the user's (fmt = string.format) and
+ * may exist nowhere else. */
+static int cfunction_path_rank(const char *module, const char *field) {
+  static const char *const base[] = {
+    "assert", "collectgarbage", "dofile", "error", "gcinfo", "getfenv",
+    "getmetatable", "ipairs", "load", "loadfile", "loadstring", "module",
+    "newproxy", "next", "pairs", "pcall", "print", "rawequal", "rawget",
+    "rawset", "require", "select", "setfenv", "setmetatable", "tonumber",
+    "tostring", "type", "unpack", "xpcall", NULL};
+  int i;
+  if (strcmp(module, "_G") != 0) return 0;
+  for (i = 0; base[i]; i++)
+    if (strcmp(field, base[i]) == 0) return 1;
+  return 2;
+}
+
 /* Builds the reverse maps of package.loaded on first need: module tables
- * -> name, and C functions found in them -> {module, field}. */
+ * -> name, and C functions found in them -> {module, field, rank}: the
+ * surest path found (cfunction_path_rank). */
 static void build_module_maps(enc *e) {
   lua_State *L = e->L;
   if (!lua_isnil(L, SLOT_CFUNCS(e))) return;
@@ -753,24 +785,31 @@ static void build_module_maps(enc *e) {
     return;
   }
   lua_pushnil(L);
-  while (lua_next(L, -2)) {
+  while (lua_next(L, -2)) {  /* module name, module */
     if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
       lua_pushnil(L);
-      while (lua_next(L, -2)) {
+      while (lua_next(L, -2)) {  /* field, value */
         if (lua_iscfunction(L, -1) && lua_type(L, -2) == LUA_TSTRING) {
+          int rank = cfunction_path_rank(lua_tostring(L, -4), lua_tostring(L, -2));
+          int kept = 3;  /* no path yet */
           lua_pushvalue(L, -1);
           lua_rawget(L, SLOT_CFUNCS(e));
-          if (lua_isnil(L, -1)) {  /* the first path found is kept */
+          if (!lua_isnil(L, -1)) {
+            lua_rawgeti(L, -1, 3);
+            kept = (int)lua_tointeger(L, -1);
             lua_pop(L, 1);
+          }
+          lua_pop(L, 1);
+          if (rank < kept) {
             lua_pushvalue(L, -1);
-            lua_createtable(L, 2, 0);
+            lua_createtable(L, 3, 0);
             lua_pushvalue(L, -6);
             lua_rawseti(L, -2, 1);
             lua_pushvalue(L, -4);
             lua_rawseti(L, -2, 2);
+            lua_pushinteger(L, rank);
+            lua_rawseti(L, -2, 3);
             lua_rawset(L, SLOT_CFUNCS(e));
-          } else {
-            lua_pop(L, 1);
           }
         }
         lua_pop(L, 1);
@@ -1070,6 +1109,102 @@ static void push_bytecode(enc *e, int idx) {
   lua_remove(L, -2);
 }
 
+/* A function defined at the prompt or in the main script takes the
+ * globals it reads with it (the globals hook names them): they are queued
+ * here and written after the value (bin_globals), all in one table, so that
+ * a global several functions read travels once.  Returns whether the
+ * function at idx takes globals. */
+static int queue_globals(enc *e, int idx) {
+  lua_State *L = e->L;
+  int names, i, n;
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_GLOBALS_HOOK);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 2);  /* -> names, env */
+  names = lua_gettop(L) - 1;
+  n = lua_istable(L, names) && lua_istable(L, names + 1) ? (int)lua_objlen(L, names) : 0;
+  if (n > 0 && lua_isnil(L, SLOT_GLOBALS(e))) {
+    lua_newtable(L);
+    lua_replace(L, SLOT_GLOBALS(e));
+  }
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, names, i);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushvalue(L, -1);
+    lua_rawget(L, SLOT_GLOBALS(e));
+    if (lua_isnil(L, -1)) {  /* first seen: queued, read from this env */
+      lua_pop(L, 1);
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, SLOT_GLOBALS(e), (int)++e->nglobals);
+      lua_pushvalue(L, names + 1);
+      lua_rawset(L, SLOT_GLOBALS(e));
+      if (lua_gettop(L) == names + 1) push_path(e);  /* once per function */
+      lua_pushvalue(L, names + 2);
+      lua_rawseti(L, SLOT_GLOBALS(e), -(int)e->nglobals);
+    } else {
+      lua_pop(L, 2);
+    }
+  }
+  lua_settop(L, names - 1);
+  return n > 0;
+}
+
+/* Pushes env[name] (name and env on the stack) as the function would see
+ * it, without running any code: raw, then along __index tables.  (An
+ * __index function, a strict-globals guard say, is not called: the value
+ * counts as nil.) */
+static void push_global(lua_State *L, int env, int name) {
+  int hops;
+  lua_pushvalue(L, env);
+  for (hops = 0; hops < 100; hops++) {
+    lua_pushvalue(L, name);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1) || !lua_getmetatable(L, -2)) break;
+    lua_getfield(L, -1, "__index");
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 2);
+      break;
+    }
+    lua_replace(L, -4);  /* the next table to look in */
+    lua_pop(L, 2);
+  }
+  lua_remove(L, -2);
+}
+
+/* The globals queued while the value was written, then those queued while
+ * they were (a global helper reads globals of its own), until none is
+ * left. */
+static void bin_globals(enc *e) {
+  lua_State *L = e->L;
+  uint32_t i;
+  out_byte(e, LMP_TAG_GLOBALS);
+  for (i = 1; i <= e->nglobals; i++) {
+    size_t len;
+    const char *name;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, SLOT_GLOBALS(e), (int)i);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, SLOT_GLOBALS(e));
+    push_global(L, top + 2, top + 1);
+    name = lua_tolstring(L, top + 1, &len);
+    bin_str(e, name, len);
+    lua_rawgeti(L, SLOT_GLOBALS(e), -(int)i);
+    e->path_prefix = lua_tostring(L, top + 4);
+    enter(e, PATH_GLOBAL)->name = name;
+    bin_value(e, top + 3);
+    leave(e);
+    e->path_prefix = NULL;
+    lua_settop(L, top);
+  }
+  out_byte(e, LMP_TAG_NIL);
+}
+
 static void bin_function(enc *e, int idx) {
   lua_State *L = e->L;
   enc_ctx *c = e->ctx;
@@ -1098,7 +1233,7 @@ static void bin_function(enc *e, int idx) {
   stack_room(e);
   self_id = e->next_ref - 1;
   push_bytecode(e, idx);
-  out_byte(e, LMP_TAG_FUNCTION);
+  out_byte(e, queue_globals(e, idx) ? LMP_TAG_FUNCTION_ENV : LMP_TAG_FUNCTION);
   {
     /* LuaJIT does not verify bytecode: a damaged function must be caught
      * before it is loaded, so it carries a checksum. */
@@ -1273,6 +1408,7 @@ static int encode_protected(lua_State *L) {
   lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);
   lua_pushnil(L);
   lua_pushnil(L);
+  lua_pushnil(L);  /* SLOT_GLOBALS */
   if ((e->ctx->tables.slots == NULL && ptrmap_grow(&e->ctx->tables)) ||
       (e->ctx->upvalues.slots == NULL && ptrmap_grow(&e->ctx->upvalues)) ||
       (e->ctx->strings.slots == NULL && ptrmap_grow(&e->ctx->strings)))
@@ -1285,10 +1421,11 @@ static int encode_protected(lua_State *L) {
     e->depth = 0;
     ptrmap_reset(&e->ctx->tables);
     ptrmap_reset(&e->ctx->strings);
-    lua_settop(L, SLOT_CFUNCS(e));
+    lua_settop(L, SLOT_GLOBALS(e));
     out_byte(e, LMP_CODEC_MAGIC);
     out_byte(e, LMP_CODEC_VERSION);
     bin_value(e, 1);
+    if (e->nglobals > 0) bin_globals(e);
   }
   return 0;
 }

@@ -89,6 +89,14 @@ static int l_cdata_hook(lua_State *L) {
   return 0;
 }
 
+/* core.codec_globals_hook(fn): fn(f) -> names, env says which globals a
+ * function defined at the prompt or in the main script takes with it. */
+static int l_globals_hook(lua_State *L) {
+  lmp__check_type(L, 1, LUA_TFUNCTION);
+  lmp__codec_set_globals_hook(L, 1);
+  return 0;
+}
+
 static const luaL_Reg codec_functions[] = {
   {"encode", l_encode},
   {"decode", l_decode},
@@ -99,6 +107,7 @@ static const luaL_Reg codec_functions[] = {
 
 static const luaL_Reg core_functions[] = {
   {"codec_cdata_hook", l_cdata_hook},
+  {"codec_globals_hook", l_globals_hook},
   {NULL, NULL}
 };
 

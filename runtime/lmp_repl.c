@@ -120,11 +120,33 @@ done:
   return 0;
 }
 
-/* Prints the values left by a chunk with the global print. */
+/* Replaces each value above base by what lmp.repr makes of it (tables as
+ * constructors); a value it fails on is printed as it is. */
+static void readable(lua_State *L, int base) {
+  int i, top = lua_gettop(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lmp.repr");
+  if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+    lua_settop(L, top);
+    return;
+  }
+  for (i = base + 1; i <= top; i++) {
+    lua_getfield(L, top + 1, "result");
+    lua_pushvalue(L, i);
+    if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1))
+      lua_replace(L, i);
+    else
+      lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+}
+
+/* Prints the values left by a chunk with the global print, readably. */
 static void print_results(lua_State *L, int base) {
   int n = lua_gettop(L) - base;
   if (n <= 0) return;
   luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+  readable(L, base);
   lua_getglobal(L, "print");
   lua_insert(L, base + 1);
   if (lua_pcall(L, n, 0, 0) != 0) {
@@ -152,6 +174,14 @@ void lmp__repl(lua_State *L) {
     stifle_history(1000);
     if (r.history[0]) read_history(r.history);
   }
+  /* lmp is at hand at the prompt, as the session in docs/cli.md shows. */
+  lua_getglobal(L, "lmp");
+  if (lua_isnil(L, -1)) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lmp");
+    if (lua_pcall(L, 1, 1, 0) == 0) lua_setglobal(L, "lmp");
+  }
+  lua_settop(L, 0);
   for (;;) {
     int base = lua_gettop(L);
     status = load_chunk(L, &r);

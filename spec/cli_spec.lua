@@ -185,6 +185,22 @@ describe("lmp command line", function()
       assert.matches("> nil\nnil\n", r.stdout)
     end)
 
+    it("runs the first session of docs/cli.md: globals travel, tables print", function()
+      local r = H.pty({}, {"k = 10", "function f(x) return x * k end", "p = lmp.Pool(2)",
+                           "p:map(f, {1,2,3})", "t = {a = 1, b = {2, 3}}", "t",
+                           "k = 3", "p:map(f, {1,2,3})", "p:close() p:join()"},
+                      {env = env, timeout = 30})
+      assert.equal(0, r.status)
+      assert.matches("> p:map%(f, {1,2,3}%)\n{10, 20, 30}\n", r.stdout)
+      assert.matches("> t\n{a = 1, b = {2, 3}}\n", r.stdout)
+      assert.matches("> p:map%(f, {1,2,3}%)\n{3, 6, 9}\n", r.stdout)
+    end)
+
+    it("prints several results, strings as themselves inside tables quoted", function()
+      local r = H.pty({}, {"1, 'x', {'x', [2.5] = true}, nil, 0/0"}, {env = env})
+      assert.matches('\n1\tx\t{"x", %[2%.5%] = true}\tnil\t0/0\n', r.stdout)
+    end)
+
     it("continues an incomplete chunk on the next line", function()
       local r = H.pty({}, {"function twice(x)", "  return 2 * x", "end", "twice(21)"},
                       {env = env})

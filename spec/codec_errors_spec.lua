@@ -396,7 +396,7 @@ describe("lmp.codec errors", function()
         {"\255\2\17\255\255\255\255\255\255\255\255\255\1", "reference to an unknown string"},
         {"\255\2\8\2\0\8\0\0\10\1", "reference to an unknown object"},   -- {{}, ref} unmarked
         {"\255\2\8\1\0\10\0", "reference to an unknown object"},           -- a cycle, unmarked
-        {"\255\3\0", "unsupported format version 3"},
+        {"\255\4\0", "unsupported format version 4"},
         {"\255\0\0", "unsupported format version 0"},
       }
       for _, c in ipairs(cases) do

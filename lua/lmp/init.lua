@@ -22,6 +22,7 @@ local lmp = {
 }
 
 local I = require("lmp.internal")(core, lmp)
+require("lmp.captures")(core, lmp, I)
 require("lmp.process")(core, lmp, I)
 require("lmp.wait")(core, lmp, I)
 local shm = require("lmp.shm")(core, lmp, I)

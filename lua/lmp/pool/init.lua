@@ -192,7 +192,7 @@ return function(core, lmp, I)
       hub = transport.open(), workers = {}, queue = deque.new(), nqueued = 0,
       tasks = {},
       next_id = 0, next_key = 0, state = "running", nstarted = 0, early_deaths = 0,
-      fn_keys = setmetatable({}, {__mode = "k"}),  -- function -> {key, frame}
+      fn_keys = setmetatable({}, {__mode = "k"}),  -- function -> {key, frame, fixed}
       counts = {done = 0, failed = 0, retried = 0, replaced = 0},
     }, Pool)
     self.defaults = {timeout = self.task_timeout, soft_timeout = self.soft_timeout,
@@ -218,10 +218,48 @@ return function(core, lmp, I)
     return lmp.error("CodecError", where .. rest)
   end
 
-  -- Encodes fn, with its upvalues as they are now, for the tasks of one
-  -- call: job.key names it on the workers, job.fnframe carries it.
-  local function function_frame(self, fn, job)
+  -- A function is its bytecode, its upvalues and the globals it takes
+  -- with it (lmp.captures).  Its frame can be kept, and a worker that has
+  -- it is not sent it again, when none of these can change: no upvalues,
+  -- and globals that are modules or C functions (they travel by
+  -- reference), as long as each is still the one it was.  Returns what to
+  -- check before the frame is used again (true: nothing), or nil.
+  local function fixed(fn)
+    if debug.getinfo(fn, "u").nups ~= 0 then return nil end
+    local names, env = I.captures(fn)
+    if not names then return true end
+    if getmetatable(env) ~= nil then return nil end
+    local values = {}
+    for i, name in ipairs(names) do
+      local v = rawget(env, name)
+      if not (type(v) == "table" and I.module_name(v))
+         and not (type(v) == "function" and debug.getinfo(v, "S").what == "C") then
+        return nil
+      end
+      values[i] = v
+    end
+    return {names = names, env = env, values = values}
+  end
+
+  -- fn's kept frame {key, frame, fixed}, if it is still true to fn.
+  local function kept_frame(self, fn)
     local kept = self.fn_keys[fn]
+    if not kept or kept[3] == true then return kept end
+    local f = kept[3]
+    for i, name in ipairs(f.names) do
+      if rawget(f.env, name) ~= f.values[i] then
+        self.fn_keys[fn] = nil
+        return nil
+      end
+    end
+    return kept
+  end
+
+  -- Encodes fn, with its upvalues and globals as they are now, for the
+  -- tasks of one call: job.key names it on the workers, job.fnframe
+  -- carries it.
+  local function function_frame(self, fn, job)
+    local kept = kept_frame(self, fn)
     if kept then
       job.key, job.fnframe = kept[1], kept[2]
       return
@@ -237,10 +275,8 @@ return function(core, lmp, I)
       error(e, 0)
     end
     job.key, job.fnframe = self.next_key, frame
-    -- Without upvalues, a function is its bytecode (globals resolve in the
-    -- worker): it cannot change, so its frame is kept, and a worker that
-    -- has it is not sent it again.
-    if debug.getinfo(fn, "u").nups == 0 then self.fn_keys[fn] = {job.key, frame} end
+    local f = fixed(fn)
+    if f then self.fn_keys[fn] = {job.key, frame, f} end
   end
 
   -- Queues a task: items[1..n] for the job's function, results delivered
@@ -292,7 +328,7 @@ return function(core, lmp, I)
     local job = AsyncResult.new(self, 1, o, 1, callback, error_callback)
     job.single = true
     local n = args.n or #args
-    if self.fn_keys[fn] or debug.getinfo(fn, "u").nups == 0 then
+    if kept_frame(self, fn) or fixed(fn) then
       -- A kept function (function_frame): most applies send no function,
       -- and arguments that are numbers no codec either.
       function_frame(self, fn, job)
