@@ -83,6 +83,12 @@ typedef struct {
 void lmp__codec_encode(lua_State *L, int idx, lmp_buf *out,
                        const lmp_codec_opts *opts);
 
+/* Pushes the JSON text of items first..last of the array at `idx`, one
+ * line each; stops before the first item JSON cannot carry and returns
+ * its index (0: none). */
+lua_Integer lmp__codec_encode_lines(lua_State *L, int idx, lua_Integer first,
+                                    lua_Integer last);
+
 /* Encodes the value at `idx` and pushes the encoding as a string. */
 void lmp__codec_encode_string(lua_State *L, int idx,
                               const lmp_codec_opts *opts);

@@ -137,6 +137,7 @@ typedef struct {
   uint32_t next_str;
   int modules_built;   /* this encoding has scanned package.loaded */
   uint32_t nglobals;   /* names queued in SLOT_GLOBALS */
+  lua_Integer first, last, stopped;  /* lmp__codec_encode_lines */
   const char *path_prefix;  /* paths start here, not at the role: the path
                                of the function that reads a global */
   int base;            /* stack index of the first of the helper slots: */
@@ -1400,9 +1401,9 @@ static void bin_value(enc *e, int idx) {
 
 /* Runs inside lua_pcall: [1] the value, [2] the enc, [3] the context's
  * userdata. */
-static int encode_protected(lua_State *L) {
-  enc *e = lua_touserdata(L, 2);
-  size_t start = e->out->len;
+/* The helper slots and the maps, ready for a first value. */
+static void encode_prepare(enc *e) {
+  lua_State *L = e->L;
   e->base = SLOT_CTX + 1;
   lmp__registry_table(L, LMP_CODEC_NAME_BY_MT, NULL);
   lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);
@@ -1416,6 +1417,12 @@ static int encode_protected(lua_State *L) {
   ptrmap_reset(&e->ctx->tables);
   ptrmap_reset(&e->ctx->upvalues);
   ptrmap_reset(&e->ctx->strings);
+}
+
+static int encode_protected(lua_State *L) {
+  enc *e = lua_touserdata(L, 2);
+  size_t start = e->out->len;
+  encode_prepare(e);
   if (e->opts->binary || json_value(e, 1) != 0) {
     e->out->len = start;
     e->depth = 0;
@@ -1430,30 +1437,79 @@ static int encode_protected(lua_State *L) {
   return 0;
 }
 
+/* [1] an array, [2] the enc, [3] the context's userdata: each of its items
+ * from e->first to e->last as a line of JSON text.  Stops before the first
+ * item JSON cannot carry (e->stopped): the caller encodes it alone to learn
+ * why. */
+static int encode_lines_protected(lua_State *L) {
+  enc *e = lua_touserdata(L, 2);
+  lua_Integer i;
+  encode_prepare(e);
+  for (i = e->first; i <= e->last; i++) {
+    size_t start = e->out->len;
+    lua_rawgeti(L, 1, (int)i);
+    ptrmap_reset(&e->ctx->tables);
+    ptrmap_reset(&e->ctx->strings);
+    e->depth = 0;
+    if (json_value(e, lua_gettop(L)) != 0) {
+      e->out->len = start;
+      e->stopped = i;
+      break;
+    }
+    out_byte(e, '\n');
+    lua_settop(L, SLOT_GLOBALS(e));
+  }
+  return 0;
+}
+
 /* Encodes the value at idx with context c (its userdata at the top of the
  * stack) into out.  The
  * context is busy while in use, so that an extension's encoder that encodes
  * in turn gets a context of its own; the protected call makes sure the flag
  * is cleared on every way out. */
-static void run_encode(lua_State *L, int idx, enc_ctx *c, lmp_buf *out,
-                       const lmp_codec_opts *opts) {
-  enc e;
+static void run(lua_State *L, lua_CFunction f, int idx, enc *e, enc_ctx *c) {
   int status, ud = lua_gettop(L);  /* the context's userdata */
-  memset(&e, 0, sizeof(e));
-  e.L = L;
-  e.out = out;
-  e.opts = opts;
-  e.max_depth = opts->max_depth > 0 ? opts->max_depth : LMP_CODEC_MAX_DEPTH;
-  e.ctx = c;
+  e->L = L;
+  e->max_depth = e->opts->max_depth > 0 ? e->opts->max_depth : LMP_CODEC_MAX_DEPTH;
+  e->ctx = c;
   luaL_checkstack(L, 8, "lmp.codec");
   c->busy = 1;
-  lua_pushcfunction(L, encode_protected);
+  lua_pushcfunction(L, f);
   lua_pushvalue(L, idx);
-  lua_pushlightuserdata(L, &e);
+  lua_pushlightuserdata(L, e);
   lua_pushvalue(L, ud);
   status = lua_pcall(L, 3, 0, 0);
   c->busy = 0;
   if (status) lua_error(L);
+}
+
+static void run_encode(lua_State *L, int idx, enc_ctx *c, lmp_buf *out,
+                       const lmp_codec_opts *opts) {
+  enc e;
+  memset(&e, 0, sizeof(e));
+  e.out = out;
+  e.opts = opts;
+  run(L, encode_protected, idx, &e, c);
+}
+
+lua_Integer lmp__codec_encode_lines(lua_State *L, int idx, lua_Integer first,
+                                    lua_Integer last) {
+  static const lmp_codec_opts opts;
+  enc_ctx *c;
+  enc e;
+  idx = lmp__absindex(L, idx);
+  c = push_ctx(L);
+  c->own_out.len = 0;
+  memset(&e, 0, sizeof(e));
+  e.out = &c->own_out;
+  e.opts = &opts;
+  e.first = first;
+  e.last = last;
+  e.stopped = 0;
+  run(L, encode_lines_protected, idx, &e, c);
+  lua_pushlstring(L, c->own_out.data ? c->own_out.data : "", c->own_out.len);
+  lua_remove(L, -2);
+  return e.stopped;
 }
 
 void lmp__codec_encode(lua_State *L, int idx, lmp_buf *out,

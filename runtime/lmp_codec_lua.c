@@ -97,6 +97,79 @@ static int l_globals_hook(lua_State *L) {
   return 0;
 }
 
+/* core.codec_encode_lines(list, first, last) -> text, index: items
+ * first..last as lines of JSON, up to the first that is not JSON data
+ * (its index; nil when all were). */
+static int l_encode_lines(lua_State *L) {
+  lua_Integer first, last, stopped;
+  lmp__check_type(L, 1, LUA_TTABLE);
+  first = lmp__check_integer(L, 2);
+  last = lmp__check_integer(L, 3);
+  stopped = lmp__codec_encode_lines(L, 1, first, last);
+  if (stopped == 0) return 1;
+  lua_pushinteger(L, stopped);
+  return 2;
+}
+
+/* One line of decode_lines, in a protected call: [1] lightuserdata to
+ * {data, len}. */
+typedef struct {
+  const char *data;
+  size_t len;
+} line_span;
+
+static int decode_line(lua_State *L) {
+  static const lmp_codec_opts safe = {0, 1, 0, NULL};  /* data: no code */
+  line_span *l = lua_touserdata(L, 1);
+  lmp__codec_decode(L, l->data, l->len, &safe);
+  return 1;
+}
+
+static int is_blank(const char *p, const char *end) {
+  for (; p < end; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\r') return 0;
+  return 1;
+}
+
+/* core.codec_decode_lines(text, first) -> values, line numbers, errors, n:
+ * the JSON lines of text (safe mode), blank lines skipped.  Item i came
+ * from line numbers[i] (text's first line being `first`); a line that does
+ * not decode leaves values[i] nil and its message in errors[i]. */
+static int l_decode_lines(lua_State *L) {
+  size_t len;
+  const char *text = lmp__check_lstring(L, 1, &len), *p = text, *end = text + len;
+  lua_Integer line = lmp__check_integer(L, 2);
+  int n = 0;
+  lua_settop(L, 2);
+  lua_newtable(L);  /* 3: values */
+  lua_newtable(L);  /* 4: line numbers */
+  lua_newtable(L);  /* 5: errors */
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p)), *stop = nl ? nl : end;
+    if (!is_blank(p, stop)) {
+      line_span span;
+      span.data = p;
+      span.len = (size_t)(stop - p);
+      n++;
+      lua_pushinteger(L, line);
+      lua_rawseti(L, 4, n);
+      lua_pushcfunction(L, decode_line);
+      lua_pushlightuserdata(L, &span);
+      if (lua_pcall(L, 1, 1, 0) == 0) {
+        lua_rawseti(L, 3, n);
+      } else {
+        if (lua_istable(L, -1)) lua_getfield(L, -1, "message");
+        lua_rawseti(L, 5, n);
+        lua_settop(L, 5);
+      }
+    }
+    line++;
+    p = stop + 1;
+  }
+  lua_pushinteger(L, n);
+  return 4;
+}
+
 static const luaL_Reg codec_functions[] = {
   {"encode", l_encode},
   {"decode", l_decode},
@@ -108,6 +181,8 @@ static const luaL_Reg codec_functions[] = {
 static const luaL_Reg core_functions[] = {
   {"codec_cdata_hook", l_cdata_hook},
   {"codec_globals_hook", l_globals_hook},
+  {"codec_encode_lines", l_encode_lines},
+  {"codec_decode_lines", l_decode_lines},
   {NULL, NULL}
 };
 
