@@ -54,8 +54,7 @@ enum {
    * environment is the table the message's GLOBALS make. */
   LMP_TAG_FUNCTION_ENV = 0x12,
   /* After the value, when it holds FUNCTION_ENVs: pairs of a string name
-   * and a value, ended by NIL (a name with a NIL value is a global that
-   * was nil: it stays nil in the receiver). */
+   * and a value, ended by NIL. */
   LMP_TAG_GLOBALS = 0x13,
   /* Or'ed into TABLE and TABLE_MT: a REF to this table follows, so the
    * decoder must remember it (version 2; in version 1 it remembers all). */

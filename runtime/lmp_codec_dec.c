@@ -739,30 +739,17 @@ static void bin_value(dec *d) {
   }
 }
 
-/* env's __index when some globals were nil when sent: those stay nil,
- * the others come from this process's globals.  Upvalues: the set of nil
- * names, the globals. */
-static int env_index(lua_State *L) {
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
-  if (lua_toboolean(L, -1)) return 0;
-  lua_pushvalue(L, 2);
-  lua_gettable(L, lua_upvalueindex(2));
-  return 1;
-}
-
 /* The GLOBALS after the value: the table every FUNCTION_ENV of the
- * message gets as its environment.  What the sender did not send comes
- * from this process's globals (the standard libraries, say). */
+ * message gets as its environment.  What it does not hold -- a global the
+ * sender did not have, one set for the first time -- is this process's
+ * own: reads and first writes go through to its globals. */
 static void bin_globals(dec *d) {
   lua_State *L = d->L;
-  int env, nils, has_nils = 0;
+  int env;
   uint32_t i;
   d->p++;
   lua_newtable(L);
   env = lua_gettop(L);
-  lua_newtable(L);
-  nils = env + 1;
   enter(d);
   for (;;) {
     need(d, 1);
@@ -773,25 +760,14 @@ static void bin_globals(dec *d) {
     bin_value(d);
     if (lua_type(L, -1) != LUA_TSTRING) dec_error(d, "global name is not a string");
     bin_value(d);
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushboolean(L, 1);
-      lua_rawset(L, nils);
-      has_nils = 1;
-    } else {
-      lua_rawset(L, env);
-    }
+    lua_rawset(L, env);  /* a nil value sets nothing */
   }
   d->depth--;
-  lua_createtable(L, 0, 1);
-  if (has_nils) {
-    lua_pushvalue(L, nils);
-    lua_pushvalue(L, LUA_GLOBALSINDEX);
-    lua_pushcclosure(L, env_index, 2);
-  } else {
-    lua_pushvalue(L, LUA_GLOBALSINDEX);
-  }
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, LUA_GLOBALSINDEX);
   lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, LUA_GLOBALSINDEX);
+  lua_setfield(L, -2, "__newindex");
   lua_setmetatable(L, env);
   for (i = 1; i <= d->nenv; i++) {
     lua_rawgeti(L, d->refs, -(int)i);

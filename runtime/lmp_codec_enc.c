@@ -1114,7 +1114,9 @@ static void push_bytecode(enc *e, int idx) {
  * globals it reads with it (the globals hook names them): they are queued
  * here and written after the value (bin_globals), all in one table, so that
  * a global several functions read travels once.  Returns whether the
- * function at idx takes globals. */
+ * function at idx gets that table as its environment: it does when it
+ * touches globals at all, so that what the functions of one message set
+ * for each other stays between them. */
 static int queue_globals(enc *e, int idx) {
   lua_State *L = e->L;
   int names, i, n;
@@ -1126,8 +1128,12 @@ static int queue_globals(enc *e, int idx) {
   lua_pushvalue(L, idx);
   lua_call(L, 1, 2);  /* -> names, env */
   names = lua_gettop(L) - 1;
-  n = lua_istable(L, names) && lua_istable(L, names + 1) ? (int)lua_objlen(L, names) : 0;
-  if (n > 0 && lua_isnil(L, SLOT_GLOBALS(e))) {
+  if (!lua_istable(L, names) || !lua_istable(L, names + 1)) {
+    lua_settop(L, names - 1);
+    return 0;
+  }
+  n = (int)lua_objlen(L, names);
+  if (lua_isnil(L, SLOT_GLOBALS(e))) {
     lua_newtable(L);
     lua_replace(L, SLOT_GLOBALS(e));
   }
@@ -1153,7 +1159,7 @@ static int queue_globals(enc *e, int idx) {
     }
   }
   lua_settop(L, names - 1);
-  return n > 0;
+  return 1;
 }
 
 /* Pushes env[name] (name and env on the stack) as the function would see
@@ -1180,7 +1186,8 @@ static void push_global(lua_State *L, int env, int name) {
 
 /* The globals queued while the value was written, then those queued while
  * they were (a global helper reads globals of its own), until none is
- * left. */
+ * left.  A nil one is left out: the receiver's own global of that name, if
+ * any, is the one the function sees. */
 static void bin_globals(enc *e) {
   lua_State *L = e->L;
   uint32_t i;
@@ -1193,6 +1200,10 @@ static void bin_globals(enc *e) {
     lua_pushvalue(L, -1);
     lua_rawget(L, SLOT_GLOBALS(e));
     push_global(L, top + 2, top + 1);
+    if (lua_isnil(L, top + 3)) {
+      lua_settop(L, top);
+      continue;
+    }
     name = lua_tolstring(L, top + 1, &len);
     bin_str(e, name, len);
     lua_rawgeti(L, SLOT_GLOBALS(e), -(int)i);
@@ -1432,7 +1443,7 @@ static int encode_protected(lua_State *L) {
     out_byte(e, LMP_CODEC_MAGIC);
     out_byte(e, LMP_CODEC_VERSION);
     bin_value(e, 1);
-    if (e->nglobals > 0) bin_globals(e);
+    if (!lua_isnil(L, SLOT_GLOBALS(e))) bin_globals(e);
   }
   return 0;
 }

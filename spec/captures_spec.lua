@@ -86,16 +86,18 @@ describe("globals that travel with functions", function()
     assert.equal("4.0\ttrue\ttrue\ntrue\n9.0\n", out)
   end)
 
-  it("keeps a global that was nil when sent nil in the worker", function()
+  it("leaves a global that was nil when sent to the receiver: an initializer's", function()
     local out = main [[
-      function f() return type(later), type(set_by_worker) end
-      local pool = lmp.Pool{processes = 1, initializer = function() set_by_worker = 1 end}
+      function f() return type(later), db end
+      local pool = lmp.Pool{processes = 1, initializer = function() db = "worker's db" end}
       print(pool:apply(function() return select(2, f()) end))
+      print(pool:apply(function() return (f()) end))
       later = 5
       print(pool:apply(function() return (f()) end))
+      print(db)
       pool:close() pool:join()
     ]]
-    assert.equal("nil\nnumber\n", out)
+    assert.equal("worker's db\nnil\nnumber\nnil\n", out)
   end)
 
   it("sends a global that several functions read once, and cycles through it", function()
@@ -134,15 +136,18 @@ describe("globals that travel with functions", function()
     assert.equal("hello child\n0\nHELLO\n", out)
   end)
 
-  it("lets a function assign globals in the worker", function()
+  it("lets a function set globals of its worker, and its message's", function()
     local out = main [[
       function count() calls = (calls or 0) + 1; return calls end
       local pool = lmp.Pool(1)
       print(pool:apply(count), pool:apply(count), calls)
+      step = 10  -- sent: the message's own copy changes, not the worker's
+      function bump() step = step + 1; return step, rawget(_G, "step") end
+      print(pool:apply(bump), pool:apply(bump), step)
       pool:close() pool:join()
     ]]
-    -- each call sends count with calls as it is in the script (nil)
-    assert.equal("1\t1\tnil\n", out)
+    -- calls: nil here, so the worker's own global, kept between tasks
+    assert.equal("1\t2\tnil\n11\t11\t10\n", out)
   end)
 
   it("names a global that cannot travel", function()

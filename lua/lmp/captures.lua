@@ -5,10 +5,13 @@
 -- worker's fresh state has none of them.  So, as cloudpickle does for
 -- __main__, such a function takes the globals it reads along: the codec
 -- asks the hook below for their names (the GGET instructions of its
--- bytecode and of the functions nested in it) and writes their values
--- after the value it encodes, in one table that every such function of the
--- message gets as its environment (runtime/lmp_codec_enc.c, bin_globals).
--- Modules and C functions among them travel by reference, as everywhere.
+-- bytecode and of the functions nested in it) and writes the values that
+-- are not nil after the value it encodes, in one table that every such
+-- function of the message gets as its environment (runtime/lmp_codec_enc.c,
+-- bin_globals).  Modules and C functions among them travel by reference,
+-- as everywhere.  What the environment does not hold -- a global that was
+-- nil when sent, one set for the first time -- is the receiver's own: a
+-- Pool initializer's `db = connect()` is what the tasks then read.
 --
 -- Functions of loaded modules keep resolving their globals in the process
 -- that runs them: their module is there too.
@@ -22,32 +25,32 @@ return function(core, lmp, I)
   local GGET = band(funcbc(loadstring("return lmp_probe"), 1), 0xff)
   local GSET = band(funcbc(loadstring("lmp_probe = 1"), 2), 0xff)
 
-  -- Adds to `names` the globals that proto reads or sets, nested
-  -- functions included.  (One that only sets a global takes it too, so
-  -- that the functions of a message share their globals as the functions
-  -- of the script did.)
+  -- Adds to `names` the globals that proto reads, nested functions
+  -- included; returns whether it reads or sets any.
   local function scan(proto, names, seen)
-    local pc = 1
+    local pc, any = 1, false
     while true do
       local ins = funcbc(proto, pc)
       if not ins then break end
       local op = band(ins, 0xff)
-      if op == GGET or op == GSET then
+      if op == GGET then
         local name = funck(proto, -rshift(ins, 16) - 1)
         if not seen[name] then
           seen[name] = true
           names[#names + 1] = name
         end
       end
+      any = any or op == GGET or op == GSET
       pc = pc + 1
     end
     local i = -1
     while true do
       local k = funck(proto, i)
       if k == nil then break end
-      if type(k) == "proto" then scan(k, names, seen) end
+      if type(k) == "proto" and scan(k, names, seen) then any = true end
       i = i - 1
     end
+    return any
   end
 
   -- Sources of the main program: the prompt, -e, lmp - and the script
@@ -60,16 +63,16 @@ return function(core, lmp, I)
 
   local names_of = setmetatable({}, {__mode = "k"})  -- function -> names or false
 
-  -- fn -> the names of the globals it takes, and the table they are read
-  -- from; nothing when it takes none.
+  -- fn -> the names of the globals it reads (maybe none: it only sets
+  -- some), and the table they are read from; nothing when fn is not the
+  -- main program's or touches no global.
   function I.captures(fn)
     local names = names_of[fn]
     if names == nil then
       names = false
       if is_main(debug.getinfo(fn, "S").source) then
         local list = {}
-        scan(fn, list, {})
-        if #list > 0 then names = list end
+        if scan(fn, list, {}) then names = list end
       end
       names_of[fn] = names
     end

@@ -33,9 +33,16 @@ local FIRST_BLOCK = 4096
 
 local user_fn
 
--- The function `path` gives: what it returns, or its field / global `name`.
-local function load_function(path, name)
-  local chunk, err = loadfile(path)
+-- The function the script at `path` gives: what it returns, or its field
+-- or global `name`.  Messages name it `shown`, as the user wrote it.
+local function load_function(path, name, shown)
+  local f, err = io.open(path, "rb")
+  if not f then error(err, 0) end
+  local source = f:read("*a")
+  f:close()
+  path = shown or path
+  local chunk
+  chunk, err = loadstring(source, "@" .. path)
   if not chunk then error(err, 0) end
   local returned = chunk()
   local fn = returned
@@ -53,8 +60,8 @@ local function load_function(path, name)
   return fn
 end
 
-function M.init(path, name)
-  user_fn = load_function(path, name)
+function M.init(path, name, shown)
+  user_fn = load_function(path, name or nil, shown)
 end
 
 local function message(e)
@@ -224,7 +231,9 @@ local function reader(inputs, keep, size)
 end
 
 local function task(item) return require("lmp.cli.map").block(item) end
-local function initializer(path, name) require("lmp.cli.map").init(path, name) end
+local function initializer(path, name, shown)
+  require("lmp.cli.map").init(path, name, shown)
+end
 
 -- `lmp map ARGS...`: returns the exit status.
 function M.main(core, ...)
@@ -253,7 +262,7 @@ function M.main(core, ...)
 
   local block = FIRST_BLOCK
   local pool = lmp.Pool{processes = o.jobs, initializer = initializer,
-                        initargs = {absolute(o.script), o.fn}}
+                        initargs = {absolute(o.script), o.fn or false, o.script}}
   local show = o.progress and core.isatty(2)
   local t0, lines, last_draw = core.now(), 0, 0
   local status = 0
