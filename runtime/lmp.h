@@ -44,6 +44,7 @@ extern "C" {
   XX(OVERFLOW,  -EOVERFLOW,  "value too large")                              \
   XX(TIMEDOUT,  -ETIMEDOUT,  "timed out")                                    \
   XX(OWNERDEAD, -EOWNERDEAD, "the previous holder died")                     \
+  XX(INTR,      -EINTR,      "interrupted")                                  \
   XX(CODEC,     -4001,       "value cannot be encoded or decoded")           \
   XX(CLOSED,    -4002,       "object is closed")                             \
   XX(EOF,       -4003,       "end of file")                                  \

@@ -23,6 +23,7 @@
 #include "lmp_codec.h"
 #include "lmp_conn.h"
 #include "lmp_error.h"
+#include "lmp_interrupt.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_platform.h"
@@ -59,6 +60,7 @@ static lmp_conn *check_conn(lua_State *L, int idx) {
 /* Waits for the descriptor; returns 1 when ready, 0 on timeout. */
 static int wait_fd(lua_State *L, lmp_conn *c, int events, double timeout) {
   int ready, n = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, timeout);
+  if (n == LMP_EINTR) lmp__interrupt_raise(L);
   if (n < 0)
     lmp__error_raise(L, "OSError", "waiting on the connection: %s",
                      lmp_strerror(n));
@@ -88,6 +90,7 @@ static void send_all(lua_State *L, lmp_conn *c, const char *p, size_t n) {
       int events = UV_WRITABLE, ready = 0, r;
       if (c->readable && !c->eof_seen) events |= UV_READABLE;
       r = lmp__wait_fds_bg(L, c->lp, &c->fd, &events, &ready, 1, -1);
+      if (r == LMP_EINTR) lmp__interrupt_raise(L);
       if (r < 0)
         lmp__error_raise(L, "OSError", "send: waiting: %s", lmp_strerror(r));
       if (ready & UV_READABLE) absorb(L, c);
@@ -564,6 +567,7 @@ static int l_wait(lua_State *L) {
   }
   if (nready > 0) timeout = 0;
   count = lmp__wait_fds_bg(L, lmp__loop(L), fds, events, ready, n, timeout);
+  if (count == LMP_EINTR) lmp__interrupt_raise(L);
   if (count < 0)
     return lmp__error_raise(L, "OSError", "wait: %s", lmp_strerror(count));
   for (i = 0; i < n; i++) {

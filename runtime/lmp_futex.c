@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "lmp_futex.h"
+#include "lmp_interrupt.h"
 #include "lmp_loop.h"
 #include "lmp_platform.h"
 #include "lmp_time.h"
@@ -28,6 +29,7 @@ int lmp__futex_wait(uint32_t *word, uint32_t expected, double deadline) {
               FUTEX_BITSET_MATCH_ANY);
   if (r == 0) return 0;
   if (errno == ETIMEDOUT && !capped) return LMP_ETIMEDOUT;
+  if (errno == EINTR && lmp__interrupted) return LMP_EINTR;
   return 0;  /* EAGAIN: the word changed; EINTR: a signal; or look again */
 }
 
@@ -118,6 +120,7 @@ int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
   r = lmp__wait_fds_bg(L, lmp__loop(L), &w.fd, &ev, &ready, 1,
                        lmp__remaining(deadline));
   lmp__watcher_stop(&w);
+  if (r == LMP_EINTR) return r;
   if (r > 0 || atomic_load((_Atomic uint32_t *)word) != expected) return 0;
   return lmp__remaining(deadline) == 0 ? LMP_ETIMEDOUT : 0;
 }

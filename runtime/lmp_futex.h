@@ -28,9 +28,9 @@
 
 /* Sleeps while *word == expected, until woken or `deadline` (lmp_time.h;
  * LMP_FOREVER: none), and never longer than LMP_RECHECK_S.  Returns 0 when
- * woken, when the word differs, on a signal or after LMP_RECHECK_S, or
- * LMP_ETIMEDOUT at the deadline.  A wake-up may be spurious: callers look
- * again. */
+ * woken, when the word differs, on a signal or after LMP_RECHECK_S,
+ * LMP_ETIMEDOUT at the deadline, or LMP_EINTR on Ctrl-C in the lmp host
+ * (lmp_interrupt.h).  A wake-up may be spurious: callers look again. */
 int lmp__futex_wait(uint32_t *word, uint32_t expected, double deadline);
 
 /* Wakes up to n sleepers on the word. */
@@ -38,7 +38,7 @@ void lmp__futex_wake(uint32_t *word, int32_t n);
 
 /* As lmp__futex_wait, while the state's background work (lmp_loop.h) is
  * served: with a watcher when there is background work, else on this
- * thread.  0 when woken (maybe spuriously), or LMP_ETIMEDOUT. */
+ * thread.  0 when woken (maybe spuriously), LMP_ETIMEDOUT or LMP_EINTR. */
 int lmp__wait_word(lua_State *L, uint32_t *word, uint32_t expected,
                    double deadline);
 

@@ -8,6 +8,7 @@
 
 #include "lmp_arg.h"
 #include "lmp_error.h"
+#include "lmp_interrupt.h"
 #include "lmp_loop.h"
 #include "lmp_platform.h"
 #include "lmp_time.h"
@@ -86,9 +87,14 @@ static void on_deadline(uv_timer_t *t) {
   ((deadline_timer *)t)->expired = 1;
 }
 
+static void on_interrupt_check(uv_timer_t *t) {
+  LMP_UNUSED(t);
+}
+
 int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
                    void *arg) {
   deadline_timer *timer = NULL;
+  uv_timer_t *check = NULL;
   timeout = lmp__timeout(timeout);
   if (done(arg)) return 1;
   if (timeout == 0) {
@@ -107,13 +113,25 @@ int lmp__loop_wait(lmp_loop *lp, double timeout, int (*done)(void *),
     uv_timer_start(&timer->timer, on_deadline,
                    (uint64_t)(timeout * 1000 + 0.999), 0);
   }
-  while (!done(arg) && !(timer && timer->expired))
+  /* libuv waits again after a signal: in the lmp host, whose Ctrl-C must
+   * end the wait (lmp_interrupt.h), the loop wakes up now and then to see
+   * whether one came. */
+  if (lmp__interrupt_hook != NULL && (check = malloc(sizeof(*check))) != NULL) {
+    uv_timer_init(&lp->loop, check);
+    check->data = NULL;
+    uv_timer_start(check, on_interrupt_check, 100, 100);
+  }
+  while (!done(arg) && !(timer && timer->expired) && !lmp__interrupted)
     uv_run(&lp->loop, UV_RUN_ONCE);
+  if (check) {
+    uv_timer_stop(check);
+    lmp__close_and_free((uv_handle_t *)check);
+  }
   if (timer) {
     uv_timer_stop(&timer->timer);
     lmp__close_and_free((uv_handle_t *)&timer->timer);
-    finish_closing(lp);
   }
+  if (timer || check) finish_closing(lp);
   return done(arg);
 }
 
@@ -163,7 +181,7 @@ static int wait_fds_directly(const int *fds, const int *events, int *ready,
     double left = lmp__remaining(deadline);
     r = poll(p, (nfds_t)n, left < 0 ? -1 : (int)(left * 1000 + 0.999));
     if (r < 0) r = -errno;
-    if (r != -EINTR) break;
+    if (r != -EINTR || lmp__interrupted) break;
   }
   for (i = 0; i < n; i++) {
     ready[i] = 0;
@@ -215,7 +233,8 @@ int lmp__loop_wait_fds(lmp_loop *lp, const int *fds, const int *events,
     watches[i] = fw;
     err = uv_poll_start(&fw->poll, events_union[i] | UV_DISCONNECT, on_poll);
   }
-  if (err == 0) lmp__loop_wait(lp, timeout, fd_wait_done, &w);
+  if (err == 0 && !lmp__loop_wait(lp, timeout, fd_wait_done, &w) && lmp__interrupted)
+    err = LMP_EINTR;
   for (i = 0; i < n; i++) {
     if (watches[i] == NULL) continue;
     watches[i]->wait = NULL;

@@ -13,6 +13,7 @@
 #include "lmp_conn.h"
 #include "lmp_error.h"
 #include "lmp_hash.h"
+#include "lmp_interrupt.h"
 #include "lmp_loop.h"
 #include "lmp_net.h"
 #include "lmp_preload.h"
@@ -46,7 +47,7 @@ static int l_set_executable(lua_State *L) {
 /* Every kind of error lmp raises; lmp.errors maps each name to itself. */
 static const char *const error_kinds[] = {
   "AuthenticationError", "BufferTooShort", "CancelledError", "CodecError",
-  "IndexError",
+  "IndexError", "KeyboardInterrupt",
   "OSError", "ProcessError", "RemoteError", "TimeoutError", "TypeError",
   "ValueError", "WorkerLost", NULL
 };
@@ -155,6 +156,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__queue_open(L);
   lmp__hash_open(L);
   lmp__net_open(L);
+  lmp__interrupt_open(L);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
   lua_call(L, 1, 1);

@@ -19,6 +19,7 @@
 
 #include "lmp_arg.h"
 #include "lmp_error.h"
+#include "lmp_interrupt.h"
 #include "lmp_loop.h"
 #include "lmp_net.h"
 #include "lmp_platform.h"
@@ -162,6 +163,7 @@ static int l_accept(lua_State *L) {
     if (errno != EAGAIN && errno != EWOULDBLOCK)
       return lmp__error_raise(L, "OSError", "accept: %s", strerror(errno));
     n = lmp__wait_fds_bg(L, lmp__loop(L), &fd, &ev, &ready, 1, timeout);
+    if (n == LMP_EINTR) return lmp__interrupt_raise(L);
     if (n < 0)
       return lmp__error_raise(L, "OSError", "accept: %s", lmp_strerror(n));
     if (n == 0) return 0;
@@ -187,6 +189,7 @@ static int l_connect(lua_State *L) {
       n = lmp__wait_fds_bg(L, lmp__loop(L), &fd, &ev, &ready, 1, timeout);
       if (n <= 0) {
         close(fd);
+        if (n == LMP_EINTR) return lmp__interrupt_raise(L);
         if (n < 0)
           return lmp__error_raise(L, "OSError", "Client: %s", lmp_strerror(n));
         lua_pushnil(L);

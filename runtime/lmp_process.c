@@ -25,6 +25,7 @@
 
 #include "lmp_arg.h"
 #include "lmp_error.h"
+#include "lmp_interrupt.h"
 #include "lmp_frame.h"
 #include "lmp_loop.h"
 #include "lmp_platform.h"
@@ -243,6 +244,11 @@ static int proc_wait(lua_State *L) {
         else lua_pushinteger(L, p->exitcode);
         return 1;
       }
+      if (r == LMP_EINTR) {
+        if (!p->st->handle_closed && !uv_is_closing((uv_handle_t *)&p->st->handle))
+          uv_unref((uv_handle_t *)&p->st->handle);
+        return lmp__interrupt_raise(L);
+      }
       if (r <= 0) break;
       lmp__loop_wait(p->lp, 1.0, exited, p->st);
       if (p->st->exitcode != RUNNING || left == 0) break;
@@ -250,6 +256,11 @@ static int proc_wait(lua_State *L) {
     done = p->st->exitcode != RUNNING;
   } else {
     done = lmp__loop_wait(p->lp, timeout, exited, p->st);
+  }
+  if (!done && lmp__interrupted) {
+    if (!p->st->handle_closed && !uv_is_closing((uv_handle_t *)&p->st->handle))
+      uv_unref((uv_handle_t *)&p->st->handle);
+    return lmp__interrupt_raise(L);
   }
   if (!p->st->handle_closed && !uv_is_closing((uv_handle_t *)&p->st->handle))
     uv_unref((uv_handle_t *)&p->st->handle);

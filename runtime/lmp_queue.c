@@ -37,6 +37,7 @@
 #include "lmp_codec.h"
 #include "lmp_error.h"
 #include "lmp_futex.h"
+#include "lmp_interrupt.h"
 #include "lmp_queue.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
@@ -245,7 +246,7 @@ static int l_queue_put(lua_State *L) {
   const char *data = NULL;
   uint64_t len = 0, kind, need;
   lua_Number number;
-  int full = 0, borrowed = 0;
+  int full = 0, borrowed = 0, waited = 0;
   lmp_buf *b = NULL;
   if (lua_type(L, 2) == LMP_TCDATA && lua_type(L, 4) == LUA_TNUMBER) {
     lua_Number n = lua_tonumber(L, 4);
@@ -318,10 +319,14 @@ static int l_queue_put(lua_State *L) {
       borrowed = 0;
     }
     if (!room && (deadline >= 0 && lmp__now() >= deadline)) full = 1;
-    else if (!room && lmp__wait_word(L, &q->space_seq, seq, deadline) == LMP_ETIMEDOUT)
-      full = 1;
+    else if (!room) waited = lmp__wait_word(L, &q->space_seq, seq, deadline);
+    if (waited == LMP_ETIMEDOUT) full = 1;
     atomic_fetch_sub(AT32(&q->put_waiters), 1);
-    if (full) break;
+    if (full || waited == LMP_EINTR) break;
+  }
+  if (waited == LMP_EINTR) {
+    lmp__shm_unpin(seg);
+    return lmp__interrupt_raise(L);
   }
   if (full) {
     lmp__shm_unpin(seg);
@@ -401,7 +406,7 @@ static int l_queue_get(lua_State *L) {
   lmp__shm_pin(seg);
   for (;;) {
     uint32_t seq;
-    int ready, empty = 0;
+    int ready, empty = 0, waited = 0;
     if (take(q, &q->get_lock, deadline) != 0) {
       empty = 1;
     } else {
@@ -428,10 +433,13 @@ static int l_queue_get(lua_State *L) {
       ready = q->head != atomic_load(AT(&q->tail));
       lmp__lock_release(&q->get_lock);
       if (!ready && deadline >= 0 && lmp__now() >= deadline) empty = 1;
-      else if (!ready &&
-               lmp__wait_word(L, &q->data_seq, seq, deadline) == LMP_ETIMEDOUT)
-        empty = 1;
+      else if (!ready) waited = lmp__wait_word(L, &q->data_seq, seq, deadline);
+      if (waited == LMP_ETIMEDOUT) empty = 1;
       atomic_fetch_sub(AT32(&q->get_waiters), 1);
+    }
+    if (waited == LMP_EINTR) {
+      lmp__shm_unpin(seg);
+      return lmp__interrupt_raise(L);
     }
     if (empty) {
       lmp__shm_unpin(seg);
@@ -531,16 +539,19 @@ static int l_queue_join(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 2, LMP_FOREVER));
+  int waited = 0;
   lmp__shm_pin(seg);
   atomic_fetch_add(AT32(&q->join_waiters), 1);
   for (;;) {
     uint32_t seq = atomic_load(AT32(&q->done_seq));
     if (all_done(q)) break;
     if (deadline >= 0 && lmp__now() >= deadline) break;
-    if (lmp__wait_word(L, &q->done_seq, seq, deadline) == LMP_ETIMEDOUT) break;
+    waited = lmp__wait_word(L, &q->done_seq, seq, deadline);
+    if (waited == LMP_ETIMEDOUT || waited == LMP_EINTR) break;
   }
   atomic_fetch_sub(AT32(&q->join_waiters), 1);
   lmp__shm_unpin(seg);
+  if (waited == LMP_EINTR) return lmp__interrupt_raise(L);
   lua_pushboolean(L, all_done(q));
   return 1;
 }

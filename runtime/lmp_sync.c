@@ -25,6 +25,7 @@
 
 #include "lmp_arg.h"
 #include "lmp_futex.h"
+#include "lmp_interrupt.h"
 #include "lmp_shm.h"
 #include "lmp_sync.h"
 #include "lmp_time.h"
@@ -80,7 +81,9 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
       if (timeout > 0) {
         struct timespec ts = lmp__timespec(lmp__now() + timeout);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
-               EINTR) {}
+               EINTR) {
+          if (lmp__interrupted) return LMP_EINTR;
+        }
       }
       return timeout == 0 ? LMP_EBUSY : LMP_ETIMEDOUT;
     }
@@ -94,7 +97,9 @@ int lmp__lock_acquire(lmp_lock *l, double timeout) {
         if (deadline >= 0 && deadline < until) until = deadline;
         ts = lmp__timespec(until);
         r = pthread_mutex_clocklock(&l->mutex, CLOCK_MONOTONIC, &ts);
-      } while (r == ETIMEDOUT && (deadline < 0 || lmp__now() < deadline));
+      } while (r == ETIMEDOUT && (deadline < 0 || lmp__now() < deadline) &&
+               !lmp__interrupted);
+      if (r == ETIMEDOUT && lmp__interrupted) return LMP_EINTR;
     }
   }
   if (r == EOWNERDEAD) pthread_mutex_consistent(&l->mutex);
@@ -153,17 +158,21 @@ static void *object_at(lua_State *L, size_t size, lmp_segment **seg) {
   return lmp__shm_at(L, 1, (size_t)off, size, seg);
 }
 
-/* Takes a permit, waiting until `deadline`.  1 taken, 0 timed out. */
+/* Takes a permit, waiting until `deadline`.  1 taken, 0 timed out,
+ * LMP_EINTR on Ctrl-C. */
 static int sem_take(lua_State *L, lmp_sem *s, double deadline) {
   int got = 0;
   fetch_add(&s->waiters, 1);
   for (;;) {
+    int r;
     if (permit_take(s)) {
       got = 1;
       break;
     }
-    if (lmp__wait_word(L, &s->value, 0, deadline) == LMP_ETIMEDOUT) {
+    r = lmp__wait_word(L, &s->value, 0, deadline);
+    if (r == LMP_ETIMEDOUT || r == LMP_EINTR) {
       got = permit_take(s);
+      if (!got && r == LMP_EINTR) got = LMP_EINTR;
       break;
     }
   }
@@ -180,6 +189,7 @@ static int l_sem_acquire(lua_State *L) {
   lmp__shm_pin(seg);
   got = sem_take(L, s, deadline);
   lmp__shm_unpin(seg);
+  if (got == LMP_EINTR) return lmp__interrupt_raise(L);
   lua_pushboolean(L, got);
   return 1;
 }
@@ -189,13 +199,15 @@ static int l_event_wait(lua_State *L) {
   lmp_segment *seg;
   lmp_event *e = object_at(L, sizeof(lmp_event), &seg);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
+  int r = 0;
   lmp__shm_pin(seg);
   fetch_add(&e->waiters, 1);
-  while (load(&e->flag) == 0 &&
-         lmp__wait_word(L, &e->flag, 0, deadline) != LMP_ETIMEDOUT) {}
+  while (load(&e->flag) == 0 && r != LMP_ETIMEDOUT && r != LMP_EINTR)
+    r = lmp__wait_word(L, &e->flag, 0, deadline);
   fetch_add(&e->waiters, -1);
-  lua_pushboolean(L, load(&e->flag) != 0);
   lmp__shm_unpin(seg);
+  if (load(&e->flag) == 0 && r == LMP_EINTR) return lmp__interrupt_raise(L);
+  lua_pushboolean(L, load(&e->flag) != 0);
   return 1;
 }
 
@@ -206,11 +218,13 @@ static int l_wait_change(lua_State *L) {
   uint32_t *word = object_at(L, sizeof(uint32_t), &seg);
   uint32_t expected = (uint32_t)lmp__check_number(L, 3);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 4, LMP_FOREVER));
+  int r = 0;
   lmp__shm_pin(seg);
-  while (load(word) == expected &&
-         lmp__wait_word(L, word, expected, deadline) != LMP_ETIMEDOUT) {}
-  lua_pushboolean(L, load(word) != expected);
+  while (load(word) == expected && r != LMP_ETIMEDOUT && r != LMP_EINTR)
+    r = lmp__wait_word(L, word, expected, deadline);
   lmp__shm_unpin(seg);
+  if (load(word) == expected && r == LMP_EINTR) return lmp__interrupt_raise(L);
+  lua_pushboolean(L, load(word) != expected);
   return 1;
 }
 

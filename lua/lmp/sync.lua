@@ -14,6 +14,8 @@ return function(core, lmp, I, shm)
   -- codes from the lock functions (negative, as all C error codes of lmp)
   local E = core.E
   local EBUSY, EDEADLK, ETIMEDOUT, EOWNERDEAD = E.BUSY, E.DEADLK, E.TIMEDOUT, E.OWNERDEAD
+  local EINTR = E.INTR  -- Ctrl-C in the lmp host (runtime/lmp_interrupt.c)
+  local interrupt_flag = require("ffi").cast("volatile int *", core.interrupt_flag)
   local MAX_PERMITS = 0x7fffffff
   local TID = api.self_tid()
 
@@ -91,6 +93,7 @@ return function(core, lmp, I, shm)
 
   local function lock_result(r, what)
     if r == 0 then return true end
+    if r == EINTR then core.interrupt_raise() end
     if r == EOWNERDEAD then return true, "owner-died" end
     if r == EBUSY or r == ETIMEDOUT then return false end
     if r == EDEADLK then
@@ -340,8 +343,12 @@ int kill(int pid, int sig);
     if timeout ~= 0 then
       core.sync_wait_change(self._seg, self._off + SLOT0 + i * SLOT_SIZE, 0, timeout)
     end
-    local r = api.lock_acquire(lp, -1)
+    -- The lock is taken back whatever happens, Ctrl-C included (raised
+    -- once it is held, as Python does).
+    local r
+    repeat r = api.lock_acquire(lp, -1) until r ~= EINTR
     lp.count = depth
+    if interrupt_flag[0] ~= 0 then core.interrupt_raise() end
     local got = slot.flag ~= 0  -- decided under the lock, with notify
     slot.tid = 0
     if r == EOWNERDEAD then return got, "owner-died" end
@@ -471,7 +478,8 @@ int kill(int pid, int sig);
   end
 
   local function enter(p)
-    local r = api.lock_acquire(p.lock, -1)
+    local r
+    repeat r = api.lock_acquire(p.lock, -1) until r ~= EINTR
     if r ~= 0 and r ~= EOWNERDEAD then lock_result(r, "Barrier") end
   end
   local function leave(p) api.lock_release(p.lock) end

@@ -124,7 +124,15 @@ return function(core, lmp, I, pump, progress, Pool, A)
           return take(it, i, it.done[i])
         end
       end
-      pump.pump(nil)
+      local ok, err = pcall(pump.pump, nil)
+      if not ok then
+        -- Ctrl-C: the loop is given up, so are its tasks (as AsyncResult:wait)
+        if lmp.is_error(err, "KeyboardInterrupt") then
+          it.pool:_cancel(it)
+          it.exhausted, it.total = true, it.next_index - 1
+        end
+        error(err, 0)
+      end
       fill(it)
     end
   end

@@ -26,6 +26,11 @@ return function(core, lmp, I)
   -- up less often, and sleeps without spinning first).
   local SLICE, QUIET_SLICE = 0.005, 0.05
 
+  -- Ctrl-C in the lmp host (runtime/lmp_interrupt.c): raised as a
+  -- KeyboardInterrupt where the pools' state is whole, at the start and
+  -- end of a turn; the waits in between raise it themselves.
+  local interrupt_flag = require("ffi").cast("volatile int *", core.interrupt_flag)
+
   local live = setmetatable({}, {__mode = "k"})
   local pumping = false
   local due = {first = 1, last = 0}  -- callbacks to run: {fn, value}
@@ -56,6 +61,8 @@ return function(core, lmp, I)
     local ok, caught = xpcall(fn, with_traceback, ...)
     if ok then return end
     local err, traceback = caught[1], caught[2]
+    -- Ctrl-C is the person's, not the callback's: it goes on up.
+    if lmp.is_error(err, "KeyboardInterrupt") then error(err, 0) end
     if on_error then
       local handled, e = xpcall(on_error, debug.traceback, err, traceback)
       if handled then return end
@@ -169,6 +176,7 @@ return function(core, lmp, I)
   end
 
   local function serve(timeout)
+    if interrupt_flag[0] ~= 0 then core.interrupt_raise() end
     local pools, busy = {}, due.first <= due.last
     for p in pairs(live) do
       pools[#pools + 1] = p
@@ -213,6 +221,7 @@ return function(core, lmp, I)
       for _, p in ipairs(pools) do p:_take_replies() end
     end
     for _, p in ipairs(pools) do p:_handle(ready or {}, owner) end
+    if interrupt_flag[0] ~= 0 then core.interrupt_raise() end
   end
 
   -- Waits up to `timeout` seconds (nil: until something happens) for any

@@ -68,13 +68,20 @@ return function(core, lmp, I, pump, progress)
     return self.ok
   end
 
+  -- Ctrl-C while a call is waited for cancels the call, as the person
+  -- gave up on it: its queued tasks are dropped, its running ones killed,
+  -- and the pool goes on (lmp.pool.scheduler).
   function AsyncResult:wait(timeout)
     timeout = I.timeout(timeout, "AsyncResult:wait")
     local deadline = timeout and core.now() + timeout
     while not self.done do
       local left = deadline and deadline - core.now()
       if left and left <= 0 then break end
-      pump.pump(left)
+      local ok, err = pcall(pump.pump, left)
+      if not ok then
+        if lmp.is_error(err, "KeyboardInterrupt") then self:cancel() end
+        error(err, 0)
+      end
     end
     return self.done
   end

@@ -81,6 +81,7 @@ return function(core, lmp)
   end
 
   function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory, ringer)
+    core.ignore_interrupts()
     local inbox_seg, tasks_seg = inbox._seg, tasks._seg
     local bell = ringer:fileno()  -- rung by a put when the pool armed it
     local function reply(id, ok, value, retiring)

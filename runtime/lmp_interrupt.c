@@ -1,0 +1,52 @@
+/*
+ * lmp_interrupt.c -- Ctrl-C in the middle of a blocking lmp call.
+ *
+ * The lmp host turns SIGINT into an error in the Lua code that runs (a
+ * hook, lmp_docall.c).  A call blocked in a wait runs no Lua code, and the
+ * error must not strike in the middle of lmp's own bookkeeping either (a
+ * reply taken and not yet recorded would be lost).  So the handler also
+ * raises lmp__interrupted: a wait that the signal cut short returns
+ * LMP_EINTR, the call puts its state back in order and raises a
+ * KeyboardInterrupt, and a pool call cancels its tasks on the way out
+ * (lua/lmp/pool/result.lua).
+ */
+#include "lmp_arg.h"
+#include "lmp_error.h"
+#include "lmp_interrupt.h"
+
+volatile sig_atomic_t lmp__interrupted;
+lua_Hook lmp__interrupt_hook;
+
+int lmp__interrupt_raise(lua_State *L) {
+  lmp__interrupted = 0;
+  if (lmp__interrupt_hook != NULL && lua_gethook(L) == lmp__interrupt_hook)
+    lua_sethook(L, NULL, 0, 0);
+  return lmp__error_raise(L, "KeyboardInterrupt", "interrupted");
+}
+
+/* core.interrupt_raise(): the pump's safe point, when the flag is up. */
+static int l_interrupt_raise(lua_State *L) {
+  return lmp__interrupt_raise(L);
+}
+
+/* core.ignore_interrupts(): for pool workers.  Ctrl-C at a terminal
+ * reaches the whole process group; what it means is the parent's to
+ * decide (it cancels the call it was waiting for), and a worker goes on. */
+static int l_ignore_interrupts(lua_State *L) {
+  LMP_UNUSED(L);
+  signal(SIGINT, SIG_IGN);
+  return 0;
+}
+
+void lmp__interrupt_open(lua_State *L) {
+  static const luaL_Reg functions[] = {
+    {"interrupt_raise", l_interrupt_raise},
+    {"ignore_interrupts", l_ignore_interrupts},
+    {NULL, NULL}
+  };
+  lmp__register(L, "lmp core.", functions, 0);
+  /* The flag's address, for FFI readers: the pump reads it at each turn,
+   * and a call into C there would end a compiled trace. */
+  lua_pushlightuserdata(L, (void *)&lmp__interrupted);
+  lua_setfield(L, -2, "interrupt_flag");
+}
