@@ -40,16 +40,19 @@ describe("Ctrl-C", function()
         "for i, v in p:imap(slow, " .. MANY .. ") do end", "^C",
         "p:stats().queued",
         "p:apply(function() return 'still here' end)",
-        "p:close() p:join()",
+        "p:map_async(slow, " .. MANY .. ")",
+        "p:close() p:join()", "^C",
+        "p:terminate() p:join() print('terminated')",
       }
       assert.equal(0, r.status, r.stdout)
       local _, n = r.stdout:gsub("lmp%.KeyboardInterrupt: interrupted", "")
-      assert.equal(2, n, r.stdout)
+      assert.equal(3, n, r.stdout)
       assert.matches("{2, 4, 6}", r.stdout, 1, true)
+      assert.matches("\nterminated\n", r.stdout, 1, true)
       assert.matches("\n0\n", r.stdout, 1, true)  -- nothing left queued of the cancelled calls
       assert.matches("\nstill here\n", r.stdout, 1, true)
-      -- two 10 s calls, each given up after about a second
-      assert.is_true(r.seconds < 12, r.seconds .. " s")
+      -- three 10 s waits, each given up after about a second
+      assert.is_true(r.seconds < 15, r.seconds .. " s")
     end)
 
     it("interrupts a get, a join, a Queue, a Lock and an Event wait", function()
