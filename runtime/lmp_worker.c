@@ -24,6 +24,7 @@
 
 #include "lmp_alloc.h"
 #include "lmp_error.h"
+#include "lmp_fork.h"
 #include "lmp_frame.h"
 #include "lmp_platform.h"
 #include "lmp_preload.h"
@@ -91,6 +92,11 @@ static int closing_exit(lua_State *L) {
   int n = lua_gettop(L);
   lmp__run_atexit(L);
   lua_settop(L, n);
+  if (lmp__forked_child) {  /* its state must not be closed (lmp_fork.c) */
+    int code = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? 0 : 1)
+                                   : (int)luaL_optinteger(L, 1, 0);
+    lmp__fork_exit(code);
+  }
   if (n < 2 || !lua_isboolean(L, 2) || lua_toboolean(L, 2)) {
     lua_settop(L, 1);
     lua_pushboolean(L, 1);

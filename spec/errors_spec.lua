@@ -100,9 +100,10 @@ describe("argument type errors of lmp's C functions", function()
       p:start()
       local h = rawget(p, "_handle")
       if h then
-        type_error("ProcessHandle:wait", h.wait, h, "soon")
-        type_error("ProcessHandle:signal", h.signal, h, "TERM")
-        type_error("ProcessHandle.__index", function() return h[{}] end)
+        local name = H.forked and "ForkedHandle" or "ProcessHandle"
+        type_error(name .. ":wait", h.wait, h, "soon")
+        type_error(name .. ":signal", h.signal, h, "TERM")
+        type_error(name .. ".__index", function() return h[{}] end)
       end
       assert.equal(0, p:join(10))
       p:close()

@@ -61,9 +61,13 @@ return function(core, lmp)
   --     lmp.connection.wait (lmp.wait).
   --   I.host: what a host that drives lmp from its own loop calls
   --     (runtime/lmp_backend.c): fds, timeout, dispatch (lmp.pool) and
-  --     shutdown (lmp.process).
+  --     shutdown (lmp.process);
+  --   I.after_fork: functions run first in a child made by the fork start
+  --     method, so that nothing of the parent's lmp (its children, pools,
+  --     callbacks) goes on in the child.
   I.at_exit = {}
   I.host = {}
+  I.after_fork = {}
 
   return I
 end

@@ -158,7 +158,10 @@ return function(core, lmp, I)
                               Listener)
     -- Closed with its descriptor when collected.
     self._guard = newproxy(true)
-    getmetatable(self._guard).__gc = function() core.net_close(fd, self._unix) end
+    local owner = core.getpid()  -- a forked child leaves it to its parent
+    getmetatable(self._guard).__gc = function()
+      if core.getpid() == owner then core.net_close(fd, self._unix) end
+    end
     return self
   end
 

@@ -117,6 +117,41 @@ return function(core, lmp, I)
     return h
   end
 
+  -- Resolves a "module:function" target in the child.
+  local function resolve(target)
+    if type(target) ~= "string" then return target end
+    local modname, fname = target:match("^(.*):(.*)$")
+    local mod = require(modname)
+    local fn = type(mod) == "table" and mod[fname]
+    if type(fn) ~= "function" then
+      error(lmp.error("ProcessError", ("target %q: module %q has no function %q")
+            :format(target, modname, fname)), 0)
+    end
+    return fn
+  end
+
+  -- The fork start method: the child is this process as it is now, and
+  -- calls the target itself, upvalues and all, with no codec in between.
+  -- It ends in core.fork_exit and never returns from here
+  -- (runtime/lmp_fork.c says why).
+  local function start_forked(self)
+    local h = core.fork()
+    if h then return h end
+    local parent = state.current
+    state.current = {name = self.name, pid = core.getpid(), daemon = self.daemon}
+    state.parent = {name = parent.name, pid = parent.pid}
+    state.children = {}
+    for _, hook in ipairs(I.after_fork) do hook() end
+    local args = self._args
+    local ok, err = xpcall(function() resolve(self._target)(unpack(args, 1, args.n)) end,
+                           debug.traceback)
+    if not ok then
+      io.stderr:write(self.name, ": ", tostring(err), "\n")
+    end
+    pcall(core.atexit)  -- the child's own children and pools
+    core.fork_exit(ok and 0 or 1)
+  end
+
   function methods:start()
     if rawget(self, "_closed") then raise("ValueError", "Process:start: process object is closed") end
     if rawget(self, "_handle") then
@@ -124,6 +159,11 @@ return function(core, lmp, I)
     end
     if state.current.daemon then
       raise("ProcessError", "Process:start: a daemon process cannot have children")
+    end
+    if (rawget(self, "_method") or state.start_method) == "fork" then
+      self._handle = start_forked(self)
+      state.children[self] = true
+      return
     end
     local exe = lmp.get_executable()
     if not exe then
@@ -191,26 +231,51 @@ return function(core, lmp, I)
     return list
   end
 
-  -- Start methods: spawn is the one there is (SPEC section 3).
-  local methods_available = {"spawn"}
+  -- Start methods.  A Process made by a context starts with the context's
+  -- method; any other, with the method set when it starts.
+  local methods_available = {"spawn", "fork"}
+  local known = {spawn = true, fork = true}
   function lmp.get_all_start_methods() return {unpack(methods_available)} end
   function lmp.get_start_method() return state.start_method end
   local function check_method(name, what)
     I.check_type(name, "string", what, "name")
-    if name ~= "spawn" then
-      raise("ValueError", "unknown or unavailable start method %q (available: spawn)",
-            tostring(name))
+    if not known[name] then
+      raise("ValueError", "unknown or unavailable start method %q (available: %s)",
+            tostring(name), table.concat(methods_available, ", "))
     end
   end
   function lmp.set_start_method(name)
     check_method(name, "lmp.set_start_method")
     state.start_method = name
   end
+
+  -- The constructors whose processes a context starts with its method.
+  I.context_constructors = {
+    Process = function(method)
+      return function(...)
+        local p = lmp.Process(...)
+        p._method = method
+        return p
+      end
+    end,
+    Pool = function(method)
+      return function(...)
+        local saved = I.pool_method
+        I.pool_method = method  -- read by the Pool constructor
+        local ok, pool = pcall(lmp.Pool, ...)
+        I.pool_method = saved
+        if not ok then error(pool, 0) end
+        return pool
+      end
+    end,
+  }
+
   function lmp.get_context(name)
     name = name or state.start_method
     check_method(name, "lmp.get_context")
-    return setmetatable({get_start_method = function() return name end},
-                        {__index = lmp})
+    local ctx = {get_start_method = function() return name end}
+    for k, make in pairs(I.context_constructors) do ctx[k] = make(name) end
+    return setmetatable(ctx, {__index = lmp})
   end
 
   -- At the end of the main script (and at os.exit): daemon children are
@@ -267,17 +332,7 @@ return function(core, lmp, I)
     end)
     state.inheriting = nil
     if not ok then error(target, 0) end
-    if type(target) == "string" then
-      local name = target
-      local modname, fname = name:match("^(.*):(.*)$")
-      local mod = require(modname)
-      target = type(mod) == "table" and mod[fname]
-      if type(target) ~= "function" then
-        error(lmp.error("ProcessError", ("target %q: module %q has no function %q")
-              :format(name, modname, fname)), 0)
-      end
-    end
-    target(unpack(args, 1, args.n))
+    resolve(target)(unpack(args, 1, args.n))
     return 0
   end
 end

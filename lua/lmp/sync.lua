@@ -18,6 +18,8 @@ return function(core, lmp, I, shm)
   local interrupt_flag = require("ffi").cast("volatile int *", core.interrupt_flag)
   local MAX_PERMITS = 0x7fffffff
   local TID = api.self_tid()
+  -- A child made by the fork start method is another thread.
+  I.after_fork[#I.after_fork + 1] = function() TID = api.self_tid() end
 
   local lock_ct = ffi.typeof("lmp_lock *")
   local sem_ct = ffi.typeof("lmp_sem *")
@@ -580,5 +582,5 @@ int kill(int pid, int sig);
             function(self) return {action = self._action, timeout = self._timeout} end,
             function(self, t) self._action, self._timeout = t.action, t.timeout end)
 
-  return {Lock = Lock, RLock = RLock, is_lock = is_lock, TID = TID}
+  return {Lock = Lock, RLock = RLock, is_lock = is_lock}
 end

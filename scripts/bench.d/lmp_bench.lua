@@ -107,10 +107,12 @@ function W.B1()
     emit("lmp.B1." .. case[1], case[2] / dt, "items/s")
   end
   pool:close(); pool:join()
-  local t = now()
-  pool = lmp.Pool(2)
-  pool:close(); pool:join()
-  emit("lmp.B1.pool_lifecycle.spawn", (now() - t) * 1e3, "ms")
+  for _, method in ipairs(lmp.get_all_start_methods()) do
+    local t = now()
+    pool = lmp.get_context(method).Pool(2)
+    pool:close(); pool:join()
+    emit("lmp.B1.pool_lifecycle." .. method, (now() - t) * 1e3, "ms")
+  end
 end
 
 -- B2: a CPU-bound map on Pool(2) against the same loop run serially.  The
@@ -207,20 +209,23 @@ function W.B6()
   end
 end
 
--- B7: Process(noop) start + join, one after another (spawn, the only
--- start method); one warm-up process is left out.
+-- B7: Process(noop) start + join, one after another, for each start
+-- method; one warm-up process is left out.
 function W.B7()
-  local count = n(START_N)
   local function noop() end
-  local function start_join()
-    local p = lmp.Process(noop)
-    p:start()
-    assert(p:join(30) == 0)
+  for _, method in ipairs(lmp.get_all_start_methods()) do
+    local ctx = lmp.get_context(method)
+    local count = n(method == "spawn" and START_N or START_N * 4)
+    local function start_join()
+      local p = ctx.Process(noop)
+      p:start()
+      assert(p:join(30) == 0)
+    end
+    start_join()
+    local t = now()
+    for _ = 1, count do start_join() end
+    emit("lmp.B7.process_start." .. method, (now() - t) / count * 1e3, "ms")
   end
-  start_join()
-  local t = now()
-  for _ = 1, count do start_join() end
-  emit("lmp.B7.process_start.spawn", (now() - t) / count * 1e3, "ms")
 end
 
 -- B4/B5: a child puts `count` items (ints 0..count-1, or the same 1 MiB

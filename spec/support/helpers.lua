@@ -4,6 +4,16 @@ local lmp = require "lmp"
 
 local H = {}
 
+-- LMP_START_METHOD=fork runs the specs under that start method
+-- (scripts/test runs the files about children once per method); H.method
+-- says which, for the few cases that differ by method.
+H.method = os.getenv("LMP_START_METHOD") or "spawn"
+lmp.set_start_method(H.method)
+-- Under fork, a child's target and arguments are not encoded (anything
+-- goes, closed objects included), and the child has copies of every
+-- descriptor of the parent.
+H.forked = H.method == "fork"
+
 -- The host running these specs (build/lmp, or build-asan/lmp).
 H.lmp = lmp.get_executable()
 H.bindir = H.lmp:match("^(.*)/[^/]*$")

@@ -30,7 +30,7 @@ return function(core, lmp, I)
   local Pool = I.class("Pool")
   local pump = require("lmp.pool.pump")(core, lmp, I)
   local progress = require("lmp.pool.progress")(core)
-  local transport = require("lmp.pool.transport")(core, lmp)
+  local transport = require("lmp.pool.transport")(core, lmp, worker.main)
   local AsyncResult = require("lmp.pool.result")(core, lmp, I, pump, progress)
   require("lmp.pool.scheduler")(core, lmp, I, Pool, transport, pump, worker.FUNCTIONS_KEPT)
 
@@ -197,10 +197,13 @@ return function(core, lmp, I)
     }, Pool)
     self.defaults = {timeout = self.task_timeout, soft_timeout = self.soft_timeout,
                      retries = self.retries, retry_on = self.retry_on, grace = SOFT_GRACE}
-    -- A pool collected while open takes its workers down with it.
-    local workers = self.workers
+    -- A pool collected while open takes its workers down with it (not in
+    -- a child forked from this process: they are not the child's).
+    local workers, owner = self.workers, core.getpid()
+    self.method = I.pool_method  -- set by a context (lmp.get_context)
     self._gc = newproxy(true)
     getmetatable(self._gc).__gc = function()
+      if core.getpid() ~= owner then return end
       for _, w in ipairs(workers) do w.ep:signal("terminate") end
     end
     for _ = 1, n do self:_spawn() end

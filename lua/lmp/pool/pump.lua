@@ -153,6 +153,22 @@ return function(core, lmp, I)
     return fds
   end
 
+  -- In a child made by fork: the parent's pools, their callbacks and the
+  -- coroutines waiting on them stay the parent's.  A pool object the child
+  -- still holds says so if used.
+  I.after_fork[#I.after_fork + 1] = function()
+    for p in pairs(live) do
+      p.state, p.workers = "terminated", {}
+      p.broken = lmp.error("ProcessError", "this pool belongs to the parent process " ..
+                           "(the child was forked)")
+    end
+    live = setmetatable({}, {__mode = "k"})
+    due = {first = 1, last = 0}
+    timed = {}
+    pumping = false
+    core.set_background(nil)
+  end
+
   function P.add(pool)
     I.host.changed()
     live[pool] = true

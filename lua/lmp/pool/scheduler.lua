@@ -95,6 +95,7 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     w.ep = self.hub:start({
       name = "PoolWorker-" .. self.nstarted, initializer = self.initializer,
       initargs = self.initargs, maxtasks = self.maxtasks, max_memory = self.max_memory,
+      method = self.method,
     }, w)
     self.workers[#self.workers + 1] = w
     I.host.changed()  -- a sentinel to watch

@@ -51,10 +51,18 @@
 -- lmp_queue.c), so a busy pool runs without waking anyone up.  A worker's
 -- death is seen through its sentinel; one killed in the middle of a put
 -- leaves nothing half written (the ring's robust locks).
-return function(core, lmp)
+return function(core, lmp, worker_main)
   local M = {}
   local queue_put, queue_get = core.queue_put, core.queue_get
   local pack = require "lmp.pool.pack"
+
+  -- A forked worker's initializer reads and sets the worker's globals,
+  -- as a spawned worker's does (it is decoded there), whatever
+  -- environment it had in the parent.
+  local function forked_main(tasks, inbox, slot, initializer, ...)
+    if type(initializer) == "function" then pcall(setfenv, initializer, _G) end
+    return worker_main(tasks, inbox, slot, initializer, ...)
+  end
 
   local Hub, Worker = {}, {}
   Hub.__index, Worker.__index = Hub, Worker
@@ -72,11 +80,15 @@ return function(core, lmp)
     local tasks = lmp.SimpleQueue()
     self.slots = self.slots + 1
     local slot = self.slots
+    -- A forked worker calls the loop itself; a spawned one finds it by name.
+    local forked = (spec.method or lmp.get_start_method()) == "fork"
     local p = lmp.Process{
-      target = "lmp.pool.worker:main", daemon = true, name = spec.name,
+      target = forked and forked_main or "lmp.pool.worker:main", daemon = true,
+      name = spec.name,
       args = {n = 8, tasks, self.inbox, slot, spec.initializer, spec.initargs, spec.maxtasks,
               spec.max_memory, self.ringer},
     }
+    p._method = spec.method
     local ok, err = pcall(p.start, p)
     if not ok then
       tasks:close()
