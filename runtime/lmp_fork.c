@@ -65,11 +65,30 @@ void lmp__fork_exit(int code) {
   _exit(code & 0xff);
 }
 
-/* core.fork() -> handle in the parent, nil in the child */
+#define PLACE_MAX 250
+
+/* Reads the integers of the table at idx (if any) into fds; returns how
+ * many. */
+static int fd_list(lua_State *L, int idx, int *fds) {
+  int i, n = lua_istable(L, idx) ? (int)lua_objlen(L, idx) : 0;
+  if (n > PLACE_MAX) lmp__error_raise(L, "ValueError", "fork: more than %d descriptors", PLACE_MAX);
+  for (i = 0; i < n; i++) {
+    lua_rawgeti(L, idx, i + 1);
+    fds[i] = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* core.fork([drop]) -> handle in the parent, nil in the child.  The
+ * child first closes the descriptors listed in `drop` (the forkserver's
+ * own, lua/lmp/forkserver.lua). */
 static int l_fork(lua_State *L) {
   lmp_loop *lp = lmp__loop(L);
   pid_t parent = getpid(), pid;
   forked *f;
+  int drop[PLACE_MAX], ndrop, i;
+  ndrop = fd_list(L, 1, drop);
   fflush(NULL);  /* or what is buffered would be written twice */
   f = lua_newuserdata(L, sizeof(*f));
   f->pid = 0;
@@ -84,6 +103,7 @@ static int l_fork(lua_State *L) {
     lmp__forked_child = 1;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) lmp__fork_exit(1);  /* the parent is already gone */
+    for (i = 0; i < ndrop; i++) close(drop[i]);
     uv_loop_fork(&lp->loop);
     f->exitcode = 0;  /* the copy of the handle is no child of ours */
     lua_pushnil(L);

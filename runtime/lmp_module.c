@@ -12,6 +12,7 @@
 #include "lmp_codec_lua.h"
 #include "lmp_conn.h"
 #include "lmp_error.h"
+#include "lmp_fdpass.h"
 #include "lmp_fork.h"
 #include "lmp_hash.h"
 #include "lmp_interrupt.h"
@@ -159,6 +160,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__net_open(L);
   lmp__interrupt_open(L);
   lmp__fork_open(L);
+  lmp__fdpass_open(L);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
   lua_call(L, 1, 1);

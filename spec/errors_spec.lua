@@ -100,7 +100,7 @@ describe("argument type errors of lmp's C functions", function()
       p:start()
       local h = rawget(p, "_handle")
       if h then
-        local name = H.forked and "ForkedHandle" or "ProcessHandle"
+        local name = H.method == "fork" and "ForkedHandle" or "ProcessHandle"
         type_error(name .. ":wait", h.wait, h, "soon")
         type_error(name .. ":signal", h.signal, h, "TERM")
         type_error(name .. ".__index", function() return h[{}] end)

@@ -143,3 +143,73 @@ describe("the fork start method", function()
     assert.equal("gone\n", r.stdout, r.stderr)
   end)
 end)
+
+describe("the forkserver start method", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function()
+    H.cleanup()
+    assert.same({}, H.children())
+  end)
+
+  -- Runs an lmp script in a process of its own (the server is per
+  -- requesting process); returns its stdout.
+  local function script(body)
+    local path = H.write(dir .. "/s.lua", "local lmp = require 'lmp'\n" .. body)
+    local r = H.run({H.lmp, path}, {cwd = dir, timeout = 60})
+    assert.equal(0, r.status, r.stderr)
+    return r.stdout
+  end
+
+  it("forks children from a clean server with the preloaded modules", function()
+    H.write(dir .. "/preloaded.lua", "return {loaded_in = require('lmp').current_process().name}")
+    local out = script [[
+      package.path = "./?.lua;" .. package.path
+      lmp.set_forkserver_preload{"preloaded"}
+      local ctx = lmp.get_context("forkserver")
+      local a, b = lmp.Pipe()
+      local p = ctx.Process(function(c)
+        local stat = io.open("/proc/self/stat"):read("*l")
+        local ppid = tonumber(stat:match("^%d+ %b() %a (%d+)"))
+        local server = io.open("/proc/" .. ppid .. "/cmdline"):read("*a")
+        c:send({package.loaded.preloaded and package.loaded.preloaded.loaded_in,
+                server:find("ForkServer", 1, true) ~= nil,
+                ppid ~= lmp.parent_process().pid,
+                lmp.parent_process().pid})
+      end, b)
+      p:start()
+      local got = a:recv()
+      print(got[1], got[2], got[3], got[4] == lmp.current_process().pid, p:join(10))
+    ]]
+    -- loaded in the server (before any fork), not in the child; the
+    -- child's parent process is the server, but lmp names its requester
+    assert.equal("ForkServer\ttrue\ttrue\ttrue\t0\n", out)
+  end)
+
+  it("checks the preload list", function()
+    H.raises("TypeError", lmp.set_forkserver_preload, "preloaded")
+    H.raises("TypeError", lmp.set_forkserver_preload, {1})
+  end)
+
+  it("takes the server and its children down with the process that asked", function()
+    local r = H.run({"sh", "-c", ([[
+      %q -e '
+        local lmp = require "lmp"
+        local p = lmp.get_context("forkserver").Process(function() lmp.Pipe():poll(60) end)
+        p:start()
+        io.write(p.pid, "\n") io.flush()
+        lmp.Pipe():poll(60)' > %q/pid &
+      parent=$!
+      sleep 1
+      server=$(pgrep -P $parent)
+      kill -9 $parent; wait $parent
+      sleep 0.5
+      for pid in $(cat %q/pid) $server; do
+        state=$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)
+        if [ -n "$state" ] && [ "$state" != Z ]; then echo "alive $pid"; kill -9 $pid; fi
+      done
+      echo done
+    ]]):format(H.lmp, dir, dir)}, {timeout = 30})
+    assert.equal("done\n", r.stdout, r.stderr)
+  end)
+end)

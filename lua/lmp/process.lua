@@ -47,8 +47,13 @@ return function(core, lmp, I)
       error(lmp.error("CodecError", "an lmp object that owns a descriptor can only " ..
                       "arrive in a child's arguments"), 0)
     end
+    local at = state.inherited  -- a forkserver's child: where they arrived
+    if at then return at[i] end
     return 3 + i
   end
+
+  -- In a forkserver's child: its descriptors, in the order of its record.
+  function I.inherit_from(fds) state.inherited = fds end
 
   codec.register_extension("lmp.Connection", core.connection_mt,
     function(conn)
@@ -117,6 +122,16 @@ return function(core, lmp, I)
     return h
   end
 
+  -- A forked child has none of its parent's children, and uses a
+  -- forkserver of its own.
+  I.after_fork[#I.after_fork + 1] = function()
+    state.children = {}
+    if server then
+      core.close_fd(server.sock)
+      server = nil
+    end
+  end
+
   -- Resolves a "module:function" target in the child.
   local function resolve(target)
     if type(target) ~= "string" then return target end
@@ -140,7 +155,6 @@ return function(core, lmp, I)
     local parent = state.current
     state.current = {name = self.name, pid = core.getpid(), daemon = self.daemon}
     state.parent = {name = parent.name, pid = parent.pid}
-    state.children = {}
     for _, hook in ipairs(I.after_fork) do hook() end
     local args = self._args
     local ok, err = xpcall(function() resolve(self._target)(unpack(args, 1, args.n)) end,
@@ -150,6 +164,110 @@ return function(core, lmp, I)
     end
     pcall(core.atexit)  -- the child's own children and pools
     core.fork_exit(ok and 0 or 1)
+  end
+
+  -- The forkserver start method (lua/lmp/forkserver.lua is the server).
+  -- The server: spawned on first use, from this process only.
+  local server  -- {sock = fd, proc = Process, owner = pid}
+
+  local function forkserver()
+    if server and server.owner == core.getpid() then return server end
+    local mine, theirs = core.socketpair()
+    local conn = core.conn_from_fd(theirs, true, true)  -- to pass it
+    local p = lmp.Process{target = "lmp.forkserver:serve", daemon = true,
+                          name = "ForkServer", args = {conn, state.preload}}
+    p._method = "spawn"
+    local ok, err = pcall(p.start, p)
+    conn:close()
+    if not ok then
+      core.close_fd(mine)
+      error(err, 0)
+    end
+    state.children[p] = nil  -- lmp's, not one of the program's children
+    server = {sock = mine, proc = p, owner = core.getpid()}
+    return server
+  end
+
+  I.at_exit[#I.at_exit + 1] = function()
+    if server and server.owner == core.getpid() then
+      core.close_fd(server.sock)  -- the server sees end of file and ends
+      if not server.proc:join(1) then server.proc:kill(); server.proc:join(1) end
+      server = nil
+    end
+  end
+
+  -- A child of the forkserver: its exit code comes from the server, on a
+  -- pipe whose read end is its sentinel.
+  local ServerChild = {}
+  ServerChild.__index = function(h, k)
+    if type(k) ~= "string" then
+      raise("TypeError", "ProcessHandle.__index: bad argument #2 (string expected, got %s)", type(k))
+    end
+    if k == "exitcode" then return h:_poll(0) end
+    return ServerChild[k]
+  end
+
+  -- The exit code, once the server has sent it (waiting up to timeout
+  -- seconds; nil: for ever).
+  function ServerChild:_poll(timeout)
+    local code = rawget(self, "_code")
+    if code then return code end
+    if #lmp.connection.wait({self._conn}, timeout) > 0 then
+      local v = self._conn:recv()
+      self._code = type(v) == "number" and v or 255  -- the server died first
+      -- The server closes its end right after the code: once that is
+      -- seen, the sentinel is readable, as a spawned child's is once it
+      -- has ended.
+      if v ~= nil then lmp.connection.wait({self._conn}, 5) end
+    end
+    return rawget(self, "_code")
+  end
+
+  function ServerChild:wait(timeout)
+    if timeout ~= nil and type(timeout) ~= "number" then
+      raise("TypeError", "ProcessHandle:wait: bad argument #1 (number expected, got %s)",
+            type(timeout))
+    end
+    return self:_poll(timeout)
+  end
+
+  function ServerChild:signal(sig)
+    if type(sig) ~= "number" then
+      raise("TypeError", "ProcessHandle:signal: bad argument #1 (number expected, got %s)",
+            type(sig))
+    end
+    if self:_poll(0) then return true end
+    return core.kill(self.pid, sig)
+  end
+
+  function ServerChild:close() self._conn:close() end
+
+  -- Sends the request; a server that has died (killed by someone) is
+  -- replaced once.
+  local function request(record, fds)
+    for attempt = 1, 2 do
+      local s = forkserver()
+      local ok, reply, got = pcall(function()
+        core.fdpass_send(s.sock, record, fds)
+        return core.fdpass_recv(s.sock)
+      end)
+      if ok and reply then return reply, got end
+      core.close_fd(s.sock)
+      pcall(s.proc.kill, s.proc)
+      pcall(s.proc.join, s.proc, 1)
+      server = nil
+      if attempt == 2 then
+        raise("ProcessError", "Process:start: the forkserver has gone (%s)",
+              ok and "end of file" or tostring(reply))
+      end
+    end
+  end
+
+  local function start_from_server(self, record, fds)
+    local reply, got = request(record, fds)
+    local conn = core.conn_from_fd(got[1], true, false)
+    return setmetatable({pid = codec.decode(reply).pid, sentinel = got[1], _conn = conn},
+                        ServerChild)
   end
 
   function methods:start()
@@ -165,6 +283,7 @@ return function(core, lmp, I)
       state.children[self] = true
       return
     end
+    local method = rawget(self, "_method") or state.start_method
     local exe = lmp.get_executable()
     if not exe then
       raise("ProcessError", "Process:start: no worker executable (see lmp.set_executable)")
@@ -183,7 +302,11 @@ return function(core, lmp, I)
       parent_pid = state.current.pid, parent_name = state.current.name,
       target = target, args = args,
     }, {binary = true})
-    self._handle = core.spawn(exe, self.name, record, fds)
+    if method == "forkserver" then
+      self._handle = start_from_server(self, record, fds)
+    else
+      self._handle = core.spawn(exe, self.name, record, fds)
+    end
     state.children[self] = true
   end
 
@@ -233,8 +356,8 @@ return function(core, lmp, I)
 
   -- Start methods.  A Process made by a context starts with the context's
   -- method; any other, with the method set when it starts.
-  local methods_available = {"spawn", "fork"}
-  local known = {spawn = true, fork = true}
+  local methods_available = {"spawn", "fork", "forkserver"}
+  local known = {spawn = true, fork = true, forkserver = true}
   function lmp.get_all_start_methods() return {unpack(methods_available)} end
   function lmp.get_start_method() return state.start_method end
   local function check_method(name, what)
@@ -247,6 +370,18 @@ return function(core, lmp, I)
   function lmp.set_start_method(name)
     check_method(name, "lmp.set_start_method")
     state.start_method = name
+  end
+
+  -- Modules the forkserver loads before it forks anything (read when it
+  -- starts: on the first forkserver Process).
+  function lmp.set_forkserver_preload(names)
+    I.check_type(names, "table", "lmp.set_forkserver_preload", "names")
+    local list = {}
+    for i, name in ipairs(names) do
+      I.check_type(name, "string", "lmp.set_forkserver_preload", "names[" .. i .. "]")
+      list[i] = name
+    end
+    state.preload = list
   end
 
   -- The constructors whose processes a context starts with its method.

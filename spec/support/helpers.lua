@@ -290,12 +290,28 @@ end
 local inherited_children = {}
 for _, pid in ipairs(all_children()) do inherited_children[pid] = true end
 
+-- The forkserver (lua/lmp/forkserver.lua) lives as long as the process
+-- that started it, by design: it is not a child a spec leaves behind.
+local function is_forkserver(pid)
+  local cmd = slurp("/proc/" .. pid .. "/cmdline") or ""
+  return cmd:find("%-%-lmp%-worker%z%d+%zForkServer%z") ~= nil
+end
+
 -- Pids of the children of this process (of all its threads) that it
--- started itself.
+-- started itself: with the forkserver start method, those are the
+-- forkserver's children.
 function H.children()
   local kids = {}
   for _, pid in ipairs(all_children()) do
-    if not inherited_children[pid] then kids[#kids + 1] = pid end
+    if is_forkserver(pid) then
+      for _, tid in ipairs(list_dir("/proc/" .. pid .. "/task") or {}) do
+        for k in (slurp("/proc/" .. pid .. "/task/" .. tid .. "/children") or ""):gmatch("%d+") do
+          kids[#kids + 1] = tonumber(k)
+        end
+      end
+    elseif not inherited_children[pid] then
+      kids[#kids + 1] = pid
+    end
   end
   return kids
 end
