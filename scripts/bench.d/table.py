@@ -30,6 +30,8 @@ ROWS = [
      "lmp.B1.pool_lifecycle.fork", "B1.pool_lifecycle.fork", None, 1),
     ("B1 Pool(2) start+close+join, spawn", "ms", LO,
      "lmp.B1.pool_lifecycle.spawn", "B1.pool_lifecycle.spawn", None, 1),
+    ("B1 Pool(2) start+close+join, forkserver (its start included)", "ms", LO,
+     "lmp.B1.pool_lifecycle.forkserver", None, None, 1),
     ("B2 CPU map 40x~50ms, Pool(2) speedup | C: 2 loops at once", "x", HI,
      "lmp.B2.speedup", "B2.speedup", "c.parallel_cores", 1),
     ("B2 efficiency = speedup/2", "%", HI,
