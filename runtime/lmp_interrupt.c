@@ -38,10 +38,19 @@ static int l_ignore_interrupts(lua_State *L) {
   return 0;
 }
 
+/* core.default_interrupts(): a forkserver's child gets SIGINT's default
+ * action back, as a spawned child has it. */
+static int l_default_interrupts(lua_State *L) {
+  LMP_UNUSED(L);
+  signal(SIGINT, SIG_DFL);
+  return 0;
+}
+
 void lmp__interrupt_open(lua_State *L) {
   static const luaL_Reg functions[] = {
     {"interrupt_raise", l_interrupt_raise},
     {"ignore_interrupts", l_ignore_interrupts},
+    {"default_interrupts", l_default_interrupts},
     {NULL, NULL}
   };
   lmp__register(L, "lmp core.", functions, 0);

@@ -213,3 +213,20 @@ describe("the forkserver start method", function()
     assert.equal("done\n", r.stdout, r.stderr)
   end)
 end)
+
+describe("Ctrl-C and the start methods", function()
+  after_each(function() assert.same({}, H.children()) end)
+
+  it("reaches a child as it would in Python: default action, or a KeyboardInterrupt after fork", function()
+    -- a forked child inherits the host's handler (this host is lmp's):
+    -- it raises a KeyboardInterrupt in the target, which ends with code 1
+    local expect = {spawn = -2, forkserver = -2, fork = 1}
+    for _, method in ipairs(lmp.get_all_start_methods()) do
+      local p = lmp.get_context(method).Process(function() lmp.Pipe():poll(30) end)
+      p:start()
+      lmp.connection.wait({}, 0.5)  -- until it waits in its target
+      os.execute("kill -INT " .. p.pid)
+      assert.equal(expect[method], p:join(10), method)
+    end
+  end)
+end)

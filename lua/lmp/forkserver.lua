@@ -23,6 +23,7 @@ return function(core, lmp, I)
   -- request's descriptors are where they arrived, and the record's lmp
   -- objects find them there.
   local function run_child(record, name, fds)
+    core.default_interrupts()  -- the server ignores Ctrl-C; a child does not
     for _, hook in ipairs(I.after_fork) do hook() end
     I.inherit_from(fds)
     local ok, code = xpcall(core.run_child, debug.traceback, record)
