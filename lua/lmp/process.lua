@@ -122,6 +122,9 @@ return function(core, lmp, I)
     return h
   end
 
+  -- The forkserver: spawned on first use, by this process only.
+  local server  -- {sock = fd, proc = Process, owner = pid}
+
   -- A forked child has none of its parent's children, and uses a
   -- forkserver of its own.
   I.after_fork[#I.after_fork + 1] = function()
@@ -167,9 +170,6 @@ return function(core, lmp, I)
   end
 
   -- The forkserver start method (lua/lmp/forkserver.lua is the server).
-  -- The server: spawned on first use, from this process only.
-  local server  -- {sock = fd, proc = Process, owner = pid}
-
   local function forkserver()
     if server and server.owner == core.getpid() then return server end
     local mine, theirs = core.socketpair()
