@@ -65,13 +65,13 @@ void lmp__fork_exit(int code) {
   _exit(code & 0xff);
 }
 
-#define PLACE_MAX 250
+#define DROP_MAX 250
 
 /* Reads the integers of the table at idx (if any) into fds; returns how
  * many. */
 static int fd_list(lua_State *L, int idx, int *fds) {
   int i, n = lua_istable(L, idx) ? (int)lua_objlen(L, idx) : 0;
-  if (n > PLACE_MAX) lmp__error_raise(L, "ValueError", "fork: more than %d descriptors", PLACE_MAX);
+  if (n > DROP_MAX) lmp__error_raise(L, "ValueError", "fork: more than %d descriptors", DROP_MAX);
   for (i = 0; i < n; i++) {
     lua_rawgeti(L, idx, i + 1);
     fds[i] = (int)lua_tointeger(L, -1);
@@ -87,7 +87,7 @@ static int l_fork(lua_State *L) {
   lmp_loop *lp = lmp__loop(L);
   pid_t parent = getpid(), pid;
   forked *f;
-  int drop[PLACE_MAX], ndrop, i;
+  int drop[DROP_MAX], ndrop, i;
   ndrop = fd_list(L, 1, drop);
   fflush(NULL);  /* or what is buffered would be written twice */
   f = lua_newuserdata(L, sizeof(*f));

@@ -189,12 +189,9 @@ local function parse(args)
   return o
 end
 
-local function absolute(path)
+local function absolute(core, path)
   if path:sub(1, 1) == "/" then return path end
-  local p = io.popen("pwd")
-  local cwd = p:read("*l")
-  p:close()
-  return cwd .. "/" .. path
+  return core.getcwd() .. "/" .. path
 end
 
 -- The blocks of the inputs, as the pool's lazy imap pulls them:
@@ -262,7 +259,7 @@ function M.main(core, ...)
 
   local block = FIRST_BLOCK
   local pool = lmp.Pool{processes = o.jobs, initializer = initializer,
-                        initargs = {absolute(o.script), o.fn or false, o.script}}
+                        initargs = {absolute(core, o.script), o.fn or false, o.script}}
   local show = o.progress and core.isatty(2)
   local t0, lines, last_draw = core.now(), 0, 0
   local status = 0
