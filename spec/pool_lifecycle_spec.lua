@@ -400,6 +400,17 @@ describe("Pool task lifecycle", function()
       assert.equal(0, s.failed)
     end)
 
+    it("counts a worker's own memory, not what it shares with its parent", function()
+      local big = {}
+      for i = 1, 8e6 do big[i] = i end  -- 64 MiB a forked worker inherits
+      local p = new_pool{processes = 1, max_memory_per_child = 40}
+      local function pid() return require("lmp").current_process().pid end
+      local a = p:apply(pid, {}, {timeout = 20})
+      assert.equal(a, p:apply(pid, {}, {timeout = 20}), "a small worker was replaced")
+      assert.equal(0, p:stats().replaced)
+      big = nil
+    end)
+
     it("runs the tasks queued behind the retiring worker elsewhere", function()
       local p = new_pool{processes = 1, max_memory_per_child = 40}
       local rs = {}

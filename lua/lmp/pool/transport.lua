@@ -58,10 +58,13 @@ return function(core, lmp, worker_main)
 
   -- A forked worker's initializer reads and sets the worker's globals,
   -- as a spawned worker's does (it is decoded there), whatever
-  -- environment it had in the parent.
-  local function forked_main(tasks, inbox, slot, initializer, ...)
+  -- environment it had in the parent; and the memory it inherited is
+  -- its parent's, not its own (max_memory_per_child).
+  local function forked_main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory,
+                             ringer)
     if type(initializer) == "function" then pcall(setfenv, initializer, _G) end
-    return worker_main(tasks, inbox, slot, initializer, ...)
+    return worker_main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory, ringer,
+                       true)
   end
 
   local Hub, Worker = {}, {}

@@ -80,8 +80,12 @@ return function(core, lmp)
     return {message = (message:gsub("^item%[3%]", what)), kind = "CodecError"}
   end
 
-  function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory, ringer)
+  function M.main(tasks, inbox, slot, initializer, initargs, maxtasks, max_memory, ringer,
+                  forked)
     core.ignore_interrupts()
+    -- A forked worker's resident set starts with every page it shares
+    -- with its parent; only what it has added since is its own.
+    local inherited = (max_memory and forked) and rss_mib() or 0
     local inbox_seg, tasks_seg = inbox._seg, tasks._seg
     local bell = ringer:fileno()  -- rung by a put when the pool armed it
     local function reply(id, ok, value, retiring)
@@ -131,7 +135,7 @@ return function(core, lmp)
                                fn, msg[3], msg[4], msg[5])
       done = done + 1
       local retiring = (maxtasks and done >= maxtasks)
-                       or (max_memory and rss_mib() > max_memory) or nil
+                       or (max_memory and rss_mib() - inherited > max_memory) or nil
       reply(msg[1], ok, value, retiring)
       if retiring then return end
     end
