@@ -2,7 +2,8 @@
  * lmp_cli.c -- `lmp [options] [script [args]]`, compatible with luajit's
  * command line: -e -l -j -O -b -i -v -E -- -, LUA_INIT, the `arg` table, and
  * a REPL (lmp_repl.c) when stdin is a terminal and there is nothing to run.
- * lmp adds --env, and the `lmp map` command (lua/lmp/cli/map.lua).  Exit
+ * lmp adds --env, and the commands `lmp map` (lua/lmp/cli/map.lua) and
+ * `lmp worker` (lua/lmp/cli/worker.lua).  Exit
  * status: os.exit(n) exits with n, an uncaught error
  * is reported with a traceback and gives 1, bad usage gives 2.
  */
@@ -38,7 +39,8 @@ static void print_usage(void) {
         "  -E        Ignore environment variables.\n"
         "  --env     Print shell lines that let a stock luajit require \"lmp\".\n"
         "Commands:\n"
-        "  map ...   JSON lines through a pool (lmp map --help).\n"
+        "  map ...     JSON lines through a pool (lmp map --help).\n"
+        "  worker ...  Serve a Redis queue's pool tasks (lmp worker --help).\n"
         "  --        Stop handling options.\n"
         "  -         Execute stdin and stop handling options.\n",
         stderr);
@@ -97,7 +99,7 @@ struct cli {
   int has_e, has_i, has_v, has_E;
   const char *bad;        /* the option that made the command line invalid */
   int bad_missing_value;  /* ... because its value is missing */
-  int map;      /* `lmp map ...` */
+  const char *command;  /* "map" or "worker": `lmp map ...`, `lmp worker ...` */
   int status;
 };
 
@@ -341,8 +343,25 @@ static int run_command_line(lua_State *L, struct cli *c) {
   return 0;
 }
 
-/* `lmp map ARGS...`: lmp.cli.map.main(core, ARGS...) gives the status. */
-static void run_map(lua_State *L, struct cli *c) {
+/* Overwrites, in place, the password of each redis:// URL among the
+ * arguments (what `ps` shows of this process): `lmp worker` has its own
+ * copy by then. */
+static void hide_passwords(int argc, char **argv) {
+  int i;
+  for (i = 2; i < argc; i++) {
+    char *start = strstr(argv[i], "://"), *at, *slash;
+    if (start == NULL) continue;
+    start += 3;
+    slash = strchr(start, '/');
+    at = strchr(start, '@');
+    if (at == NULL || (slash != NULL && slash < at)) continue;
+    for (; start < at; start++) *start = '*';
+  }
+}
+
+/* `lmp COMMAND ARGS...`: lmp.cli.COMMAND.main(core, ARGS...) gives the
+ * status. */
+static void run_command(lua_State *L, struct cli *c) {
   int i;
   luaL_openlibs(L);
   lmp__install_closing_exit(L);
@@ -351,13 +370,14 @@ static void run_map(lua_State *L, struct cli *c) {
   lua_pushliteral(L, "lmp");
   lua_call(L, 1, 0);
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "lmp.cli.map");
+  lua_pushfstring(L, "lmp.cli.%s", c->command);
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "main");
   lua_remove(L, -2);
   lua_getfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
   luaL_checkstack(L, c->argc, "too many arguments");
   for (i = 2; i < c->argc; i++) lua_pushstring(L, c->argv[i]);
+  hide_passwords(c->argc, c->argv);
   if (lmp__docall(L, c->argc - 1, 1) != 0) {
     c->status = 1;
     return;
@@ -368,7 +388,7 @@ static void run_map(lua_State *L, struct cli *c) {
 
 static int pmain(lua_State *L) {
   struct cli *c = lua_touserdata(L, 1);
-  if (c->map) run_map(L, c);
+  if (c->command) run_command(L, c);
   else run_command_line(L, c);
   /* Also after an error: children are joined (daemons terminated) before
    * the interpreter goes, as Python does. */
@@ -383,7 +403,8 @@ int lmp__cli_main(int argc, char **argv) {
   memset(&c, 0, sizeof(c));
   c.argc = argc;
   c.argv = argv;
-  c.map = argc >= 2 && strcmp(argv[1], "map") == 0;
+  if (argc >= 2 && (strcmp(argv[1], "map") == 0 || strcmp(argv[1], "worker") == 0))
+    c.command = argv[1];
   if ((L = lmp__state_new()) == NULL) {
     fprintf(stderr, LMP_PROGNAME ": cannot create state: not enough memory\n");
     return 1;

@@ -125,6 +125,13 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
  * registered it.  Registering a name again replaces the old metatable. */
 void lmp__codec_register(lua_State *L, int name, int mt);
 
+/* Registry key of lmp.codec.by_value's names (module name -> true): those
+ * loaded modules travel by value, not by reference. */
+#define LMP_CODEC_BY_VALUE_KEY "lmp.codec.by_value"
+/* Counts registrations, so that encoders know their map of modules is
+ * out of date. */
+extern unsigned lmp__codec_by_value_gen;
+
 /* Tables and userdata with the metatable at `mt` travel as the name at
  * `name` plus to_wire(obj), an encodable value, and come back as
  * from_wire(value).  Refused in safe mode. */

@@ -113,6 +113,7 @@ typedef struct {
                           string keys and table values, in order */
   uint32_t loaded_n, loaded_cap;
   int loaded_valid;
+  unsigned by_value_gen; /* lmp__codec_by_value_gen when it was made */
   str_def *strs;       /* string id -> where its bytes were written */
   uint32_t strs_cap;
   size_t *obj_tag;     /* reference id -> offset of its table's tag, or
@@ -834,7 +835,7 @@ static int loaded_unchanged(enc *e, int loaded) {
   lua_State *L = e->L;
   enc_ctx *c = e->ctx;
   uint32_t i = 0;
-  if (!c->loaded_valid) return 0;
+  if (!c->loaded_valid || c->by_value_gen != lmp__codec_by_value_gen) return 0;
   lua_pushnil(L);
   while (lua_next(L, loaded)) {
     if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
@@ -885,10 +886,19 @@ static void build_loaded_map(enc *e) {
   lua_newtable(L);
   lua_pushvalue(L, -1);
   lua_setfenv(L, SLOT_CTX);
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_BY_VALUE_KEY);  /* loaded + 2 */
+  c->by_value_gen = lmp__codec_by_value_gen;
   if (lua_istable(L, loaded)) {
     lua_pushnil(L);
     while (lua_next(L, loaded)) {
-      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+      int by_value = 0;
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, loaded + 2)) {
+        lua_pushvalue(L, -2);
+        lua_rawget(L, loaded + 2);
+        by_value = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+      }
+      if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1) && !by_value) {
         const void *p = lua_topointer(L, -1);
         ptrmap_slot *s = ptrmap_find(m, p);
         if (s->gen != m->gen) ptrmap_add(e, m, s, p, 1);
@@ -901,7 +911,7 @@ static void build_loaded_map(enc *e) {
     }
   }
   c->loaded_valid = 1;
-  lua_pop(L, 3);
+  lua_pop(L, 4);
 }
 
 /* If the table at idx (whose address is p) is a loaded module, pushes its

@@ -170,7 +170,32 @@ static int l_decode_lines(lua_State *L) {
   return 4;
 }
 
+unsigned lmp__codec_by_value_gen;
+
+/* lmp.codec.by_value(name): the loaded module `name` travels by value
+ * from now on (its functions as code, its tables as tables), for
+ * receivers that do not have its file (cloudpickle's
+ * register_pickle_by_value). */
+static int l_by_value(lua_State *L) {
+  size_t len;
+  lmp__check_lstring(L, 1, &len);
+  if (len == 0) return lmp__error_raise(L, "ValueError", "lmp.codec.by_value: empty module name");
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_BY_VALUE_KEY);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_BY_VALUE_KEY);
+  }
+  lua_pushvalue(L, 1);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lmp__codec_by_value_gen++;
+  return 0;
+}
+
 static const luaL_Reg codec_functions[] = {
+  {"by_value", l_by_value},
   {"encode", l_encode},
   {"decode", l_decode},
   {"register", l_register},

@@ -10,6 +10,8 @@
  * KeyboardInterrupt, and a pool call cancels its tasks on the way out
  * (lua/lmp/pool/result.lua).
  */
+#include <string.h>
+
 #include "lmp_arg.h"
 #include "lmp_error.h"
 #include "lmp_interrupt.h"
@@ -46,11 +48,42 @@ static int l_default_interrupts(lua_State *L) {
   return 0;
 }
 
+/* SIGTERM, for a process that ends cleanly when asked to (lmp worker):
+ * the handler only raises a flag, which the process looks at between
+ * its waits; a wait it cuts short just looks again. */
+static volatile sig_atomic_t terminate_requested;
+
+static void on_terminate(int sig) {
+  LMP_UNUSED(sig);
+  terminate_requested = 1;
+}
+
+/* core.catch_terminate() */
+static int l_catch_terminate(lua_State *L) {
+  struct sigaction sa;
+  LMP_UNUSED(L);
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_terminate;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, NULL);
+  return 0;
+}
+
+/* core.terminate_requested() -> whether SIGTERM came since
+ * catch_terminate */
+static int l_terminate_requested(lua_State *L) {
+  lua_pushboolean(L, terminate_requested != 0);
+  return 1;
+}
+
 void lmp__interrupt_open(lua_State *L) {
   static const luaL_Reg functions[] = {
     {"interrupt_raise", l_interrupt_raise},
     {"ignore_interrupts", l_ignore_interrupts},
     {"default_interrupts", l_default_interrupts},
+    {"catch_terminate", l_catch_terminate},
+    {"terminate_requested", l_terminate_requested},
     {NULL, NULL}
   };
   lmp__register(L, "lmp core.", functions, 0);

@@ -13,6 +13,7 @@
 #include "lmp_conn.h"
 #include "lmp_error.h"
 #include "lmp_fdpass.h"
+#include "lmp_redis.h"
 #include "lmp_fork.h"
 #include "lmp_hash.h"
 #include "lmp_interrupt.h"
@@ -161,6 +162,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__interrupt_open(L);
   lmp__fork_open(L);
   lmp__fdpass_open(L);
+  lmp__redis_open(L);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);
   lua_call(L, 1, 1);

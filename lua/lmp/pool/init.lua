@@ -162,8 +162,35 @@ return function(core, lmp, I)
   ---------------------------------------------------------------------------
   -- The pool
 
+  -- Options a broker pool shares with a local one.
+  local function check_common(opts, what)
+    check_seconds(opts.task_timeout, what, "task_timeout")
+    check_seconds(opts.soft_timeout, what, "soft_timeout")
+    check_retries(opts.retries, what, "retries")
+    check_kinds(opts.retry_on, what, "retry_on")
+  end
+
+  -- Pool{broker = URL}: lmp.broker.pool, loaded on first use.
+  local broker, redis
+  local function broker_redis()
+    redis = redis or require("lmp.broker.redis")(core, lmp, I)
+    return redis
+  end
+  local function broker_pool(opts)
+    broker = broker or require("lmp.broker.pool")(core, lmp, I, Pool, pump, broker_redis(),
+      {check_positive_integer = check_positive_integer, check_common = check_common,
+       SOFT_GRACE = SOFT_GRACE})
+    return broker.new(opts)
+  end
+
+  -- What `lmp worker` (lmp.cli.worker) runs, reached through the core.
+  function core.broker_worker()
+    return require("lmp.broker.worker")(core, lmp, I, broker_redis())
+  end
+
   function lmp.Pool(opts)
     if type(opts) ~= "table" then opts = {processes = opts} end
+    if opts.broker ~= nil then return broker_pool(opts) end
     check_known(opts, POOL_OPTIONS, "lmp.Pool", "option")
     local n = opts.processes
     if n == nil then n = lmp.cpu_count() end
@@ -173,10 +200,7 @@ return function(core, lmp, I)
     end
     check_optional(opts.initializer, "function", "lmp.Pool", "initializer")
     check_optional(opts.initargs, "table", "lmp.Pool", "initargs")
-    check_seconds(opts.task_timeout, "lmp.Pool", "task_timeout")
-    check_seconds(opts.soft_timeout, "lmp.Pool", "soft_timeout")
-    check_retries(opts.retries, "lmp.Pool", "retries")
-    check_kinds(opts.retry_on, "lmp.Pool", "retry_on")
+    check_common(opts, "lmp.Pool")
     if opts.max_memory_per_child ~= nil then
       I.check_type(opts.max_memory_per_child, "number", "lmp.Pool", "max_memory_per_child",
                    "a number of MiB")

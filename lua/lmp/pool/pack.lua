@@ -96,6 +96,12 @@ local bytes = ffi.typeof("const uint8_t *")
 
 function M.is_frame(s) return ffi.cast(bytes, s)[0] == TAG end
 
+-- Whether the string s is a whole frame: one from another machine
+-- (lmp.broker) is read only if its count of numbers fits its length.
+function M.valid(s)
+  return #s >= HEADER and M.is_frame(s) and #s == HEADER + 8 * ffi.cast(view_t, s).n
+end
+
 -- A task frame as the codec would have given it: {id, key, star, items,
 -- soft}.
 function M.read_task(s)

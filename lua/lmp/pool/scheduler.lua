@@ -212,18 +212,22 @@ return function(core, lmp, I, Pool, transport, pump, FUNCTIONS_KEPT)
     end
   end
 
+  -- Whether a task that failed with err runs again: its call's retries
+  -- allow it, and err is one they are for.
+  function Pool._retryable(task, err)
+    local o = task.job.opts
+    if err.final or task.attempts > (o.retries or 0) then return false end
+    local kind, remote = err.kind, err.remote_kind
+    if kind == "WorkerLost" or kind == "TimeoutError" or remote == "TimeoutError" then return true end
+    for _, k in ipairs(o.retry_on or {}) do
+      if k == kind or k == remote then return true end
+    end
+    return false
+  end
+
   -- Fails a task with err, or queues it again if its call's retries allow.
   function Pool:_task_failed(task, err)
-    local o = task.job.opts
-    local retry = false
-    if not err.final and task.attempts <= (o.retries or 0) then
-      local kind, remote = err.kind, err.remote_kind
-      retry = kind == "WorkerLost" or kind == "TimeoutError" or remote == "TimeoutError"
-      for _, k in ipairs(o.retry_on or {}) do
-        if k == kind or k == remote then retry = true end
-      end
-    end
-    if retry then
+    if Pool._retryable(task, err) then
       task.attempts = task.attempts + 1
       self.counts.retried = self.counts.retried + 1
       task.worker, task.started, task.unread = nil, nil, nil

@@ -66,6 +66,13 @@ return function(core, lmp)
     return failure(e)
   end
 
+  -- Runs fn over the items of one task as the loop below does: true and
+  -- the results, or false and the error as a reply carries it (message,
+  -- kind, traceback).  For the broker's workers (lmp.broker.task).
+  function M.run_task(fn, star, items, soft)
+    return xpcall(run_chunk, soft and disarmed or failure, fn, star, items, soft)
+  end
+
   -- The resident set of this process, in MiB.
   local function rss_mib()
     local f = io.open("/proc/self/status")

@@ -1,0 +1,267 @@
+-- Scale-out (SPEC section 14): lmp.Pool{broker = URL} and `lmp worker`,
+-- against a real redis-server (private port, password, append-only file)
+-- and real worker processes, killed and restarted as machines are.
+local H = require "spec.support.helpers"
+local S = require "spec.support.redis"
+local lmp = require "lmp"
+
+local raises = H.raises
+
+describe("broker pool", function()
+  local server
+  local pools = {}
+
+  setup(function() server = S.server() end)
+  teardown(function()
+    for _, p in ipairs(pools) do pcall(p.terminate, p) end
+    S.stop_workers()
+    if server then server:stop() end
+  end)
+
+  -- A pool on the spec's server, terminated after the spec.
+  local function pool(opts)
+    opts = opts or {}
+    local o = {broker = server:url(), authkey = S.AUTHKEY, lease = 1}
+    for k, v in pairs(opts) do o[k] = v end
+    if o.authkey == false then o.authkey = nil end
+    local p = lmp.Pool(o)
+    pools[#pools + 1] = p
+    return p
+  end
+
+  after_each(function()
+    for i = #pools, 1, -1 do
+      pcall(pools[i].terminate, pools[i])
+      pools[i] = nil
+    end
+    S.stop_workers()
+    H.cleanup()
+  end)
+
+  describe("the Pool API", function()
+    local worker
+    before_each(function() worker = S.worker(server, {j = 2, queue = "api"}) end)
+
+    it("applies, maps, starmaps and imaps as a local pool does", function()
+      local p = pool{queue = "api"}
+      assert.equal(5, p:apply(function(a, b) return a + b end, {2, 3}, {timeout = 20}))
+      local k = 10
+      assert.same({10, 20, 30}, p:map(function(x) return x * k end, {1, 2, 3}))
+      assert.same({"a1", "b2"}, p:starmap(function(s, n) return s .. n end, {{"a", 1}, {"b", 2}}))
+      local seen = {}
+      for i, v in p:imap(function(x) return x .. "!" end, {"a", "b", "c"}) do seen[i] = v end
+      assert.same({"a!", "b!", "c!"}, seen)
+      local count = 0
+      for i, v in p:imap_unordered(function(x) return -x end, {1, 2, 3, 4}) do
+        assert.equal(-i, v)
+        count = count + 1
+      end
+      assert.equal(4, count)
+      -- a map big enough for several chunks, of numbers and of strings
+      local xs = {}
+      for i = 1, 1000 do xs[i] = i end
+      local ys = p:map(function(x) return x * x end, xs, 37)
+      for i = 1, 1000 do assert.equal(i * i, ys[i]) end
+      assert.same({"x", lmp.null, "z"}, p:map(function(x) return x end, {"x", lmp.null, "z"}))
+    end)
+
+    it("runs callbacks and async results", function()
+      local p = pool{queue = "api"}
+      local got, failed
+      local r1 = p:apply_async(function(x) return x + 1 end, {41}, function(v) got = v end)
+      local r2 = p:apply_async(function() error("nope") end, {}, nil, function(e) failed = e end)
+      local r3 = p:map_async(function(x) return x * 2 end, {1, 2, 3})
+      assert.equal(42, r1:get(20))
+      assert.is_true(r2:wait(20))
+      assert.is_false(r2:successful())
+      assert.same({2, 4, 6}, r3:get(20))
+      lmp.poll(0)
+      assert.equal(42, got)
+      assert.is_true(lmp.is_error(failed, "RemoteError"))
+    end)
+
+    it("raises the task's error as a RemoteError with the worker's traceback", function()
+      local p = pool{queue = "api"}
+      local e = raises("RemoteError", p.apply, p, function() error("bad thing") end, {})
+      assert.matches("bad thing", e.message)
+      assert.matches("traceback", e.traceback)
+      assert.is_string(e.worker)
+      e = raises("RemoteError", p.apply, p, function() error(lmp.error("ValueError", "v")) end, {})
+      assert.equal("ValueError", e.remote_kind)
+      -- the pool goes on
+      assert.equal(1, p:apply(function() return 1 end, {}))
+    end)
+
+    it("sends upvalues and globals as they are at each call", function()
+      local p = pool{queue = "api"}
+      local k = 1
+      local function f(x) return x + k end
+      assert.equal(2, p:apply(f, {1}))
+      k = 100
+      assert.equal(101, p:apply(f, {1}))
+      assert.same({101, 102}, p:map(f, {1, 2}))
+    end)
+
+    it("sends a call's function once per worker, not once per task", function()
+      local p = pool{queue = "api"}
+      server:cli("CONFIG", "RESETSTAT")
+      local xs = {}
+      for i = 1, 200 do xs[i] = i end
+      local function double(x) return 2 * x end
+      for _ = 1, 3 do p:map(double, xs, 5) end  -- 120 tasks
+      local stats = server:cli("INFO", "commandstats")
+      local gets = tonumber(stats:match("cmdstat_get:calls=(%d+)") or 0)
+      local sets = tonumber(stats:match("cmdstat_set:calls=(%d+)") or 0)
+      assert.is_true(gets <= 3, gets .. " GETs")
+      assert.is_true(sets <= 3, sets .. " SETs")
+    end)
+
+    it("applies timeouts and retries", function()
+      local p = pool{queue = "api"}
+      local e = raises("TimeoutError", p.apply, p, function()
+        local t = os.time() while os.time() - t < 30 do end
+      end, {}, {timeout = 0.5})
+      assert.equal(1, e.attempts)
+      e = raises("RemoteError", p.apply, p, function()
+        local t = os.time() while os.time() - t < 30 do end
+      end, {}, {soft_timeout = 0.3})
+      assert.equal("TimeoutError", e.remote_kind)
+      -- retry_on: a flaky task runs until it succeeds
+      local dir = H.tmpdir()
+      local r = p:apply(function(path)
+        local f = io.open(path, "a") f:write("x") f:close()
+        f = io.open(path) local n = #f:read("*a") f:close()
+        if n < 3 then error(lmp.error("ValueError", "flaky")) end
+        return n
+      end, {dir .. "/count"}, {retries = 5, retry_on = {"ValueError"}})
+      assert.equal(3, r)
+      assert.equal(2, p:stats().retried)
+    end)
+
+    it("reports queue length and pending tasks per worker in stats", function()
+      S.worker(server, {j = 2, queue = "stats"})
+      local p = pool{queue = "stats"}
+      local rs = {}
+      for i = 1, 6 do
+        rs[i] = p:apply_async(function(s)
+          local t = os.clock() while os.clock() - t < s do end
+          return s
+        end, {0.5})
+      end
+      local s = H.wait_until(function()
+        lmp.poll(0.05)
+        local st = p:stats()
+        return st.busy > 0 and st
+      end, 10)
+      assert.is_table(s, "no task was ever pending")
+      assert.equal(2, s.workers)  -- the queue's one `lmp worker -j 2`
+      local n = 0
+      for name, count in pairs(s.pending) do
+        assert.matches("/%d+$", name)
+        n = n + count
+      end
+      assert.equal(s.busy, n)
+      assert.is_true(s.queue_length >= 0)
+      for i = 1, 6 do assert.equal(0.5, rs[i]:get(20)) end
+      assert.equal(6, p:stats().done)
+    end)
+
+    it("cancels a task that has not started, and kills a running one", function()
+      local p = pool{queue = "api"}
+      local long = function() local t = os.time() while os.time() - t < 60 do end end
+      local r1 = p:apply_async(long, {})
+      local r2 = p:apply_async(long, {})
+      local r3 = p:apply_async(long, {})
+      H.wait_until(function() lmp.poll(0.05) return p:stats().busy >= 2 end, 10)
+      assert.is_true(r1:cancel())
+      assert.is_true(r2:cancel())
+      assert.is_true(r3:cancel())
+      raises("CancelledError", r1.get, r1, 1)
+      -- the workers are free again soon: their running tasks were killed
+      local t0 = H.now()
+      assert.equal(7, p:apply(function() return 7 end, {}, {timeout = 20}))
+      assert.equal(7, p:apply(function() return 7 end, {}, {timeout = 20}))
+      assert.is_true(H.now() - t0 < 10)
+    end)
+
+    it("deletes what it kept in Redis when joined", function()
+      local p = pool{queue = "api"}
+      assert.same({1, 2}, p:map(function(x) return x end, {1, 2}))
+      p:close()
+      p:join()
+      local keys = server:cli("KEYS", "lmp:api:*")
+      assert.not_matches("results", keys)
+      assert.not_matches(":fn:", keys)
+      raises("ValueError", p.apply, p, function() end, {})
+    end)
+  end)
+
+  describe("security", function()
+    it("refuses to start without an authkey unless insecure", function()
+      local e = raises("ValueError", lmp.Pool, {broker = server:url(), queue = "sec"})
+      assert.matches("insecure", e.message)
+      local w = S.worker(server, {authkey = false, queue = "sec", wait = false})
+      assert.is_truthy(w:wait(20))
+      assert.not_equal(0, w:status())
+      assert.matches("authkey", w:output())
+      -- insecure on both sides works
+      S.worker(server, {authkey = false, insecure = true, queue = "insecure"})
+      local p = pool{authkey = false, insecure = true, queue = "insecure"}
+      assert.equal(3, p:apply(function() return 3 end, {}, {timeout = 20}))
+    end)
+
+    it("fails a task signed with another authkey with AuthenticationError", function()
+      S.worker(server, {authkey = "the worker's key", queue = "sec2"})
+      local p = pool{queue = "sec2"}
+      local e = raises("AuthenticationError", p.apply, p, function() return 1 end, {},
+                       {timeout = 20})
+      assert.matches("authkey", e.message)
+    end)
+
+    it("never runs a task whose MAC is wrong", function()
+      local w = S.worker(server, {queue = "forged"})
+      local dir = H.tmpdir()
+      local proof = dir .. "/ran"
+      -- A task made as a pool makes it, then signed with the wrong key.
+      local body = lmp.codec.encode({1, 1, true, {n = 1, {n = 1, proof}}, nil, function(path)
+        local f = io.open(path, "w") f:write("ran") f:close()
+        return 1
+      end}, {binary = true})
+      local env = lmp.codec.encode({body, false, false, 1, 1}, {binary = true})
+      assert(server:call("XADD", "lmp:forged:tasks", "*", "c", "abcd", "i", "1", "e", env, "m",
+                         string.rep("x", 32)))
+      -- the worker answers it (AuthenticationError) and drops it
+      assert.is_truthy(H.wait_until(function()
+        return server:cli("XLEN", "lmp:forged:results:abcd"):match("^1")
+      end, 10), w:output())
+      H.sleep(0.3)
+      assert.is_nil(io.open(proof))
+      assert.matches("^0", server:cli("XLEN", "lmp:forged:tasks"))
+      -- and goes on serving real tasks
+      local p = pool{queue = "forged"}
+      assert.equal(1, p:apply(function() return 1 end, {}, {timeout = 20}))
+    end)
+
+    it("never shows the URL's password", function()
+      local e = raises("AuthenticationError", lmp.Pool,
+                       {broker = server:url("wrong-password"), authkey = "k"})
+      assert.not_matches("wrong%-password", e.message)
+      e = raises("ValueError", lmp.Pool, {broker = "redis://:hidden@host:notaport", authkey = "k"})
+      assert.not_matches("hidden", e.message)
+      local p = pool{queue = "pw"}
+      assert.not_matches(S.PASSWORD:gsub("%-", "%%-"), tostring(p))
+      local w = S.worker(server, {queue = "pw"})
+      local f = io.open("/proc/" .. w.pid .. "/cmdline")
+      local cmdline = f:read("*a")
+      f:close()
+      assert.matches("worker", cmdline)
+      assert.is_nil(cmdline:find(S.PASSWORD, 1, true))
+      assert.is_nil(w:output():find(S.PASSWORD, 1, true))
+      -- the password may come from the environment instead
+      local url = ("redis://127.0.0.1:%d/0"):format(server.port)
+      local w2 = S.worker(server, {queue = "pw-env", url = url,
+                                   env = {LMP_REDIS_PASSWORD = S.PASSWORD}})
+      assert.matches("serving", w2:output())
+    end)
+  end)
+end)
