@@ -264,4 +264,199 @@ describe("broker pool", function()
       assert.matches("serving", w2:output())
     end)
   end)
+
+  describe("survival", function()
+    -- A task that says where it runs (a file per run), then works for
+    -- `seconds`.
+    local function marked(dir, seconds)
+      return function(i)
+        local f = io.open(("%s/run-%d-%d"):format(dir, i, require("lmp").current_process().pid), "w")
+        f:close()
+        local t = os.clock() while os.clock() - t < seconds do end
+        return i
+      end
+    end
+
+    local function runs(dir)
+      local n = 0
+      local p = io.popen("ls " .. dir)
+      for _ in p:lines() do n = n + 1 end
+      p:close()
+      return n
+    end
+
+    it("runs again the task of a worker SIGKILLed in the middle of it", function()
+      local dir = H.tmpdir()
+      local a = S.worker(server, {queue = "kill", lease = 1})
+      local p = pool{queue = "kill"}
+      local r = p:apply_async(marked(dir, 1), {1}, {retries = 1})
+      assert.is_truthy(H.wait_until(function() lmp.poll(0.05) return runs(dir) == 1 end, 20))
+      local pids = a:pids()
+      a:signal("KILL")
+      -- its local processes die with it
+      assert.is_truthy(H.wait_until(function()
+        for _, pid in ipairs(pids) do if not H.dead(pid) and H.proc_state(pid) then return false end end
+        return true
+      end, 10))
+      S.worker(server, {queue = "kill", lease = 1})
+      assert.equal(1, r:get(30))
+      assert.equal(2, runs(dir))
+      assert.equal(1, p:stats().done)
+    end)
+
+    it("fails with WorkerLost a task whose deliveries exhaust its retries", function()
+      local dir = H.tmpdir()
+      local a = S.worker(server, {queue = "lost", lease = 1})
+      local p = pool{queue = "lost"}
+      local r = p:apply_async(marked(dir, 30), {1})  -- retries = 0
+      assert.is_truthy(H.wait_until(function() lmp.poll(0.05) return runs(dir) == 1 end, 20))
+      a:signal("KILL")
+      S.worker(server, {queue = "lost", lease = 1})
+      local e = raises("WorkerLost", r.get, r, 30)
+      assert.equal(1, e.attempts)
+      assert.equal(1, runs(dir))  -- never run a second time
+    end)
+
+    it("retries a task whose local process died", function()
+      S.worker(server, {queue = "crash"})
+      local p = pool{queue = "crash"}
+      local dir = H.tmpdir()
+      local r = p:apply(function(path)
+        local f = io.open(path, "a") f:write("x") f:close()
+        f = io.open(path) local n = #f:read("*a") f:close()
+        if n == 1 then os.exit(3) end
+        return n
+      end, {dir .. "/count"}, {retries = 1, timeout = 20})
+      assert.equal(2, r)
+      local e = raises("WorkerLost", p.apply, p, function() os.exit(4) end, {}, {timeout = 20})
+      assert.equal(1, e.attempts)
+    end)
+
+    it("survives its connection being dropped in the middle of a map", function()
+      S.worker(server, {queue = "drop", j = 2})
+      local p = pool{queue = "drop"}
+      local xs = {}
+      for i = 1, 400 do xs[i] = i end
+      local seen, count = {}, 0
+      local dropped = false
+      for i, v in p:imap_unordered(function(x)
+        local t = os.clock() while os.clock() - t < 0.002 do end
+        return x * 3
+      end, xs, 4) do
+        assert.is_nil(seen[i], "result " .. i .. " came twice")
+        seen[i] = true
+        assert.equal(3 * i, v)
+        count = count + 1
+        if count == 50 and not dropped then
+          dropped = true
+          server:cli("CLIENT", "KILL", "TYPE", "normal")
+        end
+      end
+      assert.equal(400, count)
+    end)
+
+    it("completes a map across a Redis SIGKILL and restart, each result once", function()
+      S.worker(server, {queue = "restart", j = 2})
+      local p = pool{queue = "restart"}
+      local xs = {}
+      for i = 1, 300 do xs[i] = i end
+      local seen, count, restarted = {}, 0, false
+      for i, v in p:imap_unordered(function(x)
+        local t = os.clock() while os.clock() - t < 0.005 do end
+        return -x
+      end, xs, 3) do
+        assert.is_nil(seen[i], "result " .. i .. " came twice")
+        seen[i] = true
+        assert.equal(-i, v)
+        count = count + 1
+        if count == 60 and not restarted then
+          restarted = true
+          server:kill()
+          H.sleep(0.5)
+          server:restart()
+        end
+      end
+      assert.equal(300, count)
+      assert.equal(100, p:stats().done)  -- tasks: chunks of 3
+    end)
+
+    it("waits for Redis to come back, and never blocks a submit meanwhile", function()
+      S.worker(server, {queue = "down"})
+      local p = pool{queue = "down"}
+      assert.equal(1, p:apply(function() return 1 end, {}, {timeout = 20}))
+      server:kill()
+      local t0 = H.now()
+      local r = p:apply_async(function() return 2 end, {})
+      assert.is_true(H.now() - t0 < H.QUICK)
+      assert.same({nil, "timeout"}, {r:get(0.5)})
+      server:restart()
+      assert.equal(2, r:get(30))
+    end)
+
+    it("on SIGTERM finishes its running task, hands back the others and exits 0", function()
+      local dir = H.tmpdir()
+      local a = S.worker(server, {queue = "term", j = 1})
+      local p = pool{queue = "term"}
+      local rs = {}
+      for i = 1, 2 do rs[i] = p:apply_async(marked(dir, 1.5), {i}) end
+      -- a holds both (2j tasks), runs one
+      assert.is_truthy(H.wait_until(function()
+        lmp.poll(0.05)
+        return runs(dir) == 1 and p:stats().busy == 2
+      end, 20))
+      a:signal("TERM")
+      assert.is_truthy(a:wait(20), a:output())
+      assert.equal(0, a:status(), a:output())
+      assert.matches("handed 1 task", a:output())
+      assert.equal(1, rs[1]:get(1))  -- finished before a exited
+      S.worker(server, {queue = "term", j = 1})
+      assert.equal(2, rs[2]:get(30))
+      assert.equal(2, runs(dir), io.popen("ls " .. dir):read("*a") .. a:output())
+    end)
+
+    it("never hangs a get when no worker serves the queue", function()
+      local p = pool{queue = "nobody"}
+      local r = p:apply_async(function() return 1 end, {})
+      local t0 = H.now()
+      assert.same({nil, "timeout"}, {r:get(0.3)})
+      H.took_about(t0, 0.3)
+      assert.is_true(r:cancel())
+    end)
+  end)
+
+  describe("modules", function()
+    local dir
+    before_each(function()
+      dir = H.tmpdir()
+      H.write(dir .. "/spec_scaled.lua", [[
+        local M = {}
+        local factor = 7
+        function M.scale(x) return x * factor end
+        return M
+      ]])
+      package.path = dir .. "/?.lua;" .. package.path
+    end)
+    after_each(function()
+      package.path = package.path:gsub("^[^;]*;", "")
+      package.loaded.spec_scaled = nil
+    end)
+
+    it("requires a module by name on the worker, and names it when missing", function()
+      S.worker(server, {queue = "mod"})
+      local p = pool{queue = "mod"}
+      local scaled = require "spec_scaled"
+      local e = raises("RemoteError", p.apply, p, function(x) return scaled.scale(x) end, {2},
+                       {timeout = 20})
+      assert.matches("spec_scaled", e.message)
+    end)
+
+    it("sends a module by value once registered with lmp.codec.by_value", function()
+      S.worker(server, {queue = "mod"})
+      local p = pool{queue = "mod"}
+      local scaled = require "spec_scaled"
+      lmp.codec.by_value("spec_scaled")
+      assert.equal(14, p:apply(function(x) return scaled.scale(x) end, {2}, {timeout = 20}))
+      assert.same({7, 14}, p:map(function(x) return scaled.scale(x) end, {1, 2}))
+    end)
+  end)
 end)

@@ -118,6 +118,7 @@ return function(core, lmp, I, R)
   -- Writes a reply for the entry (and acknowledges and deletes it)
   -- later, in the next round trip.
   function Worker:reply(held, reply)
+    held.replied = true
     self.outbox[#self.outbox + 1] = {held = held, reply = reply}
     if not self.woken then
       self.woken = true
@@ -164,8 +165,7 @@ return function(core, lmp, I, R)
       self:pipeline({{"XACK", self.keys.tasks, R.GROUP, entry_id}, {"XDEL", self.keys.tasks, entry_id}})
       return
     end
-    self.seq = self.seq + 1
-    local held = {entry = entry_id, client = client, id = id, seq = self.seq, fields = fields}
+    local held = {entry = entry_id, client = client, id = id, fields = fields}
     self.held[entry_id] = held
     self.nheld = self.nheld + 1
     if type(f.e) ~= "string" or not R.mac_ok(self.authkey, f.m, client, id, f.e) then
@@ -195,25 +195,51 @@ return function(core, lmp, I, R)
       end
     end
     local extra = deliveries > 1 and {deliveries = deliveries} or nil
-    held.job = self.pool:apply_async(run_remote, {body, key and client .. ":" .. key or false, frame},
-      {timeout = type(hard) == "number" and hard or nil,
-       callback = function(reply)
-         if extra then
-           -- The deliveries that were lost count as attempts.
-           local dok, v = pcall(codec.decode, reply)
-           if dok and type(v) == "table" and v[1] == false and type(v[2]) == "table" then
-             v[2].deliveries = deliveries
-             reply = codec.encode(v, {binary = true})
-           end
-         end
-         self:reply(held, reply)
-       end,
-       error_callback = function(e)
-         if held.cancelled then return self:reply(held, nil) end
-         local kind = lmp.is_error(e) and e.kind or "ProcessError"
-         self:reply(held, failure(kind, ("worker %s: %s"):format(self.name,
-           lmp.is_error(e) and e.message or tostring(e)), extra))
-       end})
+    local function over()
+      self.running = self.running - 1
+      self:start_waiting()
+    end
+    held.args = {body, key and client .. ":" .. key or false, frame}
+    held.opts = {
+      timeout = type(hard) == "number" and hard or nil,
+      callback = function(reply)
+        if extra then
+          -- The deliveries that were lost count as attempts.
+          local dok, v = pcall(codec.decode, reply)
+          if dok and type(v) == "table" and v[1] == false and type(v[2]) == "table" then
+            v[2].deliveries = deliveries
+            reply = codec.encode(v, {binary = true})
+          end
+        end
+        self:reply(held, reply)
+        over()
+      end,
+      error_callback = function(e)
+        if held.cancelled then
+          self:reply(held, nil)
+        else
+          local kind = lmp.is_error(e) and e.kind or "ProcessError"
+          self:reply(held, failure(kind, ("worker %s: %s"):format(self.name,
+            lmp.is_error(e) and e.message or tostring(e)), extra))
+        end
+        over()
+      end,
+    }
+    self.waiting:push(held)
+    self:start_waiting()
+  end
+
+  -- Hands waiting tasks to the local pool while it has a process free:
+  -- never more, so that what has not started is here to hand back.
+  function Worker:start_waiting()
+    local q = self.waiting
+    while self.running < self.j and q.count > 0 do
+      local held = q:pop()
+      if not held.cancelled then
+        self.running = self.running + 1
+        held.job = self.pool:apply_async(run_remote, held.args, held.opts)
+      end
+    end
   end
 
   -- Sends the replies that are ready, each with its acknowledgement.
@@ -282,7 +308,7 @@ return function(core, lmp, I, R)
   function Worker:beat()
     local ids = {}
     for entry, held in pairs(self.held) do
-      if held.job and not held.cancelled then ids[#ids + 1] = entry end
+      if not held.cancelled then ids[#ids + 1] = entry end
     end
     if #ids == 0 then return end
     local args = {"XCLAIM", self.keys.tasks, R.GROUP, self.name, 0}
@@ -294,9 +320,14 @@ return function(core, lmp, I, R)
     for _, id in ipairs(replies[1]) do back[id] = true end
     for _, id in ipairs(ids) do
       local held = self.held[id]
-      if not back[id] and held and not held.job:ready() then
+      if not back[id] and held and not held.replied then
         held.cancelled = true
-        held.job:cancel()
+        if held.job then
+          held.job:cancel()  -- its error_callback acknowledges it
+        else
+          self.held[id] = nil  -- still waiting here: dropped
+          self.nheld = self.nheld - 1
+        end
       end
     end
   end
@@ -364,22 +395,9 @@ return function(core, lmp, I, R)
   -- entries; the running ones finish.
   function Worker:hand_back()
     self.stopping = self.stopping or now()
-    local running = 0
-    local order = {}
-    for _, held in pairs(self.held) do
-      if held.job then order[#order + 1] = held end
-    end
-    -- The local pool runs its tasks in the order they came.
-    table.sort(order, function(a, b) return a.seq < b.seq end)
-    for _, held in ipairs(order) do
-      if not held.job:ready() then
-        running = running + 1
-        if running > self.j then held.back = true end
-      end
-    end
     local cmds, back = {}, {}
-    for _, held in ipairs(order) do
-      if held.back then
+    for _, held in ipairs(self.waiting:drain()) do
+      if not held.cancelled then
         back[#back + 1] = held
         cmds[#cmds + 1] = {"MULTI"}
         cmds[#cmds + 1] = {"XADD", self.keys.tasks, "*", unpack(held.fields)}
@@ -388,14 +406,11 @@ return function(core, lmp, I, R)
         cmds[#cmds + 1] = {"EXEC"}
       end
     end
-    if #back > 0 and self:pipeline(cmds) then
-      for _, held in ipairs(back) do
-        held.cancelled = true
-        held.job:cancel()
-        self.held[held.entry] = nil
-        self.nheld = self.nheld - 1
-      end
-      log("handed %d task(s) back", #back)
+    if #back == 0 then return end
+    if self:pipeline(cmds) then log("handed %d task(s) back", #back) end
+    for _, held in ipairs(back) do
+      self.held[held.entry] = nil
+      self.nheld = self.nheld - 1
     end
   end
 
@@ -465,7 +480,8 @@ return function(core, lmp, I, R)
     local self = setmetatable({
       cfg = cfg, queue = opts.queue or "lmp", keys = R.keys(opts.queue or "lmp"),
       j = opts.j or lmp.cpu_count(), authkey = authkey, lease = opts.lease or 30,
-      name = hostname() .. "/" .. core.getpid(), held = {}, nheld = 0, seq = 0, outbox = {},
+      name = hostname() .. "/" .. core.getpid(), held = {}, nheld = 0, outbox = {},
+      waiting = require("lmp.pool.deque").new(), running = 0,
       functions = {}, kept = {}, wake = wake, wake_writer = wake_writer, woken = false,
     }, Worker)
     self.block_ms = math.max(math.floor(math.min(1000, self.lease * 250)), 1)
