@@ -37,6 +37,8 @@ describe("broker pool", function()
     S.stop_workers()
     H.cleanup()
   end)
+  -- after the pools are ended: what they held must all be gone then
+  H.check_leaks()
 
   describe("the Pool API", function()
     local worker
@@ -184,6 +186,13 @@ describe("broker pool", function()
       assert.is_true(H.now() - t0 < 10)
     end)
 
+    it("leaves nothing open when dropped without being closed", function()
+      local p = lmp.Pool{broker = server:url(), authkey = S.AUTHKEY, queue = "api"}
+      assert.equal(1, p:apply(function() return 1 end, {}, {timeout = 20}))
+      p = nil  -- luacheck: ignore
+      -- (the leak check collects garbage, then counts descriptors)
+    end)
+
     it("deletes what it kept in Redis when joined", function()
       local p = pool{queue = "api"}
       assert.same({1, 2}, p:map(function(x) return x end, {1, 2}))
@@ -193,6 +202,36 @@ describe("broker pool", function()
       assert.not_matches("results", keys)
       assert.not_matches(":fn:", keys)
       raises("ValueError", p.apply, p, function() end, {})
+    end)
+  end)
+
+  describe("arguments", function()
+    it("checks the options of a broker pool", function()
+      raises("ValueError", lmp.Pool, {broker = "http://x", authkey = "k"})
+      raises("ValueError", lmp.Pool, {broker = server:url(), authkey = "k", queue = "a b"})
+      raises("ValueError", lmp.Pool, {broker = server:url(), authkey = "k", lease = 0})
+      raises("ValueError", lmp.Pool, {broker = server:url(), authkey = "k", frobnicate = 1})
+      local e = raises("ValueError", lmp.Pool, {broker = server:url(), authkey = "k",
+                                                initializer = print})
+      assert.matches("initializer", e.message)
+      raises("TypeError", lmp.Pool, {broker = 42, authkey = "k"})
+      raises("OSError", lmp.Pool, {broker = "redis://127.0.0.1:1/0", authkey = "k"})
+      local p = pool{queue = "args"}
+      raises("ValueError", p.terminate_workers, p)
+    end)
+
+    it("checks lmp worker's arguments", function()
+      local r = H.lmp_run({"worker"})
+      assert.equal(2, r.status)
+      assert.matches("%-%-broker is required", r.stderr)
+      r = H.lmp_run({"worker", "--broker", server:url(), "-j", "0"})
+      assert.equal(2, r.status)
+      r = H.lmp_run({"worker", "--broker", server:url(), "--authkey-file", "/nonexistent"})
+      assert.equal(2, r.status)
+      assert.matches("authkey", r.stderr)
+      r = H.lmp_run({"worker", "--help"})
+      assert.equal(0, r.status)
+      assert.matches("usage: lmp worker", r.stdout)
     end)
   end)
 
@@ -257,6 +296,12 @@ describe("broker pool", function()
       assert.matches("worker", cmdline)
       assert.is_nil(cmdline:find(S.PASSWORD, 1, true))
       assert.is_nil(w:output():find(S.PASSWORD, 1, true))
+      -- a worker whose password is refused says so, without it, and exits 1
+      local bad = S.worker(server, {queue = "pw", url = server:url("wrong-password"), wait = false})
+      assert.is_truthy(bad:wait(20))
+      assert.equal(1, bad:status())
+      assert.matches("password was refused", bad:output())
+      assert.is_nil(bad:output():find("wrong-password", 1, true))
       -- the password may come from the environment instead
       local url = ("redis://127.0.0.1:%d/0"):format(server.port)
       local w2 = S.worker(server, {queue = "pw-env", url = url,
