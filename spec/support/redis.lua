@@ -48,11 +48,14 @@ end
 local Server = {}
 Server.__index = Server
 
+-- A port nothing listens on now.
 local function free_port()
+  local core = H.core()
   for _ = 1, 50 do
     local port = 20000 + math.random(0, 20000)
-    local busy = sh(("ss -ltnH 'sport = :%d' 2>/dev/null"):format(port))
-    if busy == "" then return port end
+    local c = core.redis_connect("127.0.0.1", port, 0.5)
+    if not c then return port end
+    c:close()
   end
   error("no free port")
 end
