@@ -28,7 +28,7 @@ end
 
 local APPLY_N = 3000      -- timed apply round trips per pool
 local MAP_N = 100000      -- items per map
-local MAP_REPS = 3        -- timed maps per pool (the median is reported)
+local MAP_REPS = 5        -- timed maps per pool (the median is reported)
 local WARM = 100          -- untimed apply round trips first; and one map
 local QUEUE = "bench"
 

@@ -83,6 +83,25 @@ ROWS = [
     ("B12 paths/s, pool host", "paths/s", HI, "lmp.B12.paths_per_s", None, None, 1),
     ("B12 paths/s, serial host", "paths/s", HI, "lmp.B12.serial_paths_per_s", None, None, 1),
     ("B12 pool host vs serial host (target >= 1.8)", "x", HI, "lmp.B12.vs_serial", None, None, 1),
+    # B13: lmp.Pool{broker = redis://...} served by 2 `lmp worker -j 1` on a
+    # private redis-server, against the local Pool(2) in the same program
+    # and the raw stream round trip (XADD, XREADGROUP BLOCK, XADD, XREAD
+    # BLOCK) between 2 C processes on that server: redis_probe.c.
+    ("B13 Pool over Redis: apply round trip, p50 | C: raw XADD+XREADGROUP round trip", "us", LO,
+     "lmp.B13.apply_redis", None, "c.redis_roundtrip", 1),
+    ("B13   same, p99 | C: p99", "us", LO,
+     "lmp.B13.apply_redis_p99", None, "c.redis_roundtrip_p99", 1),
+    ("B13 apply over Redis (target <= 3x raw XADD+XREADGROUP round trip)", "x", LO,
+     "lmp.B13.apply_vs_raw", None, None, 1),
+    ("B13 local Pool(2): the same apply, p50", "us", LO,
+     "lmp.B13.apply_local", None, None, 1),
+    ("B13   same, p99", "us", LO, "lmp.B13.apply_local_p99", None, None, 1),
+    ("B13 Pool over Redis: map 100k ints, default chunk", "items/s", HI,
+     "lmp.B13.map_redis", None, None, 1),
+    ("B13 local Pool(2): the same map", "items/s", HI,
+     "lmp.B13.map_local", None, None, 1),
+    ("B13 map over Redis vs local Pool, default chunk (target >= 25%)", "%", HI,
+     "lmp.B13.map_vs_local", None, None, 1),
     ("MAP lmp map, trivial fn | ref: serial luajit+cjson loop", "lines/s", HI,
      "lmp.MAP.trivial", None, "lua.MAP.serial_trivial", 1),
     ("MAP   same vs the serial loop (target: 500k lines/s)", "x", HI,

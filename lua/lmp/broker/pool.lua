@@ -11,8 +11,9 @@
 -- many deliveries this entry may have before it fails with WorkerLost),
 -- with the fields c (this pool), i (the task's id), e (the envelope) and
 -- m (HMAC-SHA256 of c, i, e under the authkey).  Replies come on this
--- pool's own stream, results:CLIENT, with the fields i, w (the worker),
--- r (the reply: a frame of numbers, or the codec's {ok, value}) and m.
+-- pool's own stream, results:CLIENT, with the fields i, a (the attempt),
+-- w (the worker), r (the reply: a frame of numbers, or the codec's
+-- {ok, value}) and m (of CLIENT, i, a, r).
 --
 -- Nothing waits on Redis when a task is submitted: tasks wait in the
 -- outbox, and go out, and replies come in, while the program waits in
@@ -334,7 +335,7 @@ return function(core, lmp, I, Pool, pump, R, A)
     local id = tonumber(f.i)
     local task = id and self.tasks[id]
     if not task or type(f.r) ~= "string" then return end  -- a second reply, or a cancelled task's
-    if not R.mac_ok(self.authkey, f.m, self.client, f.i, f.r) then
+    if not R.mac_ok(self.authkey, f.m, self.client, f.i, tostring(f.a), f.r) then
       local err = lmp.error("AuthenticationError",
         ("the reply to a task from worker %s failed authentication (has the worker this " ..
          "pool's authkey?)"):format(tostring(f.w)))
@@ -356,6 +357,8 @@ return function(core, lmp, I, Pool, pump, R, A)
       end
       ok, value = msg[1], msg[2]
     end
+    -- A failure of an earlier attempt (a duplicate delivery) is old news.
+    if not ok and (tonumber(f.a) or 1) < task.attempts then return end
     if ok then
       self:_forget(task)
       self.counts.done = self.counts.done + 1

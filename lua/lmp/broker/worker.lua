@@ -57,6 +57,10 @@ return function(core, lmp, I, R)
     while true do
       -- Asked to stop while Redis is away: what is held here is taken
       -- over by other workers once its lease runs out.
+      if not self.stopping and core.terminate_requested() then
+        log("SIGTERM: finishing the running tasks")
+        self.stopping = now()
+      end
       if self.stopping and now() - self.stopping > self.lease then return false end
       local cmd, err, how = R.connect(self.cfg, CONNECT_TIMEOUT)
       local reader
@@ -179,6 +183,7 @@ return function(core, lmp, I, R)
                                       {final = true}))
     end
     local body, key, hard, tries = env[1], env[2], env[3], tonumber(env[4]) or 1
+    held.attempt = tostring(tonumber(env[5]) or 1)
     if deliveries > tries then
       return self:reply(held, failure("WorkerLost",
         ("the task was delivered %d times and each worker holding it stopped answering " ..
@@ -250,8 +255,10 @@ return function(core, lmp, I, R)
       local held = out.held
       if out.reply then
         local results = self.keys.results(held.client)
-        cmds[#cmds + 1] = {"XADD", results, "*", "i", held.id, "w", self.name, "r", out.reply,
-                           "m", R.mac(self.authkey, held.client, held.id, out.reply)}
+        local attempt = held.attempt or "1"
+        cmds[#cmds + 1] = {"XADD", results, "*", "i", held.id, "a", attempt, "w", self.name,
+                           "r", out.reply,
+                           "m", R.mac(self.authkey, held.client, held.id, attempt, out.reply)}
         cmds[#cmds + 1] = {"EXPIRE", results, 86400}
       end
       cmds[#cmds + 1] = {"XACK", self.keys.tasks, R.GROUP, held.entry}
@@ -422,8 +429,9 @@ return function(core, lmp, I, R)
     log("serving queue %s of %s as %s with %d processes", self.queue, self.cfg.shown, self.name,
         self.j)
     while true do
-      if not self.stopping and core.terminate_requested() then
-        log("SIGTERM: finishing the running tasks")
+      if core.terminate_requested() and not self.handed_back then
+        if not self.stopping then log("SIGTERM: finishing the running tasks") end
+        self.handed_back = true
         self:hand_back()
       end
       if self.stopping and self.nheld == 0 and #self.outbox == 0 and not self.reading then break end
