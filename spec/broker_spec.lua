@@ -80,6 +80,14 @@ describe("broker pool", function()
       lmp.poll(0)
       assert.equal(42, got)
       assert.is_true(lmp.is_error(failed, "RemoteError"))
+      -- a coroutine awaits, resumed by lmp.poll
+      local awaited
+      local co = coroutine.wrap(function()
+        awaited = p:apply_async(function() return "late" end, {}):await(20)
+      end)
+      co()
+      assert.is_truthy(H.wait_until(function() lmp.poll(0.05) return awaited end, 20))
+      assert.equal("late", awaited)
     end)
 
     it("raises the task's error as a RemoteError with the worker's traceback", function()
