@@ -277,9 +277,9 @@ describe("broker pool", function()
         local f = io.open(path, "w") f:write("ran") f:close()
         return 1
       end}, {binary = true})
-      local env = lmp.codec.encode({body, false, false, 1, 1}, {binary = true})
-      assert(server:call("XADD", "lmp:forged:tasks", "*", "c", "abcd", "i", "1", "e", env, "m",
-                         string.rep("x", 32)))
+      local env = lmp.codec.encode({false, false, 1, 1}, {binary = true})
+      assert(server:call("XADD", "lmp:forged:tasks", "*", "c", "abcd", "i", "1", "e", env,
+                         "b", body, "m", string.rep("x", 32)))
       -- the worker answers it (AuthenticationError) and drops it
       assert.is_truthy(H.wait_until(function()
         return server:cli("XLEN", "lmp:forged:results:abcd"):match("^1")

@@ -5,12 +5,12 @@
 -- The calls (map, imap, apply, their async forms, callbacks, progress,
 -- retries, cancel) are lmp.pool's own: this file replaces what lies
 -- under them, the scheduler.  A task is the frame a local worker would
--- get; it goes to the queue's stream of tasks wrapped in an envelope
---   {frame, key, timeout, tries, attempt}
--- (key: the call's function, stored once at fn:CLIENT:KEY; tries: how
--- many deliveries this entry may have before it fails with WorkerLost),
--- with the fields c (this pool), i (the task's id), e (the envelope) and
--- m (HMAC-SHA256 of c, i, e under the authkey).  Replies come on this
+-- get; it goes to the queue's stream of tasks with the fields c (this
+-- pool), i (the task's id), b (the frame), e (its envelope
+--   {key, timeout, tries, attempt}:
+-- key names the call's function, stored once at fn:CLIENT:KEY; tries is
+-- how many deliveries this entry may have before it fails with
+-- WorkerLost) and m (HMAC-SHA256 of c, i, e, b under the authkey).  Replies come on this
 -- pool's own stream, results:CLIENT, with the fields i, a (the attempt),
 -- w (the worker), r (the reply: a frame of numbers, or the codec's
 -- {ok, value}) and m (of CLIENT, i, a, r).
@@ -184,8 +184,18 @@ return function(core, lmp, I, Pool, pump, R, A)
   ---------------------------------------------------------------------------
   -- Tasks out
 
+  -- Whether key names a function the pool keeps for later calls
+  -- (lmp.pool's fn_keys: no upvalues, nothing that can change).
+  local function kept_key(self, key)
+    for _, kept in pairs(self.fn_keys) do
+      if kept[1] == key then return true end
+    end
+    return false
+  end
+
   -- A task is over for this pool (done, failed, cancelled): its call's
-  -- function leaves Redis with the last of the call's tasks.
+  -- function leaves Redis with the last of the call's tasks, unless the
+  -- pool keeps it for the next call.
   function BrokerPool:_forget(task)
     self.tasks[task.id] = nil
     local key = task.key
@@ -195,7 +205,9 @@ return function(core, lmp, I, Pool, pump, R, A)
       self.fn_users[key] = users
       return
     end
-    self.fn_users[key], self.fn_frames[key], self.fn_sent[key] = nil, nil, nil
+    self.fn_users[key] = nil
+    if kept_key(self, key) then return end
+    self.fn_frames[key], self.fn_sent[key] = nil, nil
     self.fn_dels[#self.fn_dels + 1] = self.keys.fn(self.client, tostring(key))
   end
 
@@ -229,8 +241,8 @@ return function(core, lmp, I, Pool, pump, R, A)
     if key and not self.fn_frames[key] then self.fn_frames[key] = job.fnframe end
     local hard = o.timeout or (o.soft_timeout and o.soft_timeout + o.grace) or false
     local tries = (o.retries or 0) + 2 - task.attempts
-    task.env = codec.encode({task.body, key, hard, tries, task.attempts}, BINARY)
-    task.mac = R.mac(self.authkey, self.client, tostring(task.id), task.env)
+    task.env = codec.encode({key, hard, tries, task.attempts}, BINARY)
+    task.mac = R.mac(self.authkey, self.client, tostring(task.id), task.env, task.body)
     task.entry = nil
     self.outbox:push(task)
     self.nqueued = self.nqueued + 1
@@ -241,14 +253,27 @@ return function(core, lmp, I, Pool, pump, R, A)
   function BrokerPool:_flush()
     local c = self.cmd
     if not c then return end
+    local q = self.outbox
+    -- The replies read are deleted with the next tasks, not in a round
+    -- trip of their own (an apply would pay for it), unless they pile up.
+    if q.count == 0 and #self.dels == 0 and #self.fn_dels == 0
+       and #self.acked < READ_COUNT and now() - self.flushed_at < 1 then
+      return
+    end
+    self.flushed_at = now()
     local cmds, sent = {}, {}
-    for key, frame in pairs(self.fn_frames) do
-      if not self.fn_sent[key] then
-        local k = tostring(key)
+    -- The functions of the tasks about to go, unless Redis has them (and
+    -- will for a while yet).
+    local t = now()
+    for i = 0, math.min(q.count, SEND_BATCH) - 1 do
+      local key = q.slots[(q.head - 1 + i) % q.cap + 1].key
+      local at = key and self.fn_sent[key]
+      if key and (not at or t - at > FUNCTION_TTL / 2) and self.fn_frames[key] then
+        local k, frame = tostring(key), self.fn_frames[key]
         local mac = R.mac(self.authkey, self.client, "fn", k, frame)
         cmds[#cmds + 1] = {"SET", self.keys.fn(self.client, k), string.char(#mac) .. mac .. frame,
                            "EX", FUNCTION_TTL}
-        self.fn_sent[key] = true
+        self.fn_sent[key] = t
       end
     end
     if #self.dels > 0 then
@@ -264,14 +289,13 @@ return function(core, lmp, I, Pool, pump, R, A)
       self.acked = {}
     end
     local first = #cmds + 1
-    local q = self.outbox
     while q.count > 0 and #sent < SEND_BATCH do
       local task = q:pop()
       self.nqueued = self.nqueued - 1
       if self.tasks[task.id] == task then
         sent[#sent + 1] = task
         cmds[#cmds + 1] = {"XADD", self.keys.tasks, "*", "c", self.client, "i", task.id,
-                           "e", task.env, "m", task.mac}
+                           "e", task.env, "b", task.body, "m", task.mac}
       end
     end
     if #cmds == 0 then return end
@@ -444,8 +468,8 @@ return function(core, lmp, I, Pool, pump, R, A)
     self:_reconnect()
     self:_flush()
     local any = false
+    -- (the replies read are deleted with the next round trip)
     while self:_read_results(0) do any = true end
-    if any then self:_flush() end  -- deletions of the replies read
     return any
   end
 
@@ -598,14 +622,15 @@ return function(core, lmp, I, Pool, pump, R, A)
     A.check_common(opts, what)
     local idle, idle_writer = lmp.Pipe(false)
     local self = setmetatable({
-      cfg = cfg, keys = R.keys(queue), queue = queue, lease = lease, authkey = authkey,
+      broker = true, cfg = cfg, keys = R.keys(queue), queue = queue, lease = lease,
+      authkey = authkey,
       client = hex(core.random_bytes(8)), fixed_size = opts.processes, size = opts.processes or 1,
       task_timeout = opts.task_timeout, soft_timeout = opts.soft_timeout,
       retries = opts.retries, retry_on = opts.retry_on,
       state = "running", tasks = {}, outbox = deque.new(), nqueued = 0, next_id = 0, next_key = 0,
       fn_keys = setmetatable({}, {__mode = "k"}), fn_frames = {}, fn_sent = {}, fn_users = {},
       fn_dels = {},
-      dels = {}, acked = {}, last = "0", workers = {}, idle = idle, idle_writer = idle_writer,
+      dels = {}, acked = {}, last = "0", flushed_at = 0, workers = {}, idle = idle, idle_writer = idle_writer,
       counts = {done = 0, failed = 0, retried = 0, replaced = 0},
     }, BrokerPool)
     self.defaults = {timeout = self.task_timeout, soft_timeout = self.soft_timeout,

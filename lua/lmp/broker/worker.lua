@@ -119,12 +119,14 @@ return function(core, lmp, I, R)
 
   -- --- tasks in ------------------------------------------------------------
 
-  -- Writes a reply for the entry (and acknowledges and deletes it)
-  -- later, in the next round trip.
+  -- Writes a reply for the entry, and acknowledges and deletes it, now
+  -- (or once Redis is back).  The loop is woken if it must read tasks
+  -- again: a task's end makes room for more.
   function Worker:reply(held, reply)
     held.replied = true
     self.outbox[#self.outbox + 1] = {held = held, reply = reply}
-    if not self.woken then
+    self:flush()
+    if not self.reading and not self.woken then
       self.woken = true
       self.wake_writer:send_bytes("!")
     end
@@ -172,18 +174,19 @@ return function(core, lmp, I, R)
     local held = {entry = entry_id, client = client, id = id, fields = fields}
     self.held[entry_id] = held
     self.nheld = self.nheld + 1
-    if type(f.e) ~= "string" or not R.mac_ok(self.authkey, f.m, client, id, f.e) then
+    if type(f.e) ~= "string" or type(f.b) ~= "string"
+       or not R.mac_ok(self.authkey, f.m, client, id, f.e, f.b) then
       return self:reply(held, failure("AuthenticationError",
         ("worker %s: the task failed authentication (has this worker the pool's authkey?)")
         :format(self.name), {final = true}))
     end
     local ok, env = pcall(codec.decode, f.e, {safe = true})
-    if not ok or type(env) ~= "table" or type(env[1]) ~= "string" then
+    if not ok or type(env) ~= "table" then
       return self:reply(held, failure("CodecError", "worker " .. self.name .. ": a malformed task",
                                       {final = true}))
     end
-    local body, key, hard, tries = env[1], env[2], env[3], tonumber(env[4]) or 1
-    held.attempt = tostring(tonumber(env[5]) or 1)
+    local body, key, hard, tries = f.b, env[1], env[2], tonumber(env[3]) or 1
+    held.attempt = tostring(tonumber(env[4]) or 1)
     if deliveries > tries then
       return self:reply(held, failure("WorkerLost",
         ("the task was delivered %d times and each worker holding it stopped answering " ..
@@ -200,14 +203,30 @@ return function(core, lmp, I, R)
       end
     end
     local extra = deliveries > 1 and {deliveries = deliveries} or nil
-    local function over()
-      self.running = self.running - 1
-      self:start_waiting()
-    end
     held.args = {body, key and client .. ":" .. key or false, frame}
+    -- The task is over in the local pool: the next one starts there
+    -- before this one's reply goes to Redis.  A bug here must not leave
+    -- the task held for ever (its heartbeat would keep it from every
+    -- other worker): the task fails instead.
+    local function guarded(fn)
+      return function(v)
+        self.running = self.running - 1
+        local ok, err = xpcall(function()
+          self:start_waiting()
+          fn(v)
+        end, debug.traceback)
+        if not ok then
+          log("internal error: %s", tostring(err))
+          if not held.replied then
+            self:reply(held, failure("ProcessError", "worker " .. self.name .. ": " .. tostring(err),
+                                     {final = true}))
+          end
+        end
+      end
+    end
     held.opts = {
       timeout = type(hard) == "number" and hard or nil,
-      callback = function(reply)
+      callback = guarded(function(reply)
         if extra then
           -- The deliveries that were lost count as attempts.
           local dok, v = pcall(codec.decode, reply)
@@ -217,9 +236,8 @@ return function(core, lmp, I, R)
           end
         end
         self:reply(held, reply)
-        over()
-      end,
-      error_callback = function(e)
+      end),
+      error_callback = guarded(function(e)
         if held.cancelled then
           self:reply(held, nil)
         else
@@ -227,8 +245,7 @@ return function(core, lmp, I, R)
           self:reply(held, failure(kind, ("worker %s: %s"):format(self.name,
             lmp.is_error(e) and e.message or tostring(e)), extra))
         end
-        over()
-      end,
+      end),
     }
     self.waiting:push(held)
     self:start_waiting()
@@ -259,7 +276,15 @@ return function(core, lmp, I, R)
         cmds[#cmds + 1] = {"XADD", results, "*", "i", held.id, "a", attempt, "w", self.name,
                            "r", out.reply,
                            "m", R.mac(self.authkey, held.client, held.id, attempt, out.reply)}
-        cmds[#cmds + 1] = {"EXPIRE", results, 86400}
+        -- A pool that went away without deleting its stream leaves it
+        -- for a day at most (set now and then, not with every reply).
+        local t = now()
+        if t - (self.expiring[held.client] or -math.huge) > 3600 then
+          if self.nexpiring > 10000 then self.expiring, self.nexpiring = {}, 0 end
+          if not self.expiring[held.client] then self.nexpiring = self.nexpiring + 1 end
+          cmds[#cmds + 1] = {"EXPIRE", results, 86400}
+          self.expiring[held.client] = t
+        end
       end
       cmds[#cmds + 1] = {"XACK", self.keys.tasks, R.GROUP, held.entry}
       cmds[#cmds + 1] = {"XDEL", self.keys.tasks, held.entry}
@@ -462,11 +487,18 @@ return function(core, lmp, I, R)
       local timeout = math.max(next_beat - now(), 0)
       local due = I.host.timeout()
       if due and due < timeout then timeout = due end
-      local ready = lmp.connection.wait(list, timeout)
-      for _, x in ipairs(ready) do
-        if x == self.wake then self:drain_wake() end
+      if self.running >= self.j then
+        -- Every process is busy: what comes next is one of their
+        -- replies, which the pool's own wait sees soonest (it looks at
+        -- its ring a while before it sleeps); new tasks can wait.
+        lmp.poll(math.min(timeout, 0.05))
+      else
+        local ready = lmp.connection.wait(list, timeout)
+        for _, x in ipairs(ready) do
+          if x == self.wake then self:drain_wake() end
+        end
+        lmp.poll(0)
       end
-      lmp.poll(0)
     end
     if self.cmd then
       self:pipeline({{"HDEL", self.keys.workers, self.name}})
@@ -489,7 +521,7 @@ return function(core, lmp, I, R)
       cfg = cfg, queue = opts.queue or "lmp", keys = R.keys(opts.queue or "lmp"),
       j = opts.j or lmp.cpu_count(), authkey = authkey, lease = opts.lease or 30,
       name = hostname() .. "/" .. core.getpid(), held = {}, nheld = 0, outbox = {},
-      waiting = require("lmp.pool.deque").new(), running = 0,
+      waiting = require("lmp.pool.deque").new(), running = 0, expiring = {}, nexpiring = 0,
       functions = {}, kept = {}, wake = wake, wake_writer = wake_writer, woken = false,
     }, Worker)
     self.block_ms = math.max(math.floor(math.min(1000, self.lease * 250)), 1)

@@ -355,7 +355,9 @@ return function(core, lmp, I)
     local job = AsyncResult.new(self, 1, o, 1, callback, error_callback)
     job.single = true
     local n = args.n or #args
-    if kept_frame(self, fn) or fixed(fn) then
+    -- (A broker pool sends an apply's function inside its task: a frame
+    -- stored in Redis would cost two more commands per apply.)
+    if not self.broker and (kept_frame(self, fn) or fixed(fn)) then
       -- A kept function (function_frame): most applies send no function,
       -- and arguments that are numbers no codec either.
       function_frame(self, fn, job)
