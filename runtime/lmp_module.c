@@ -9,6 +9,7 @@
  */
 #include "lmp_alarm.h"
 #include "lmp_arg.h"
+#include "lmp_atomic.h"
 #include "lmp_codec_lua.h"
 #include "lmp_conn.h"
 #include "lmp_error.h"
@@ -155,6 +156,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__conn_open(L);
   lmp__process_open(L);
   lmp__shm_open(L);
+  lmp__atomic_open(L);
   lmp__sync_open(L);
   lmp__queue_open(L);
   lmp__hash_open(L);

@@ -1,5 +1,6 @@
 -- lmp.shared: Value, Array, RawValue, RawArray and SharedMemory (SPEC
--- section 7).  Installed by init.lua.
+-- section 7), and the atomics of integer Values and Arrays (section 15).
+-- Installed by init.lua.
 --
 -- A Value or Array is an FFI cdata {ptr, _n, _id} whose `ptr` points into
 -- shared memory, so `a.ptr[i]` in a loop compiles to a plain load or store.
@@ -129,6 +130,105 @@ return function(core, lmp, I, shm, sync)
     return ffi.gc(ct(ptr, n, next_id), forget)
   end
 
+  ----------------------------------------------------------------- atomics
+
+  -- add, cas and exchange on integer Values and Arrays, lock-free (SPEC
+  -- section 15).  LuaJIT's FFI has no atomics: these call the C functions
+  -- of runtime/lmp_atomic.c through FFI pointers with the word's address,
+  -- so a compiled loop calls them in place, with no Lua/C API call.  The
+  -- arithmetic wraps around as the C type's does.  Results are Lua
+  -- numbers, as v.value is.
+  local function atomic_methods(tc, kind)
+    local ctype, lo, limit, text = unpack(TYPES[tc])
+    local function named(op) return kind .. ":" .. op end
+    if not lo then
+      local function refuse(op)
+        return function()
+          raise("TypeError", "%s: typecode '%s' is not an integer type " ..
+                "(atomics work on integer typecodes only)", named(op), tc)
+        end
+      end
+      return {add = refuse("add"), cas = refuse("cas"), exchange = refuse("exchange")}
+    end
+    local sign, bits = ctype:match("^(u?)int(%d+)_t$")
+    local suffix = (sign == "u" and "u" or "i") .. bits
+    local two = ("%s (*)(%s *, %s)"):format(ctype, ctype, ctype)
+    local three = ("%s (*)(%s *, %s, %s)"):format(ctype, ctype, ctype, ctype)
+    local c_add = ffi.cast(two, core["atomic_add_" .. suffix])
+    local c_cas = ffi.cast(three, core["atomic_cas_" .. suffix])
+    local c_exchange = ffi.cast(two, core["atomic_exchange_" .. suffix])
+    local add_value = converter(tc, named("add"))
+    local cas_value = converter(tc, named("cas"))
+    local exchange_value = converter(tc, named("exchange"))
+
+    -- The n of add: a value of the type, or, for an unsigned type, the
+    -- negative of one (add(-1) counts down), passed on modulo 2^bits.
+    local delta = add_value
+    if lo == 0 then
+      local wide = text ~= nil
+      local max = text and text[2] or ("%.0f"):format(limit - 1)
+      delta = function(n)
+        if type(n) == "cdata" and ffi.istype("int64_t", n) and n < 0 then
+          if wide then return ffi.cast("uint64_t", n) end
+          n = tonumber(n)
+        end
+        if type(n) == "number" and n < 0 and n % 1 == 0 then
+          if -n >= limit then
+            raise("ValueError", "%s: %s is out of range for typecode '%s' (-%s..%s)",
+                  named("add"), tostring(n), tc, max, max)
+          end
+          if wide then return -ffi.cast("uint64_t", -n) end
+          return n + limit
+        end
+        return add_value(n)
+      end
+    end
+
+    if kind == "Value" then
+      return {
+        add = function(v, n)
+          if v._n < 0 then owner(v, "Value:add") end
+          return tonumber(c_add(v.ptr, delta(n)))
+        end,
+        cas = function(v, expected, new)
+          if v._n < 0 then owner(v, "Value:cas") end
+          local e = cas_value(expected)
+          local old = c_cas(v.ptr, e, cas_value(new))
+          return old == e, tonumber(old)
+        end,
+        exchange = function(v, x)
+          if v._n < 0 then owner(v, "Value:exchange") end
+          return tonumber(c_exchange(v.ptr, exchange_value(x)))
+        end,
+      }
+    end
+    -- The 0-based offset of element i, checked as a[i] checks it.
+    local function at(a, i, op)
+      if type(i) == "number" and i >= 1 and i <= a._n and i % 1 == 0 then return i - 1 end
+      owner(a, named(op))
+      if type(i) ~= "number" then
+        raise("TypeError", "%s: index must be an integer, got %s", named(op), type(i))
+      end
+      raise("IndexError", "Array index %s is out of range (1..%d)", tostring(i), a._n)
+    end
+    return {
+      add = function(a, i, n)
+        local k = at(a, i, "add")
+        return tonumber(c_add(a.ptr + k, delta(n)))
+      end,
+      cas = function(a, i, expected, new)
+        local k = at(a, i, "cas")
+        local e = cas_value(expected)
+        local old = c_cas(a.ptr + k, e, cas_value(new))
+        return old == e, tonumber(old)
+      end,
+      exchange = function(a, i, x)
+        local k = at(a, i, "exchange")
+        return tonumber(c_exchange(a.ptr + k, exchange_value(x)))
+      end,
+    }
+  end
+
   ------------------------------------------------------------------- Array
 
   local array_ct, value_ct = {}, {}
@@ -154,6 +254,7 @@ return function(core, lmp, I, shm, sync)
       get_lock = get_lock,
       close = close,
     }
+    for op, f in pairs(atomic_methods(tc, "Array")) do methods[op] = f end
     local function bad_index(a, i)
       owner(a, "index")
       raise("IndexError", "Array index %s is out of range (1..%d)", tostring(i), a._n)
@@ -182,6 +283,7 @@ return function(core, lmp, I, shm, sync)
     })
 
     local value_methods = {typecode = tc, get_lock = get_lock, close = close}
+    for op, f in pairs(atomic_methods(tc, "Value")) do value_methods[op] = f end
     value_ct[tc] = ffi.metatype("lmp_value_" .. name, {
       __index = function(v, k)
         if k == "value" then
