@@ -74,7 +74,16 @@ typedef struct {
                         references, extensions) */
   int max_depth;     /* 0: LMP_CODEC_MAX_DEPTH */
   const char *role;  /* encode: where error paths start ("value", "args") */
+  int share;         /* encode: what of at least lmp.codec.share_threshold
+                        bytes travels in shared memory, by handle:
+                        LMP_SHARE_ARRAYS or LMP_SHARE_ALL (strings too) */
 } lmp_codec_opts;
+
+enum { LMP_SHARE_NONE, LMP_SHARE_ARRAYS, LMP_SHARE_ALL };
+
+/* lmp.codec.share_threshold (users may set it): read at each encoding
+ * that shares. */
+double lmp__codec_share_threshold(lua_State *L);
 
 /* Appends the encoding of the value at `idx` to `out`.  Raises a
  * CodecError naming the path to a value that cannot be encoded; `out` may
@@ -110,7 +119,12 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 #define LMP_CODEC_NAME_BY_MT "lmp.codec.name_by_mt"
 #define LMP_CODEC_EXT_BY_MT "lmp.codec.ext_by_mt"     /* mt -> {name, encode} */
 #define LMP_CODEC_EXT_BY_NAME "lmp.codec.ext_by_name" /* name -> decode */
-#define LMP_CODEC_CDATA_HOOK "lmp.codec.cdata_hook"   /* cdata -> name, payload */
+#define LMP_CODEC_CDATA_HOOK "lmp.codec.cdata_hook"   /* cdata [, share] -> name, payload */
+/* string -> name, payload: a big string put in shared memory
+ * (lua/lmp/buffers.lua) */
+#define LMP_CODEC_SHARE_HOOK "lmp.codec.share_hook"
+#define LMP_CODEC_TABLE "lmp.codec"  /* lmp.codec: its share_threshold */
+#define LMP_CODEC_SHARE_DEFAULT 1048576.0
 #define LMP_CODEC_DUMPS "lmp.codec.dumps"  /* function -> bytecode (weak keys) */
 /* fn -> names, env: the globals fn takes with it (lua/lmp/captures.lua) */
 #define LMP_CODEC_GLOBALS_HOOK "lmp.codec.globals_hook"

@@ -137,6 +137,8 @@ typedef struct {
   uint32_t next_ref;
   uint32_t next_str;
   int modules_built;   /* this encoding has scanned package.loaded */
+  double share_at;     /* FFI arrays this big go by handle; 0: none */
+  double share_strings_at;  /* strings this big go by handle; 0: none */
   uint32_t nglobals;   /* names queued in SLOT_GLOBALS */
   lua_Integer first, last, stopped;  /* lmp__codec_encode_lines */
   const char *path_prefix;  /* paths start here, not at the role: the path
@@ -630,6 +632,7 @@ static int json_value(enc *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
+      if (e->share_strings_at > 0 && (double)len >= e->share_strings_at) return NOT_PLAIN;
       return json_string(e, s, len);
     }
     case LUA_TLIGHTUSERDATA:
@@ -1318,10 +1321,10 @@ static void bin_extension(enc *e, const char *name, size_t len) {
 /* Calls an extension's encoder (function and object on the stack).  Its
  * error (an object that cannot travel now, say) becomes a CodecError that
  * says where the object was. */
-static void call_encoder(enc *e, int nresults) {
+static void call_encoder_n(enc *e, int nargs, int nresults) {
   lua_State *L = e->L;
   const char *msg;
-  if (lua_pcall(L, 1, nresults, 0) == 0) return;
+  if (lua_pcall(L, nargs, nresults, 0) == 0) return;
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "message");
     if (!lua_isstring(L, -1)) {
@@ -1333,6 +1336,24 @@ static void call_encoder(enc *e, int nresults) {
   }
   msg = lua_tostring(L, -1);
   enc_error(e, "%s: %s", msg);
+}
+
+static void call_encoder(enc *e, int nresults) { call_encoder_n(e, 1, nresults); }
+
+/* A string of at least share_at bytes: its handle, made by the share hook
+ * (lua/lmp/buffers.lua), goes instead of its bytes. */
+static void bin_shared_string(enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t len;
+  const char *name;
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_SHARE_HOOK);
+  if (lua_isnil(L, -1)) enc_error(e, "%s: cannot share a string%s", "");
+  lua_pushvalue(L, idx);
+  call_encoder(e, 2);
+  name = lua_tolstring(L, -2, &len);
+  if (name == NULL) enc_error(e, "%s: cannot share a string%s", "");
+  bin_extension(e, name, len);
+  lua_pop(L, 1);
 }
 
 /* A table or userdata whose metatable is an extension's: pushes nothing and
@@ -1362,8 +1383,9 @@ static void bin_userdata(enc *e, int idx) {
     enc_error(e, "%s: cannot encode userdata%s", "");
 }
 
-/* FFI cdata travel when lmp's cdata hook claims them (shared Values and
- * Arrays): hook(v) -> name, payload, or nothing. */
+/* FFI cdata travel when lmp's cdata hook claims them: hook(v, share_at)
+ * -> name, payload, or nothing.  It claims shared Values and Arrays, and
+ * with share_at, FFI arrays of numbers that big (lua/lmp/buffers.lua). */
 static void bin_cdata(enc *e, int idx) {
   lua_State *L = e->L;
   size_t len;
@@ -1371,7 +1393,9 @@ static void bin_cdata(enc *e, int idx) {
   lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
   if (lua_isnil(L, -1)) enc_error(e, "%s: cannot encode a cdata%s", "");
   lua_pushvalue(L, idx);
-  call_encoder(e, 2);
+  if (e->share_at > 0) lua_pushnumber(L, e->share_at);
+  else lua_pushnil(L);
+  call_encoder_n(e, 2, 2);
   name = lua_tolstring(L, -2, &len);
   if (name == NULL) enc_error(e, "%s: cannot encode a cdata%s", "");
   bin_extension(e, name, len);
@@ -1393,7 +1417,9 @@ static void bin_value(enc *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
-      bin_str(e, s, len);
+      if (e->share_strings_at > 0 && (double)len >= e->share_strings_at)
+        bin_shared_string(e, idx);
+      else bin_str(e, s, len);
       break;
     }
     case LUA_TTABLE:
@@ -1423,8 +1449,22 @@ static void bin_value(enc *e, int idx) {
 /* Runs inside lua_pcall: [1] the value, [2] the enc, [3] the context's
  * userdata. */
 /* The helper slots and the maps, ready for a first value. */
+double lmp__codec_share_threshold(lua_State *L) {
+  double t = LMP_CODEC_SHARE_DEFAULT;
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_TABLE);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "share_threshold");
+    if (lua_isnumber(L, -1)) t = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return t >= 1 ? t : 1;
+}
+
 static void encode_prepare(enc *e) {
   lua_State *L = e->L;
+  e->share_at = e->opts->share >= LMP_SHARE_ARRAYS ? lmp__codec_share_threshold(L) : 0;
+  e->share_strings_at = e->opts->share >= LMP_SHARE_ALL ? e->share_at : 0;
   e->base = SLOT_CTX + 1;
   lmp__registry_table(L, LMP_CODEC_NAME_BY_MT, NULL);
   lmp__registry_table(L, LMP_CODEC_EXT_BY_MT, NULL);

@@ -36,6 +36,12 @@ static void read_opts(lua_State *L, int idx, lmp_codec_opts *o) {
                                                    LUA_TNUMBER));
   if (o->max_depth < 0) lmp__argerror(L, idx, "max_depth must be positive");
   o->role = lua_tostring(L, typed_field(L, idx, "role", LUA_TSTRING));
+  /* share: true (strings and FFI arrays) or "arrays" */
+  {
+    int i = opt_field(L, idx, "share");
+    o->share = lua_type(L, i) == LUA_TSTRING ? LMP_SHARE_ARRAYS
+               : lua_toboolean(L, i) ? LMP_SHARE_ALL : LMP_SHARE_NONE;
+  }
   /* The option values stay on the stack, which keeps `role` alive. */
 }
 
@@ -119,7 +125,7 @@ typedef struct {
 } line_span;
 
 static int decode_line(lua_State *L) {
-  static const lmp_codec_opts safe = {0, 1, 0, NULL};  /* data: no code */
+  static const lmp_codec_opts safe = {0, 1, 0, NULL, 0};  /* data: no code */
   line_span *l = lua_touserdata(L, 1);
   lmp__codec_decode(L, l->data, l->len, &safe);
   return 1;
@@ -203,8 +209,18 @@ static const luaL_Reg codec_functions[] = {
   {NULL, NULL}
 };
 
+/* core.codec_share_hook(fn): fn(s) -> name, payload puts a big string in
+ * shared memory (lua/lmp/buffers.lua). */
+static int l_share_hook(lua_State *L) {
+  lmp__check_type(L, 1, LUA_TFUNCTION);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_SHARE_HOOK);
+  return 0;
+}
+
 static const luaL_Reg core_functions[] = {
   {"codec_cdata_hook", l_cdata_hook},
+  {"codec_share_hook", l_share_hook},
   {"codec_globals_hook", l_globals_hook},
   {"codec_encode_lines", l_encode_lines},
   {"codec_decode_lines", l_decode_lines},
@@ -216,6 +232,10 @@ void lmp__codec_open(lua_State *L) {
   lmp__register(L, "lmp.codec.", codec_functions, 0);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
+  lua_pushnumber(L, LMP_CODEC_SHARE_DEFAULT);
+  lua_setfield(L, -2, "share_threshold");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_TABLE);
   lua_setfield(L, -2, "codec");
   lmp__register(L, "lmp core.", core_functions, 0);
   lua_pushlightuserdata(L, NULL);

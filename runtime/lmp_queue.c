@@ -234,15 +234,20 @@ static int grow_for(lmp_queue *q, uint64_t need) {
   return grown;
 }
 
-/* core.queue_put(segment, value, timeout [, len [, bell]]) -> true | nil, "full"
+/* core.queue_put(segment, value, timeout [, len [, bell [, share_all]]])
+ *   -> true | nil, "full"
  * With len, value is FFI memory (a cdata that holds its bytes, not a
  * pointer): its first len bytes go as a FRAME.  With bell (a socket), the
- * put rings it if the consumer armed it (l_queue_arm). */
+ * put rings it if the consumer armed it (l_queue_arm).
+ * Big FFI arrays go by handle (lua/lmp/buffers.lua); big strings only with
+ * share_all: a handle needs its sender alive until it is received, and a
+ * user's Queue promises that an item outlives its putter. */
 static int l_queue_put(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
-  lmp_codec_opts opts = {1, 0, 0, "item"};
+  int share_all = lua_toboolean(L, 6);
+  lmp_codec_opts opts = {1, 0, 0, "item", LMP_SHARE_ARRAYS};
   const char *data = NULL;
   uint64_t len = 0, kind, need;
   lua_Number number;
@@ -271,9 +276,12 @@ static int l_queue_put(lua_State *L) {
       kind = KIND_STRING;
       data = lua_tolstring(L, 2, &n);
       len = n;
-      break;
+      if (!share_all || (double)n < lmp__codec_share_threshold(L)) break;
+      opts.share = LMP_SHARE_ALL;  /* a big string goes by handle */
     }
+    /* fall through */
     default:
+      if (share_all) opts.share = LMP_SHARE_ALL;
       kind = KIND_CODEC;
       b = scratch(L);
       b->len = 0;
@@ -361,7 +369,7 @@ typedef struct {
 
 static int decode_protected(lua_State *L) {
   decode_args *a = lua_touserdata(L, 1);
-  lmp_codec_opts opts = {0, 0, 0, NULL};
+  lmp_codec_opts opts = {0, 0, 0, NULL, 0};
   lmp__codec_decode(L, a->data, a->len, &opts);
   return 1;
 }

@@ -102,8 +102,9 @@ void *lmp__shm_at(lua_State *L, int idx, size_t offset, size_t size,
   return s->base + offset;
 }
 
-/* Maps fd (owned from here on) as a new Segment pushed on the stack. */
-static lmp_segment *push_mapped(lua_State *L, int fd, size_t size,
+/* Maps fd (owned from here on) as a new Segment pushed on the stack;
+ * flags adds to MAP_SHARED (MAP_POPULATE). */
+static lmp_segment *push_mapped(lua_State *L, int fd, size_t size, int flags,
                                 const char *what) {
   lmp_segment *s = lua_newuserdata(L, sizeof(*s));
   void *base;
@@ -111,7 +112,7 @@ static lmp_segment *push_mapped(lua_State *L, int fd, size_t size,
   s->fd = -1;
   luaL_getmetatable(L, SEGMENT_MT);
   lua_setmetatable(L, -2);
-  base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | flags, fd, 0);
   if (base == MAP_FAILED) {
     int err = errno;
     close(fd);
@@ -139,7 +140,7 @@ static int l_segment_new(lua_State *L) {
     return lmp__error_raise(L, "OSError", "cannot create shared memory of "
                             "%.0f bytes: %s", n, strerror(err));
   }
-  push_mapped(L, fd, (size_t)n, "shared memory");
+  push_mapped(L, fd, (size_t)n, 0, "shared memory");
   return 1;
 }
 
@@ -199,7 +200,7 @@ static int l_segment_open(lua_State *L) {
     }
     size = (size_t)st.st_size;
   }
-  push_mapped(L, fd, size, "SharedMemory");
+  push_mapped(L, fd, size, 0, "SharedMemory");
   return 1;
 }
 
@@ -212,17 +213,20 @@ static int l_segment_from_fd(lua_State *L) {
     return lmp__error_raise(L, "OSError", "descriptor %d is not a shared "
                             "memory segment", fd);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
-  push_mapped(L, fd, (size_t)st.st_size, "shared memory");
+  push_mapped(L, fd, (size_t)st.st_size, 0, "shared memory");
   return 1;
 }
 
-/* core.segment_open_proc(name, pid, fd, tag) -> segment | nil: the
- * anonymous segment that process pid holds as fd, if that is still the
- * one tagged `tag` (a SharedMemory made without a name). */
+/* core.segment_open_proc(name, pid, fd, tag [, populate]) -> segment | nil:
+ * the anonymous segment that process pid holds as fd, if that is still
+ * the one tagged `tag` (a SharedMemory made without a name, a big buffer).
+ * populate maps its pages at once, which costs less than faulting them in
+ * one by one when all of it is read next. */
 static int l_segment_open_proc(lua_State *L) {
   const char *name = lmp__check_string(L, 1);
   int pid = (int)lmp__check_integer(L, 2), theirs = (int)lmp__check_integer(L, 3);
   const char *tag = lmp__check_string(L, 4);
+  int populate = lua_toboolean(L, 5) ? MAP_POPULATE : 0;
   char path[64], link[300], want[300];
   struct stat st;
   ssize_t len;
@@ -245,7 +249,22 @@ static int l_segment_open_proc(lua_State *L) {
     close(fd);
     return 0;
   }
-  push_mapped(L, fd, (size_t)st.st_size, "SharedMemory");
+  push_mapped(L, fd, (size_t)st.st_size, populate, "SharedMemory");
+  return 1;
+}
+
+/* segment:is_held_by(pid, fd) -> bool: whether process pid's descriptor fd
+ * is this very segment (the same file, not one that took its number or a
+ * process that took its pid): a receiver that kept its mapping of a
+ * sender's segment checks so before it reads it again. */
+static int l_is_held_by(lua_State *L) {
+  lmp_segment *s = open_segment(L, 1);
+  int pid = (int)lmp__check_integer(L, 2), theirs = (int)lmp__check_integer(L, 3);
+  char path[64];
+  struct stat mine, other;
+  snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, theirs);
+  lua_pushboolean(L, fstat(s->fd, &mine) == 0 && stat(path, &other) == 0 &&
+                     mine.st_dev == other.st_dev && mine.st_ino == other.st_ino);
   return 1;
 }
 
@@ -356,6 +375,7 @@ static const luaL_Reg segment_methods[] = {
   {"write", l_write},
   {"close", l_close},
   {"unlink", l_segment_unlink},
+  {"is_held_by", l_is_held_by},
   {NULL, NULL}
 };
 

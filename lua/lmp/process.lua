@@ -292,7 +292,7 @@ return function(core, lmp, I)
     state.attaching = fds
     local ok, target, args = pcall(function()
       return codec.encode(self._target, {binary = true, role = "target"}),
-             codec.encode(self._args, {binary = true, role = "args"})
+             codec.encode(self._args, {binary = true, role = "args", share = true})
     end)
     state.attaching = nil
     if not ok then error(target, 2) end
@@ -313,6 +313,7 @@ return function(core, lmp, I)
   function methods:join(timeout)
     local h = handle(self, "Process:join")
     local code = h:wait(I.timeout(timeout, "Process:join"))
+    I.shared_sweep()  -- big arguments the child has opened (lmp.buffers)
     if code then state.children[self] = nil end
     return code
   end

@@ -55,6 +55,7 @@ return function(core, lmp, I, shm)
     function cls:put(v, timeout)
       local seg = segment(self, self._name .. ":put")
       timeout = timeout_arg(timeout, self._name .. ":put")
+      I.shared_sweep()
       return core.queue_put(seg, v, timeout)
     end
 
@@ -62,7 +63,11 @@ return function(core, lmp, I, shm)
     function cls:get(timeout)
       local seg = segment(self, self._name .. ":get")
       timeout = timeout_arg(timeout, self._name .. ":get")
-      return core.queue_get(seg, timeout)
+      I.shared_sweep()
+      local v, empty = core.queue_get(seg, timeout)
+      I.shared_sweep()  -- what this get opened, if this process sent it
+      if empty then return nil, empty end
+      return v
     end
 
     function cls:empty()

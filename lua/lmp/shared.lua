@@ -372,7 +372,7 @@ return function(core, lmp, I, shm, sync)
     end
     return v
   end)
-  core.codec_cdata_hook(function(obj)
+  core.codec_cdata_hook(function(obj, share_at)
     for i = 1, #kinds do
       local k = kinds[i]
       if ffi.istype(k[1], obj) then
@@ -381,6 +381,8 @@ return function(core, lmp, I, shm, sync)
                                 obj._n, lock = o.lock}
       end
     end
+    -- a big FFI array of numbers, where it may go by handle
+    return I.share_cdata(obj, share_at)
   end)
 
   ------------------------------------------------------------ SharedMemory

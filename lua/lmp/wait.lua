@@ -16,6 +16,7 @@ return function(core, lmp, I)
   function lmp.connection.wait(list, timeout)
     I.check_type(list, "table", "lmp.connection.wait", "list", "a table of objects")
     if timeout ~= nil then timeout = I.timeout(timeout, "lmp.connection.wait") or math.huge end
+    I.shared_sweep()
     local kinds
     for i = 1, #list do
       local watch = watches[getmetatable(list[i])]

@@ -35,6 +35,23 @@ return function(core, lmp, I)
   require("lmp.pool.scheduler")(core, lmp, I, Pool, transport, pump, worker.FUNCTIONS_KEPT)
 
   local BINARY = {binary = true}
+  -- Tasks of a local pool: big strings and FFI arrays go by handle
+  -- (lmp.buffers); not over Redis, which cannot carry a handle.
+  local SHARED = {binary = true, share = true}
+
+  -- Encodes a task's frame; the shared buffers it made stay with the
+  -- call until it is over (a task that runs again needs them).
+  local function encode_task(self, job, value)
+    if self.broker then return pcall(codec.encode, value, BINARY) end
+    local mark = I.shared_mark()
+    local ok, frame = pcall(codec.encode, value, SHARED)
+    local pins = I.shared_since(mark)
+    if pins then
+      job.pins = job.pins or {}
+      for _, seg in ipairs(pins) do job.pins[#job.pins + 1] = seg end
+    end
+    return ok, frame
+  end
 
   -- Without a `timeout`, a task's hard deadline follows its soft one by
   -- this much: time for the task to clean up.
@@ -314,8 +331,7 @@ return function(core, lmp, I)
     local numbers = not star and pack.task(id, job.key, items, 1, items.n or #items,
                                            job.opts.soft_timeout)
     if numbers then return self:_queue_task(job, id, numbers, base) end
-    local ok, frame = pcall(codec.encode, {id, job.key, star, items, job.opts.soft_timeout},
-                            BINARY)
+    local ok, frame = encode_task(self, job, {id, job.key, star, items, job.opts.soft_timeout})
     if not ok then error(task_error(frame, base, job), 0) end
     return self:_queue_task(job, id, frame, base)
   end
@@ -327,8 +343,7 @@ return function(core, lmp, I)
     self.next_id = self.next_id + 1
     local id = self.next_id
     job.key = self.next_key
-    local ok, frame = pcall(codec.encode, {id, job.key, true, items, job.opts.soft_timeout, fn},
-                            BINARY)
+    local ok, frame = encode_task(self, job, {id, job.key, true, items, job.opts.soft_timeout, fn})
     if not ok then
       local e = frame
       local rest = lmp.is_error(e, "CodecError") and e.message:match("^value%[6%](.*)$")

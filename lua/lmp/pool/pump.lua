@@ -193,6 +193,7 @@ return function(core, lmp, I)
 
   local function serve(timeout)
     if interrupt_flag[0] ~= 0 then core.interrupt_raise() end
+    I.shared_sweep()
     local pools, busy = {}, due.first <= due.last
     for p in pairs(live) do
       pools[#pools + 1] = p

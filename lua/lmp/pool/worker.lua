@@ -100,7 +100,10 @@ return function(core, lmp)
         local f, size = pack.reply_frame(id, value, retiring, slot)
         if f then return queue_put(inbox_seg, f, nil, size, bell) end
       end
-      local sent, e = pcall(queue_put, inbox_seg, {id, ok, value, retiring, slot}, nil, nil, bell)
+      -- (big strings and FFI arrays of the result go by handle: the pool
+      -- takes them at once, and a worker waits for that before it exits)
+      local sent, e = pcall(queue_put, inbox_seg, {id, ok, value, retiring, slot}, nil, nil, bell,
+                            true)
       if not sent then
         queue_put(inbox_seg, {id, false, encode_error(e, ok and "result" or "error"), retiring, slot},
                   nil, nil, bell)
@@ -121,6 +124,7 @@ return function(core, lmp)
     -- The next task, read: a frame of numbers, or the codec's; nil at the
     -- end.
     local function next_task()
+      core.shared_sweep()  -- big results the pool has taken (lmp.buffers)
       local frame = receiver:get(queue_get, tasks_seg, nil, true)
       if not frame then return nil end
       if type(frame) ~= "string" or pack.is_frame(frame) then return pack.read_task(frame) end

@@ -1,0 +1,281 @@
+-- lmp.buffers: big buffers by handle (SPEC section 15), as
+-- torch.multiprocessing moves tensors to shared memory.
+--
+-- A string or FFI array of numbers of at least lmp.codec.share_threshold
+-- bytes, sent through a Queue, to a Process, or in a Pool task or result
+-- (encodings with the codec's `share` option), is copied once into a
+-- fresh anonymous segment (a memfd, runtime/lmp_shm.c), and only its
+-- handle travels: the sender's pid, the segment's descriptor there, and a
+-- tag that names it in /proc.  The receiver opens it through
+-- /proc/PID/fd/FD: a string is copied out, an FFI array arrives as a
+-- reference over the shared memory, with no copy, which keeps the
+-- segment mapped while it lives.
+--
+-- The memory belongs to the kernel's count of whoever holds it: it goes
+-- when the last process has closed or unmapped it, SIGKILL included, so
+-- it can never outlive its processes.  The sender holds its descriptor
+-- until a receiver has opened the segment (the flag in its header; it
+-- looks at its next Queue put or get, pool wait or share), and a process
+-- that exits first waits for that a while (EXIT_WAIT): a handle
+-- whose sender is gone cannot be opened, and its receiver gets an error
+-- that says so, never other bytes.  A Pool keeps the segments of a call's
+-- tasks until the call is over, so that a task that runs again (retries)
+-- finds them.
+return function(core, lmp, I)
+  local ffi = require "ffi"
+  local raise = I.raise
+
+  -- A segment starts with a header on a cache line of its own: its state
+  -- and the generation of the buffer it carries; the bytes follow.
+  local HEADER = 64
+  local STATE, GENERATION = 0, 1  -- uint32_t words of the header
+  local SENT, OPENED, DONE = 0, 1, 2
+  -- A segment whose buffer was copied out (a string) carries the next one:
+  -- its pages are already there, a fresh segment's would be faulted in one
+  -- by one.  A few are kept, the memory of one call's worth of them.
+  local KEEP, KEEP_BYTES = 4, 64 * 1048576
+  local FRESH_BYTES_PER_S = 400e6  -- pages touched for the first time (a 10 us fault per 4 KiB)
+  local GRAIN = 65536        -- segment sizes, so that sizes close to each other share
+  local EXIT_WAIT = 10       -- seconds an exiting sender waits for its receivers
+  local u32p = ffi.typeof("volatile uint32_t *")
+  local u8p = ffi.typeof("uint8_t *")
+  local c_exchange = ffi.cast("uint32_t (*)(uint32_t *, uint32_t)", core.atomic_exchange_u32)
+
+  local M = {}
+  local pending = {}  -- {seg}: sent, not opened by a receiver yet
+  local kept = {}     -- {seg}: free to carry the next buffer
+  local serial_of = setmetatable({}, {__mode = "k"})  -- seg -> the serial of its tag
+  local serial, generation = 0, 0
+
+  local function header(seg) return ffi.cast(u32p, seg:address()) end
+
+  -- A segment a receiver is done with: kept to carry another, or closed.
+  local function release(seg)
+    local bytes = seg:size()
+    for i = 1, #kept do bytes = bytes + kept[i]:size() end
+    if #kept < KEEP and bytes <= KEEP_BYTES then
+      kept[#kept + 1] = seg
+    else
+      seg:close()
+    end
+  end
+
+  -- Lets go of what receivers have opened.
+  local function sweep()
+    local n = 0
+    for i = 1, #pending do
+      local seg = pending[i]
+      pending[i] = nil
+      if seg:closed() then
+        -- (closed by its pin's owner)
+      else
+        local state = header(seg)[STATE]
+        if state == DONE then
+          release(seg)
+        elseif state == OPENED then
+          seg:close()  -- an array: its receiver maps it from now on
+        else
+          n = n + 1
+          pending[n] = seg
+        end
+      end
+    end
+  end
+
+  -- Kept segments go at the end of a garbage collection cycle in which
+  -- none was asked for: a sender that goes on sending keeps its few, one
+  -- that stopped does not hold them for long.
+  -- The same goes for a receiver's mappings of its senders' segments
+  -- (below).
+  local asked, read = false, false
+  local mapped, n_mapped = {}, 0  -- tag -> a sender's segment, mapped here
+  local function on_each_cycle()
+    getmetatable(newproxy(true)).__gc = function()
+      if not asked then
+        for i = #kept, 1, -1 do kept[i]:close(); kept[i] = nil end
+      end
+      if not read then
+        for tag, seg in pairs(mapped) do seg:close(); mapped[tag] = nil end
+        n_mapped = 0
+      end
+      asked, read = false, false
+      on_each_cycle()
+    end
+  end
+  on_each_cycle()
+
+  local function fitting(need)
+    for i = 1, #kept do
+      local size = kept[i]:size()
+      if size >= need and size <= 2 * need then return table.remove(kept, i) end
+    end
+  end
+
+  -- A segment for len bytes: a kept one that fits, or a new one.  When
+  -- receivers are behind, a sender streaming big items would make a fresh
+  -- segment for each, whose pages cost more to touch than to copy (and
+  -- a receiver reads a fresh mapping slower too); so it first waits for
+  -- its oldest one to be received, but never longer than making a fresh
+  -- segment would take: the wait costs nothing it would not spend anyway,
+  -- and cannot deadlock a process that puts several and gets them itself.
+  local function segment_for(len)
+    asked = true
+    local need = HEADER + len
+    local seg = fitting(need)
+    if seg then return seg end
+    if #pending >= KEEP then
+      local deadline = core.now() + need / FRESH_BYTES_PER_S
+      local oldest = pending[1]
+      while not oldest:closed() and header(oldest)[STATE] == SENT and core.now() < deadline do
+        lmp.connection.wait({}, 0.0001)
+      end
+      sweep()
+      seg = fitting(need)
+      if seg then return seg end
+    end
+    serial = serial + 1
+    seg = core.segment_new(math.ceil(need / GRAIN) * GRAIN,
+                                 ("lmp_buf_%d_%d"):format(core.getpid(), serial))
+    serial_of[seg] = serial
+    return seg
+  end
+
+  -- len bytes at src (a string or FFI memory) into a shared segment; its
+  -- handle.
+  local function share(src, len, kind, ctype)
+    sweep()
+    local seg = segment_for(len)
+    generation = generation % 0xffffffff + 1
+    local h = header(seg)
+    h[GENERATION] = generation
+    h[STATE] = SENT
+    ffi.copy(ffi.cast(u8p, h) + HEADER, src, len)
+    pending[#pending + 1] = seg
+    return "lmp.Buffer", {core.getpid(), seg:fd(), serial_of[seg], len, kind, ctype, generation}
+  end
+
+  core.codec_share_hook(function(s) return share(s, #s, "s") end)
+
+  -- Lets go of what was received: called by lmp's calls that send or wait
+  -- (Queue put and get, the pools' pump), so that a sender does not keep
+  -- memory its receivers have.
+  function I.shared_sweep()
+    if #pending > 0 then sweep() end
+  end
+  core.shared_sweep = I.shared_sweep  -- for pool workers (lmp.pool.worker)
+
+  -- Element types an FFI array may have to travel: numbers, which mean the
+  -- same in every process (a pointer would not).
+  local NUMERIC = {}
+  for _, name in ipairs{"char", "signed char", "unsigned char", "short", "unsigned short",
+                        "int", "unsigned int", "long", "unsigned long", "long long",
+                        "unsigned long long", "float", "double", "bool", "int8_t", "uint8_t",
+                        "int16_t", "uint16_t", "int32_t", "uint32_t", "int64_t", "uint64_t"} do
+    NUMERIC[name] = true
+  end
+
+  -- For the codec's cdata hook (lua/lmp/shared.lua): an FFI array of
+  -- numbers of at least share_at bytes -> name, payload; nothing if obj is
+  -- not one.
+  function I.share_cdata(obj, share_at)
+    if not share_at then return nil end
+    local ctype = tostring(ffi.typeof(obj)):match("^ctype<(.-) %[[%d?]*%]>$")
+    if not ctype or not NUMERIC[ctype] then return nil end
+    local size = ffi.sizeof(obj)
+    if not size or size < share_at then return nil end
+    return share(obj, size, "a", ctype)
+  end
+
+  -- A mark before an encoding, and the segments made since, taken out of
+  -- the pending list: their owner (a Pool call) keeps them, and they go
+  -- with it.
+  function I.shared_mark() return #pending end
+  function I.shared_since(mark)
+    local pins
+    for i = #pending, mark + 1, -1 do
+      pins = pins or {}
+      pins[#pins + 1] = table.remove(pending, i)
+    end
+    return pins
+  end
+
+  -- Keeps each received array's segment mapped while the array lives.
+  local holders = setmetatable({}, {__mode = "k"})
+
+  lmp.codec.register_extension("lmp.Buffer", {}, function() end, function(t)
+    local pid, fd, n, len, kind, ctype, gen = t[1], t[2], t[3], t[4], t[5], t[6], t[7]
+    if type(pid) ~= "number" or type(fd) ~= "number" or type(n) ~= "number"
+       or type(len) ~= "number" or type(gen) ~= "number" then
+      raise("CodecError", "a malformed buffer handle")
+    end
+    local tag = ("lmp_buf_%d_%d"):format(pid, n)
+    -- A string comes through a mapping kept from the segment's last
+    -- buffer if its sender reused it: reading memory through a fresh
+    -- mapping costs far more than copying it.
+    local seg = kind == "s" and mapped[tag]
+    if seg then
+      mapped[tag], n_mapped = nil, n_mapped - 1
+      if not seg:is_held_by(pid, fd) then seg:close(); seg = nil end
+    end
+    seg = seg or core.segment_open_proc(tag, pid, fd, tag, true)
+    local function gone()
+      if seg then seg:close() end
+      raise("OSError", "a shared buffer of %d bytes from process %d is gone: its sender " ..
+            "exited (or closed it) before it was received", len, pid)
+    end
+    if not seg then gone() end
+    if seg:size() < HEADER + len then
+      seg:close()
+      raise("CodecError", "a shared buffer is shorter than its handle says")
+    end
+    local h = header(seg)
+    if h[GENERATION] ~= gen then gone() end  -- (received once already)
+    local base = ffi.cast(u8p, h)
+    if kind == "s" then
+      local s = ffi.string(base + HEADER, len)
+      c_exchange(ffi.cast("uint32_t *", h), DONE)  -- copied out: the sender may reuse it
+      read = true
+      if n_mapped < KEEP then
+        mapped[tag], n_mapped = seg, n_mapped + 1
+      else
+        seg:close()
+      end
+      return s
+    end
+    c_exchange(ffi.cast("uint32_t *", h), OPENED)  -- mapped here: the sender may let go
+    if not NUMERIC[ctype] then
+      seg:close()
+      raise("CodecError", "a shared array of an unknown element type %s", tostring(ctype))
+    end
+    local count = len / ffi.sizeof(ctype)
+    if count % 1 ~= 0 then
+      seg:close()
+      raise("CodecError", "a shared array of %d bytes is not a whole number of %s", len, ctype)
+    end
+    -- (the type by its whole name, never with "$" parameters: busted
+    -- memoizes ffi.typeof by its first argument)
+    local ref = ffi.cast(ffi.typeof(("%s(&)[%d]"):format(ctype, count)), base + HEADER)
+    holders[ref] = seg
+    return ref
+  end)
+
+  -- A child made by fork: its parent's buffers are not its to hold.
+  I.after_fork[#I.after_fork + 1] = function()
+    pending, kept, mapped, n_mapped = {}, {}, {}, 0
+  end
+
+  -- An exiting process waits (EXIT_WAIT at most) for its buffers to be
+  -- received: a Queue item put just before the end must still arrive.
+  I.at_exit[#I.at_exit + 1] = function()
+    local deadline = core.now() + EXIT_WAIT
+    sweep()
+    while #pending > 0 and core.now() < deadline do
+      lmp.connection.wait({}, 0.005)
+      sweep()
+    end
+    return 0
+  end
+
+  M.HEADER = HEADER
+  return M
+end
