@@ -124,6 +124,10 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
  * (lua/lmp/buffers.lua) */
 #define LMP_CODEC_SHARE_HOOK "lmp.codec.share_hook"
 #define LMP_CODEC_TABLE "lmp.codec"  /* lmp.codec: its share_threshold */
+/* The Queue (its bag, runtime/lmp_bag.c) that the item being encoded goes
+ * into, or nil: the share and cdata hooks get it as their last argument.
+ * Every encoding that shares sets it first (a Queue put; nil otherwise). */
+#define LMP_CODEC_CUSTODY "lmp.codec.custody"
 #define LMP_CODEC_SHARE_DEFAULT 1048576.0
 #define LMP_CODEC_DUMPS "lmp.codec.dumps"  /* function -> bytecode (weak keys) */
 /* fn -> names, env: the globals fn takes with it (lua/lmp/captures.lua) */

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "lmp_buf.h"
@@ -139,6 +140,8 @@ typedef struct {
   int modules_built;   /* this encoding has scanned package.loaded */
   double share_at;     /* FFI arrays this big go by handle; 0: none */
   double share_strings_at;  /* strings this big go by handle; 0: none */
+  double share_serial;  /* this encoding, for the share hooks: a value
+                           met twice in one message shares one handle */
   uint32_t nglobals;   /* names queued in SLOT_GLOBALS */
   lua_Integer first, last, stopped;  /* lmp__codec_encode_lines */
   const char *path_prefix;  /* paths start here, not at the role: the path
@@ -1341,7 +1344,8 @@ static void call_encoder_n(enc *e, int nargs, int nresults) {
 static void call_encoder(enc *e, int nresults) { call_encoder_n(e, 1, nresults); }
 
 /* A string of at least share_at bytes: its handle, made by the share hook
- * (lua/lmp/buffers.lua), goes instead of its bytes. */
+ * (lua/lmp/buffers.lua), goes instead of its bytes; or the bytes, if the
+ * hook returns nothing (no shared memory to be had). */
 static void bin_shared_string(enc *e, int idx) {
   lua_State *L = e->L;
   size_t len;
@@ -1349,7 +1353,15 @@ static void bin_shared_string(enc *e, int idx) {
   lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_SHARE_HOOK);
   if (lua_isnil(L, -1)) enc_error(e, "%s: cannot share a string%s", "");
   lua_pushvalue(L, idx);
-  call_encoder(e, 2);
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CUSTODY);
+  lua_pushnumber(L, e->share_serial);
+  call_encoder_n(e, 3, 2);
+  if (lua_isnil(L, -2)) {
+    const char *s = lua_tolstring(L, idx, &len);
+    lua_pop(L, 2);
+    bin_str(e, s, len);
+    return;
+  }
   name = lua_tolstring(L, -2, &len);
   if (name == NULL) enc_error(e, "%s: cannot share a string%s", "");
   bin_extension(e, name, len);
@@ -1395,7 +1407,9 @@ static void bin_cdata(enc *e, int idx) {
   lua_pushvalue(L, idx);
   if (e->share_at > 0) lua_pushnumber(L, e->share_at);
   else lua_pushnil(L);
-  call_encoder_n(e, 2, 2);
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CUSTODY);
+  lua_pushnumber(L, e->share_serial);
+  call_encoder_n(e, 4, 2);
   name = lua_tolstring(L, -2, &len);
   if (name == NULL) enc_error(e, "%s: cannot encode a cdata%s", "");
   bin_extension(e, name, len);
@@ -1462,7 +1476,9 @@ double lmp__codec_share_threshold(lua_State *L) {
 }
 
 static void encode_prepare(enc *e) {
+  static atomic_ulong encodings;  /* (several states may encode at once) */
   lua_State *L = e->L;
+  e->share_serial = (double)(atomic_fetch_add(&encodings, 1) + 1);
   e->share_at = e->opts->share >= LMP_SHARE_ARRAYS ? lmp__codec_share_threshold(L) : 0;
   e->share_strings_at = e->opts->share >= LMP_SHARE_ALL ? e->share_at : 0;
   e->base = SLOT_CTX + 1;

@@ -50,6 +50,8 @@ static int l_encode(lua_State *L) {
   lmp_codec_opts o;
   lmp__check_any(L, 1);
   read_opts(L, 2, &o);
+  lua_pushnil(L);  /* (not into a Queue) */
+  lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CUSTODY);
   lmp__codec_encode_string(L, 1, &o);
   return 1;
 }

@@ -13,6 +13,7 @@
 #include "lmp_codec_lua.h"
 #include "lmp_conn.h"
 #include "lmp_error.h"
+#include "lmp_bag.h"
 #include "lmp_fdpass.h"
 #include "lmp_redis.h"
 #include "lmp_fork.h"
@@ -164,6 +165,7 @@ int luaopen_lmp(lua_State *L) {
   lmp__interrupt_open(L);
   lmp__fork_open(L);
   lmp__fdpass_open(L);
+  lmp__bag_open(L);
   lmp__redis_open(L);
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, LMP_CORE_KEY);

@@ -234,19 +234,20 @@ static int grow_for(lmp_queue *q, uint64_t need) {
   return grown;
 }
 
-/* core.queue_put(segment, value, timeout [, len [, bell [, share_all]]])
+/* core.queue_put(segment, value, timeout [, len [, bell [, share_all [, bag]]]])
  *   -> true | nil, "full"
  * With len, value is FFI memory (a cdata that holds its bytes, not a
  * pointer): its first len bytes go as a FRAME.  With bell (a socket), the
  * put rings it if the consumer armed it (l_queue_arm).
- * Big FFI arrays go by handle (lua/lmp/buffers.lua); big strings only with
- * share_all: a handle needs its sender alive until it is received, and a
- * user's Queue promises that an item outlives its putter. */
+ * Big strings and FFI arrays go by handle (lua/lmp/buffers.lua): with bag
+ * (a user's Queue), the Queue keeps their segments (runtime/lmp_bag.c),
+ * since its items outlive their putter; with share_all (a pool worker's
+ * results), the putter does until they are received. */
 static int l_queue_put(lua_State *L) {
   lmp_segment *seg;
   lmp_queue *q = queue_at(L, 1, &seg);
   double deadline = lmp__deadline(lmp__timeout_arg(L, 3, LMP_FOREVER));
-  int share_all = lua_toboolean(L, 6);
+  int share_all = lua_toboolean(L, 6) || !lua_isnoneornil(L, 7);
   lmp_codec_opts opts = {1, 0, 0, "item", LMP_SHARE_ARRAYS};
   const char *data = NULL;
   uint64_t len = 0, kind, need;
@@ -282,6 +283,8 @@ static int l_queue_put(lua_State *L) {
     /* fall through */
     default:
       if (share_all) opts.share = LMP_SHARE_ALL;
+      lua_pushvalue(L, 7);
+      lua_setfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CUSTODY);
       kind = KIND_CODEC;
       b = scratch(L);
       b->len = 0;

@@ -208,12 +208,13 @@ static int l_segment_open(lua_State *L) {
  * segment owns from here on. */
 static int l_segment_from_fd(lua_State *L) {
   int fd = (int)lmp__check_integer(L, 1);
+  int populate = lua_toboolean(L, 2) ? MAP_POPULATE : 0;
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_size <= 0)
     return lmp__error_raise(L, "OSError", "descriptor %d is not a shared "
                             "memory segment", fd);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
-  push_mapped(L, fd, (size_t)st.st_size, 0, "shared memory");
+  push_mapped(L, fd, (size_t)st.st_size, populate, "shared memory");
   return 1;
 }
 
@@ -264,6 +265,17 @@ static int l_is_held_by(lua_State *L) {
   struct stat mine, other;
   snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, theirs);
   lua_pushboolean(L, fstat(s->fd, &mine) == 0 && stat(path, &other) == 0 &&
+                     mine.st_dev == other.st_dev && mine.st_ino == other.st_ino);
+  return 1;
+}
+
+/* segment:is_file(fd) -> bool: whether descriptor fd of this process is
+ * this very segment. */
+static int l_is_file(lua_State *L) {
+  lmp_segment *s = open_segment(L, 1);
+  struct stat mine, other;
+  lua_pushboolean(L, fstat(s->fd, &mine) == 0 &&
+                     fstat((int)lmp__check_integer(L, 2), &other) == 0 &&
                      mine.st_dev == other.st_dev && mine.st_ino == other.st_ino);
   return 1;
 }
@@ -376,6 +388,7 @@ static const luaL_Reg segment_methods[] = {
   {"close", l_close},
   {"unlink", l_segment_unlink},
   {"is_held_by", l_is_held_by},
+  {"is_file", l_is_file},
   {NULL, NULL}
 };
 

@@ -746,6 +746,11 @@ describe("lmp queues", function()
       -- 256 MiB; the runtime moved it to 1 GiB).  The item is a table of the
       -- same 1 MiB string: cheap to make, 1 MiB more than the limit encoded.
       local q = lmp.Queue()
+      -- (the limit of the queue's own ring: the item goes by value, not as
+      -- handles to shared buffers, lua/lmp/buffers.lua)
+      local threshold = lmp.codec.share_threshold
+      finally(function() lmp.codec.share_threshold = threshold end)
+      lmp.codec.share_threshold = math.huge
       q:put("before")
       local s = ("z"):rep(MiB)
       local t = {}
@@ -898,6 +903,8 @@ return {}
     local function kill_in_put(q, mb, drain)
       local go = lmp.Event()
       local p = spawn(function(q_, go_, make, size)
+        -- (into the queue's own ring, by value: not as a shared buffer)
+        require("lmp").codec.share_threshold = math.huge
         local big = make(size, 5)
         go_:set()
         q_:put(big, 30)

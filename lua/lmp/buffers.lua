@@ -48,6 +48,7 @@ return function(core, lmp, I)
   local serial, generation = 0, 0
 
   local function header(seg) return ffi.cast(u32p, seg:address()) end
+  local received_now  -- (below)
 
   -- A segment a receiver is done with: kept to carry another, or closed.
   local function release(seg)
@@ -61,7 +62,10 @@ return function(core, lmp, I)
   end
 
   -- Lets go of what receivers have opened.
+  local trim_kept, trim_mapped  -- (below)
+  local taken = {}  -- (below)
   local function sweep()
+    if taken[1] then I.shared_taken() end
     local n = 0
     for i = 1, #pending do
       local seg = pending[i]
@@ -80,6 +84,7 @@ return function(core, lmp, I)
         end
       end
     end
+    trim_kept(); trim_mapped()
   end
 
   -- Kept segments go at the end of a garbage collection cycle in which
@@ -89,20 +94,29 @@ return function(core, lmp, I)
   -- (below).
   local asked, read = false, false
   local mapped, n_mapped = {}, 0  -- tag -> a sender's segment, mapped here
+  local kept_due, mapped_due = false, false
+  -- (the collector only marks them due: it may run in the middle of this
+  -- module's work on the lists; sweep, at lmp's calls, lets them go)
   local function on_each_cycle()
     getmetatable(newproxy(true)).__gc = function()
-      if not asked then
-        for i = #kept, 1, -1 do kept[i]:close(); kept[i] = nil end
-      end
-      if not read then
-        for tag, seg in pairs(mapped) do seg:close(); mapped[tag] = nil end
-        n_mapped = 0
-      end
+      if not asked then kept_due = true end
+      if not read then mapped_due = true end
       asked, read = false, false
       on_each_cycle()
     end
   end
   on_each_cycle()
+  function trim_kept()
+    if not kept_due then return end
+    kept_due = false
+    for i = #kept, 1, -1 do kept[i]:close(); kept[i] = nil end
+  end
+  function trim_mapped()
+    if not mapped_due then return end
+    mapped_due = false
+    for tag, seg in pairs(mapped) do seg:close(); mapped[tag] = nil end
+    n_mapped = 0
+  end
 
   local function fitting(need)
     for i = 1, #kept do
@@ -140,9 +154,14 @@ return function(core, lmp, I)
     return seg
   end
 
+  local in_custody = setmetatable({}, {__mode = "k"})  -- seg -> true: a Queue keeps it
+
   -- len bytes at src (a string or FFI memory) into a shared segment; its
-  -- handle.
-  local function share(src, len, kind, ctype)
+  -- handle.  With bag (the Queue it goes into, runtime/lmp_bag.c), the
+  -- Queue keeps the segment, so that it outlives this process as a Queue
+  -- item does; if the bag is full, a string goes by value (nothing
+  -- returned) and an FFI array with a handle this process keeps.
+  local function share(src, len, kind, ctype, bag)
     sweep()
     local seg = segment_for(len)
     generation = generation % 0xffffffff + 1
@@ -151,16 +170,40 @@ return function(core, lmp, I)
     h[STATE] = SENT
     ffi.copy(ffi.cast(u8p, h) + HEADER, src, len)
     pending[#pending + 1] = seg
-    return "lmp.Buffer", {core.getpid(), seg:fd(), serial_of[seg], len, kind, ctype, generation}
+    local pid, n = core.getpid(), serial_of[seg]
+    in_custody[seg] = nil
+    if bag then
+      if bag:put(seg:fd(), pid, n, generation) then
+        in_custody[seg] = true
+        return "lmp.Buffer", {pid, 0, n, len, kind, ctype, generation, true}
+      end
+      if kind == "s" then
+        h[STATE] = DONE  -- not sent: free to carry the next one
+        return nil
+      end
+    end
+    return "lmp.Buffer", {pid, seg:fd(), n, len, kind, ctype, generation}
   end
 
-  core.codec_share_hook(function(s) return share(s, #s, "s") end)
+  -- A value met again in the same message gets the same handle (the same
+  -- payload table, which the codec sends once and refers to after).
+  local memo, memo_of = {}, nil
+  local function shared_once(serial, src, ...)
+    if memo_of ~= serial then memo, memo_of = {}, serial end
+    local name, payload = memo[src], nil
+    if name then return "lmp.Buffer", name end
+    name, payload = share(src, ...)
+    if name then memo[src] = payload end
+    return name, payload
+  end
+
+  core.codec_share_hook(function(s, bag, serial) return shared_once(serial, s, #s, "s", nil, bag) end)
 
   -- Lets go of what was received: called by lmp's calls that send or wait
   -- (Queue put and get, the pools' pump), so that a sender does not keep
   -- memory its receivers have.
   function I.shared_sweep()
-    if #pending > 0 then sweep() end
+    if #pending > 0 or kept_due or mapped_due then sweep() end
   end
   core.shared_sweep = I.shared_sweep  -- for pool workers (lmp.pool.worker)
 
@@ -177,13 +220,13 @@ return function(core, lmp, I)
   -- For the codec's cdata hook (lua/lmp/shared.lua): an FFI array of
   -- numbers of at least share_at bytes -> name, payload; nothing if obj is
   -- not one.
-  function I.share_cdata(obj, share_at)
+  function I.share_cdata(obj, share_at, bag, serial)
     if not share_at then return nil end
     local ctype = tostring(ffi.typeof(obj)):match("^ctype<(.-) %[[%d?]*%]>$")
     if not ctype or not NUMERIC[ctype] then return nil end
     local size = ffi.sizeof(obj)
     if not size or size < share_at then return nil end
-    return share(obj, size, "a", ctype)
+    return shared_once(serial, obj, size, "a", ctype, bag)
   end
 
   -- A mark before an encoding, and the segments made since, taken out of
@@ -202,26 +245,76 @@ return function(core, lmp, I)
   -- Keeps each received array's segment mapped while the array lives.
   local holders = setmetatable({}, {__mode = "k"})
 
+  -- Tells a buffer's sender it was received: at once, or for one a Queue
+  -- keeps, once the get that took it has taken the item out of the queue
+  -- (I.shared_taken): a consumer killed in the middle of its get leaves
+  -- the item, and its buffer, to the next one.
+  -- (taken: {seg, state, ...}, received in a get not finished yet)
+  local function mark(seg, state, close)
+    if seg:closed() then return end  -- (a mapping kept, let go since)
+    c_exchange(ffi.cast("uint32_t *", seg:address()), state)
+    if close then seg:close() end
+  end
+  function received_now(seg, state, from_bag, close)
+    if not from_bag then return mark(seg, state, close) end
+    local n = #taken
+    taken[n + 1], taken[n + 2], taken[n + 3] = seg, state, close or false
+  end
+  function I.shared_taken()
+    for i = 1, #taken, 3 do mark(taken[i], taken[i + 1], taken[i + 2]) end
+    for i = #taken, 1, -1 do taken[i] = nil end
+  end
+
+  -- A handle met again in one message (the same payload table): the same
+  -- value.
+  local received = setmetatable({}, {__mode = "kv"})  -- (holding no array alive)
+  local receive
+
   lmp.codec.register_extension("lmp.Buffer", {}, function() end, function(t)
+    local v = received[t]
+    if v == nil then
+      v = receive(t)
+      received[t] = v
+    end
+    return v
+  end)
+
+  function receive(t)
     local pid, fd, n, len, kind, ctype, gen = t[1], t[2], t[3], t[4], t[5], t[6], t[7]
     if type(pid) ~= "number" or type(fd) ~= "number" or type(n) ~= "number"
        or type(len) ~= "number" or type(gen) ~= "number" then
       raise("CodecError", "a malformed buffer handle")
     end
     local tag = ("lmp_buf_%d_%d"):format(pid, n)
+    local seg
+    local function gone()
+      if seg then seg:close() end
+      raise("OSError", "a shared buffer of %d bytes from process %d is gone: it was not " ..
+            "received before its sender let go of it (the sender exited or was killed)",
+            len, pid)
+    end
     -- A string comes through a mapping kept from the segment's last
     -- buffer if its sender reused it: reading memory through a fresh
     -- mapping costs far more than copying it.
-    local seg = kind == "s" and mapped[tag]
-    if seg then
-      mapped[tag], n_mapped = nil, n_mapped - 1
-      if not seg:is_held_by(pid, fd) then seg:close(); seg = nil end
-    end
-    seg = seg or core.segment_open_proc(tag, pid, fd, tag, true)
-    local function gone()
-      if seg then seg:close() end
-      raise("OSError", "a shared buffer of %d bytes from process %d is gone: its sender " ..
-            "exited (or closed it) before it was received", len, pid)
+    local cached = kind == "s" and mapped[tag]
+    if cached then mapped[tag], n_mapped = nil, n_mapped - 1 end
+    if t[8] then  -- kept by the Queue being read (lua/lmp/queue.lua)
+      local bag = I.custody_get
+      local got = bag and bag:take(pid, n, gen)
+      if not got then
+        if cached then cached:close() end
+        gone()
+      end
+      if cached and cached:is_file(got) then
+        core.close_fd(got)
+        seg = cached
+      else
+        if cached then cached:close() end
+        seg = core.segment_from_fd(got, true)
+      end
+    else
+      if cached and not cached:is_held_by(pid, fd) then cached:close(); cached = nil end
+      seg = cached or core.segment_open_proc(tag, pid, fd, tag, true)
     end
     if not seg then gone() end
     if seg:size() < HEADER + len then
@@ -233,16 +326,12 @@ return function(core, lmp, I)
     local base = ffi.cast(u8p, h)
     if kind == "s" then
       local s = ffi.string(base + HEADER, len)
-      c_exchange(ffi.cast("uint32_t *", h), DONE)  -- copied out: the sender may reuse it
       read = true
-      if n_mapped < KEEP then
-        mapped[tag], n_mapped = seg, n_mapped + 1
-      else
-        seg:close()
-      end
+      local keep = n_mapped < KEEP
+      if keep then mapped[tag], n_mapped = seg, n_mapped + 1 end
+      received_now(seg, DONE, t[8], not keep)  -- copied out: the sender may reuse it
       return s
     end
-    c_exchange(ffi.cast("uint32_t *", h), OPENED)  -- mapped here: the sender may let go
     if not NUMERIC[ctype] then
       seg:close()
       raise("CodecError", "a shared array of an unknown element type %s", tostring(ctype))
@@ -255,21 +344,29 @@ return function(core, lmp, I)
     -- (the type by its whole name, never with "$" parameters: busted
     -- memoizes ffi.typeof by its first argument)
     local ref = ffi.cast(ffi.typeof(("%s(&)[%d]"):format(ctype, count)), base + HEADER)
+    received_now(seg, OPENED, t[8])  -- mapped here: the sender may let go
     holders[ref] = seg
     return ref
-  end)
+  end
 
   -- A child made by fork: its parent's buffers are not its to hold.
   I.after_fork[#I.after_fork + 1] = function()
     pending, kept, mapped, n_mapped = {}, {}, {}, 0
   end
 
-  -- An exiting process waits (EXIT_WAIT at most) for its buffers to be
-  -- received: a Queue item put just before the end must still arrive.
+  -- An exiting process waits (EXIT_WAIT at most) for the buffers it
+  -- keeps to be received: a Pool result sent just before the end must
+  -- still arrive.  (A Queue keeps its items' buffers itself.)
+  local function waited_for()
+    for i = 1, #pending do
+      if not in_custody[pending[i]] then return true end
+    end
+    return false
+  end
   I.at_exit[#I.at_exit + 1] = function()
     local deadline = core.now() + EXIT_WAIT
     sweep()
-    while #pending > 0 and core.now() < deadline do
+    while waited_for() and core.now() < deadline do
       lmp.connection.wait({}, 0.005)
       sweep()
     end

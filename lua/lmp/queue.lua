@@ -41,7 +41,9 @@ return function(core, lmp, I, shm)
     end
     local seg = core.segment_new(core.queue_segment_size)
     core.queue_init(seg, maxsize > 0 and maxsize or 0)
-    local self = setmetatable({_seg = seg}, cls)
+    -- (where the queue keeps the shared buffers of its big items:
+    -- runtime/lmp_bag.c)
+    local self = setmetatable({_seg = seg, _bag = core.bag_new()}, cls)
     shm.remember(seg, 0, cls._name, self)
     return self
   end
@@ -56,7 +58,7 @@ return function(core, lmp, I, shm)
       local seg = segment(self, self._name .. ":put")
       timeout = timeout_arg(timeout, self._name .. ":put")
       I.shared_sweep()
-      return core.queue_put(seg, v, timeout)
+      return core.queue_put(seg, v, timeout, nil, nil, nil, self._bag)
     end
 
     -- get([timeout]) -> v | nil, "empty"
@@ -64,7 +66,9 @@ return function(core, lmp, I, shm)
       local seg = segment(self, self._name .. ":get")
       timeout = timeout_arg(timeout, self._name .. ":get")
       I.shared_sweep()
+      I.custody_get = self._bag  -- big items' buffers are there (lua/lmp/buffers.lua)
       local v, empty = core.queue_get(seg, timeout)
+      I.shared_taken()  -- the item is out of the queue: its buffers are received
       I.shared_sweep()  -- what this get opened, if this process sent it
       if empty then return nil, empty end
       return v
@@ -76,7 +80,10 @@ return function(core, lmp, I, shm)
     end
 
     -- Unmaps the queue in this process; items stay for the others.
-    cls.close = shm.close_segment
+    function cls:close()
+      if self._bag then self._bag:close(); self._bag = nil end
+      shm.close_segment(self)
+    end
 
   end
 
@@ -120,13 +127,17 @@ return function(core, lmp, I, shm)
   for _, cls in ipairs(classes) do
     codec.register_extension("lmp." .. cls._name, cls,
       function(self)
-        return {shm.to_wire(segment(self, "pass"), "a " .. cls._name)}
+        local what = "a " .. cls._name
+        local seg = shm.to_wire(segment(self, "pass"), what)
+        local out, into = self._bag:fds()
+        return {seg, I.attach_fd(out, what, true), I.attach_fd(into, what, true)}
       end,
       function(t)
         local seg = shm.from_wire(t[1])
         local self = shm.lookup(seg, 0, cls._name)
         if not self then
-          self = setmetatable({_seg = seg}, cls)
+          self = setmetatable({_seg = seg, _bag = core.bag_from_fds(I.inherited_fd(t[2]),
+                                                                   I.inherited_fd(t[3]))}, cls)
           shm.remember(seg, 0, cls._name, self)
         end
         return self

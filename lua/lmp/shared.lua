@@ -372,7 +372,7 @@ return function(core, lmp, I, shm, sync)
     end
     return v
   end)
-  core.codec_cdata_hook(function(obj, share_at)
+  core.codec_cdata_hook(function(obj, share_at, bag, serial)
     for i = 1, #kinds do
       local k = kinds[i]
       if ffi.istype(k[1], obj) then
@@ -382,7 +382,7 @@ return function(core, lmp, I, shm, sync)
       end
     end
     -- a big FFI array of numbers, where it may go by handle
-    return I.share_cdata(obj, share_at)
+    return I.share_cdata(obj, share_at, bag, serial)
   end)
 
   ------------------------------------------------------------ SharedMemory
