@@ -2,25 +2,26 @@
 -- torch.multiprocessing moves tensors to shared memory.
 --
 -- A string or FFI array of numbers of at least lmp.codec.share_threshold
--- bytes, sent through a Queue, to a Process, or in a Pool task or result
--- (encodings with the codec's `share` option), is copied once into a
--- fresh anonymous segment (a memfd, runtime/lmp_shm.c), and only its
--- handle travels: the sender's pid, the segment's descriptor there, and a
--- tag that names it in /proc.  The receiver opens it through
--- /proc/PID/fd/FD: a string is copied out, an FFI array arrives as a
--- reference over the shared memory, with no copy, which keeps the
+-- bytes, put on a Queue, sent to a Process, or in a Pool task or result
+-- (encodings with the codec's `share` option), is copied once into an
+-- anonymous segment (a memfd, runtime/lmp_shm.c), and only its handle
+-- travels.  A string is copied out by its receiver; an FFI array arrives
+-- as a reference over the shared memory, with no copy, which keeps the
 -- segment mapped while it lives.
 --
 -- The memory belongs to the kernel's count of whoever holds it: it goes
 -- when the last process has closed or unmapped it, SIGKILL included, so
--- it can never outlive its processes.  The sender holds its descriptor
--- until a receiver has opened the segment (the flag in its header; it
--- looks at its next Queue put or get, pool wait or share), and a process
--- that exits first waits for that a while (EXIT_WAIT): a handle
--- whose sender is gone cannot be opened, and its receiver gets an error
--- that says so, never other bytes.  A Pool keeps the segments of a call's
--- tasks until the call is over, so that a task that runs again (retries)
--- finds them.
+-- it can never outlive its processes.  Until a receiver has it:
+-- - a Queue holds it (runtime/lmp_bag.c), as a Queue item outlives its
+--   putter; the handle names it there;
+-- - otherwise its sender does, and the handle is the sender's pid and
+--   descriptor, which the receiver opens through /proc/PID/fd/FD.  The
+--   sender sees that it was received (the state in the segment's header)
+--   at its next lmp call that sends or waits, and a process that exits
+--   first waits for that a while (EXIT_WAIT): a handle whose sender is
+--   gone cannot be opened, and its receiver gets an error that says so,
+--   never other bytes.  A Pool keeps the segments of a call's tasks until
+--   the call is over, so that a task that runs again finds them.
 return function(core, lmp, I)
   local ffi = require "ffi"
   local raise = I.raise
@@ -63,7 +64,7 @@ return function(core, lmp, I)
 
   -- Lets go of what receivers have opened.
   local trim_kept, trim_mapped  -- (below)
-  local taken = {}  -- (below)
+  local taken = {}  -- {seg, state, close, ...}: received in a get not finished yet (below)
   local function sweep()
     if taken[1] then I.shared_taken() end
     local n = 0
@@ -249,7 +250,6 @@ return function(core, lmp, I)
   -- keeps, once the get that took it has taken the item out of the queue
   -- (I.shared_taken): a consumer killed in the middle of its get leaves
   -- the item, and its buffer, to the next one.
-  -- (taken: {seg, state, ...}, received in a get not finished yet)
   local function mark(seg, state, close)
     if seg:closed() then return end  -- (a mapping kept, let go since)
     c_exchange(ffi.cast("uint32_t *", seg:address()), state)
@@ -351,7 +351,7 @@ return function(core, lmp, I)
 
   -- A child made by fork: its parent's buffers are not its to hold.
   I.after_fork[#I.after_fork + 1] = function()
-    pending, kept, mapped, n_mapped = {}, {}, {}, 0
+    pending, kept, mapped, n_mapped, taken = {}, {}, {}, 0, {}
   end
 
   -- An exiting process waits (EXIT_WAIT at most) for the buffers it
