@@ -49,7 +49,7 @@ return function(core, lmp, I)
   local serial, generation = 0, 0
 
   local function header(seg) return ffi.cast(u32p, seg:address()) end
-  local received_now  -- (below)
+  local received_now, forget  -- (below)
 
   -- A segment a receiver is done with: kept to carry another, or closed.
   local function release(seg)
@@ -94,7 +94,7 @@ return function(core, lmp, I)
   -- The same goes for a receiver's mappings of its senders' segments
   -- (below).
   local asked, read = false, false
-  local mapped, n_mapped = {}, 0  -- tag -> a sender's segment, mapped here
+  local mapped, order = {}, {}  -- tag -> a sender's segment mapped here; tags, oldest first
   local kept_due, mapped_due = false, false
   -- (the collector only marks them due: it may run in the middle of this
   -- module's work on the lists; sweep, at lmp's calls, lets them go)
@@ -116,7 +116,7 @@ return function(core, lmp, I)
     if not mapped_due then return end
     mapped_due = false
     for tag, seg in pairs(mapped) do seg:close(); mapped[tag] = nil end
-    n_mapped = 0
+    order = {}
   end
 
   local function fitting(need)
@@ -260,6 +260,13 @@ return function(core, lmp, I)
     local n = #taken
     taken[n + 1], taken[n + 2], taken[n + 3] = seg, state, close or false
   end
+  -- A mapping let go of: closed, once its get has marked it.
+  function forget(seg)
+    for i = 1, #taken, 3 do
+      if taken[i] == seg then taken[i + 2] = true; return end
+    end
+    seg:close()
+  end
   function I.shared_taken()
     for i = 1, #taken, 3 do mark(taken[i], taken[i + 1], taken[i + 2]) end
     for i = #taken, 1, -1 do taken[i] = nil end
@@ -297,7 +304,12 @@ return function(core, lmp, I)
     -- buffer if its sender reused it: reading memory through a fresh
     -- mapping costs far more than copying it.
     local cached = kind == "s" and mapped[tag]
-    if cached then mapped[tag], n_mapped = nil, n_mapped - 1 end
+    if cached then
+      mapped[tag] = nil
+      for i = 1, #order do
+        if order[i] == tag then table.remove(order, i); break end
+      end
+    end
     if t[8] then  -- kept by the Queue being read (lua/lmp/queue.lua)
       local bag = I.custody_get
       local got = bag and bag:take(pid, n, gen)
@@ -327,9 +339,14 @@ return function(core, lmp, I)
     if kind == "s" then
       local s = ffi.string(base + HEADER, len)
       read = true
-      local keep = n_mapped < KEEP
-      if keep then mapped[tag], n_mapped = seg, n_mapped + 1 end
-      received_now(seg, DONE, t[8], not keep)  -- copied out: the sender may reuse it
+      if #order >= KEEP then  -- the oldest goes (a sender that stopped, say)
+        local old = table.remove(order, 1)
+        forget(mapped[old])
+        mapped[old] = nil
+      end
+      mapped[tag] = seg
+      order[#order + 1] = tag
+      received_now(seg, DONE, t[8])  -- copied out: the sender may reuse it
       return s
     end
     if not NUMERIC[ctype] then
@@ -351,7 +368,7 @@ return function(core, lmp, I)
 
   -- A child made by fork: its parent's buffers are not its to hold.
   I.after_fork[#I.after_fork + 1] = function()
-    pending, kept, mapped, n_mapped, taken = {}, {}, {}, 0, {}
+    pending, kept, mapped, order, taken = {}, {}, {}, {}, {}
   end
 
   -- An exiting process waits (EXIT_WAIT at most) for the buffers it

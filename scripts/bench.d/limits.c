@@ -678,10 +678,44 @@ static double mutex_rate(int robust)
     return 2.0 * n / (last - first);
 }
 
+/* The same count with no lock: an atomic add on the shared word (lock
+ * xadd), the limit of lmp's Value:add. */
+static double atomic_rate(void)
+{
+    struct {
+        atomic_long value;
+        struct gate gate;
+        double start[2], end[2];
+    } *s = shared_alloc(sizeof *s);
+    long n = N(MUTEX_N);
+    pid_t pid[2];
+    for (int k = 0; k < 2; k++)
+        if ((pid[k] = xfork()) == 0) {
+            gate_pass(&s->gate);
+            s->start[k] = now();
+            for (long i = 0; i < n; i++)
+                atomic_fetch_add(&s->value, 1);
+            s->end[k] = now();
+            _exit(0);
+        }
+    gate_open(&s->gate, 2);
+    reap(pid[0]);
+    reap(pid[1]);
+    if (atomic_load(&s->value) != 2 * n) {
+        fprintf(stderr, "limits: atomic lost updates\n");
+        exit(1);
+    }
+    double first = s->start[0] < s->start[1] ? s->start[0] : s->start[1];
+    double last = s->end[0] > s->end[1] ? s->end[0] : s->end[1];
+    munmap(s, sizeof *s);
+    return 2.0 * n / (last - first);
+}
+
 static void t_mutex(void)
 {
     emit("c.mutex", mutex_rate(0), "ops/s");
     emit("c.mutex_robust", mutex_rate(1), "ops/s");
+    emit("c.atomic_add", atomic_rate(), "ops/s");
 }
 
 /* ------------------------------------------------------------------ RSS */

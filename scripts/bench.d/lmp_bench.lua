@@ -293,6 +293,38 @@ end
 function W.B5()
   local count = n(BIG_N)
   emit("lmp.B5.queue_large", count * BIG_SIZE / stream(lmp.Queue, count, BIG_SIZE) / MB, "MB/s")
+
+  -- the same items as a Pool worker's results, which go by handle
+  -- (lmp.codec.share_threshold): the worker returns the same 1 MiB string
+  -- (a global of the worker's, made there once)
+  local pool = lmp.Pool(1)
+  local size = BIG_SIZE
+  pool:apply(function(size) BIG_STRING = string.rep("x", size) end, {size})
+  local items = {}
+  for i = 1, count do items[i] = i end
+  local total = 0
+  local t = now()
+  for _, item in pool:imap(function() return BIG_STRING end, items, 1) do total = total + #item end
+  local dt = now() - t
+  assert(total == count * size, "items lost")
+  emit("lmp.B5.pool_results_large", count * size / dt / MB, "MB/s")
+
+  -- a 64 MiB FFI array to a child (an argument of a Pool task): it arrives
+  -- over the shared memory, with no copy; timed until the child has read
+  -- its last element
+  local n = 8 * 2 ^ 20
+  local arr = require("ffi").new("double[?]", n)
+  for i = 0, n - 1 do arr[i] = i end
+  local reps = 5
+  local best = math.huge
+  for _ = 1, reps do
+    t = now()
+    local last = pool:apply(function(a, n) return a[n - 1] end, {arr, n})
+    best = math.min(best, now() - t)
+    assert(last == n - 1)
+  end
+  emit("lmp.B5.array_to_child", n * 8 / best / MB, "MB/s")
+  pool:close(); pool:join()
 end
 
 -- B11: Client connect + authenticate (authkey, both ways) to a Listener on
@@ -374,6 +406,17 @@ local function increment(v, ready, go, count, ends, k, clock)
   ends[k] = now()
 end
 
+-- (timed from each child's own start, as the C probe is: the whole run is
+-- a few ms, and waking up after `go` would dominate it)
+local function add_atomically(v, ready, go, count, starts, ends, k, clock)
+  local now = clock()
+  ready:release()
+  go:wait()
+  starts[k] = now()
+  for _ = 1, count do v:add(1) end
+  ends[k] = now()
+end
+
 local function fill(a, count, took, clock)
   local now = clock()
   local p = a.ptr
@@ -398,6 +441,21 @@ function W.B8()
   for k = 1, 2 do assert(procs[k]:join(60) == 0) end
   assert(v.value == 2 * count, "lost updates")
   emit("lmp.B8.lock_counter", 2 * count / (math.max(ends[1], ends[2]) - t0), "ops/s")
+
+  -- the same count with v:add(1), lock-free (SPEC section 15)
+  local a = lmp.RawValue("i", 0)
+  local starts = lmp.Array("d", 2, { lock = false })
+  ready, go = lmp.Semaphore(0), lmp.Event()
+  for k = 1, 2 do
+    procs[k] = lmp.Process(add_atomically, a, ready, go, count, starts, ends, k, child_clock)
+    procs[k]:start()
+  end
+  for _ = 1, 2 do assert(ready:acquire(30)) end
+  go:set()
+  for k = 1, 2 do assert(procs[k]:join(60) == 0) end
+  assert(a.value == 2 * count, "lost updates")
+  emit("lmp.B8.atomic_counter",
+       2 * count / (math.max(ends[1], ends[2]) - math.min(starts[1], starts[2])), "ops/s")
 
   count = n(UNCONTENDED_N)
   local lock = lmp.Lock()
