@@ -605,18 +605,25 @@ return function(lmp)
     w.expire = function() reacquire(o, cl, count, false) end
     return srv.PARKED
   end
-  function C.notify(o, cl, n)
-    owned(o, cl, "notify")
-    if n == nil then n = 1 end
-    check_int(n, "Condition:notify", "n", 0)
-    for _ = 1, n do
+  local function notify(o, n)
+    while n > 0 do
       local w = shift(o.waiters)
       if not w then return end
       o.srv:finish(w)
       w.grant()
+      n = n - 1
     end
   end
-  function C.notify_all(o, cl) return C.notify(o, cl, math.huge) end
+  function C.notify(o, cl, n)
+    owned(o, cl, "notify")
+    if n == nil then n = 1 end
+    check_int(n, "Condition:notify", "n", 0)
+    notify(o, n)
+  end
+  function C.notify_all(o, cl)
+    owned(o, cl, "notify_all")
+    notify(o, math.huge)
+  end
 
   ---------------------------------------------------------------- Barrier
 
