@@ -25,9 +25,14 @@ return function(core, lmp, I)
   local P = {}
   local state = setmetatable({}, {__mode = "k"})  -- proxy -> {h, id, typeid}
   local handles = {}  -- address -> handle, in this process
+  local every = setmetatable({}, {__mode = "k"})  -- every handle, proxies' too
 
-  -- A forked child opens connections of its own.
-  I.after_fork[#I.after_fork + 1] = function() handles = {} end
+  -- A forked child opens connections of its own: those it has copies of
+  -- are its parent's (they are left to the collector, which closes only
+  -- the child's descriptors).
+  I.after_fork[#I.after_fork + 1] = function()
+    for h in pairs(every) do h.free = {} end
+  end
 
   -- The handle of the server at address: {address, authkey, free =
   -- connections not in use}.
@@ -36,6 +41,7 @@ return function(core, lmp, I)
     if not h or h.authkey ~= authkey then
       h = {address = address, authkey = authkey, free = {}}
       handles[address] = h
+      every[h] = true
     end
     return h
   end
