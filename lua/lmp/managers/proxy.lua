@@ -210,6 +210,11 @@ return function(core, lmp, I)
       local s = state[p]
       return ("lmp.%s(%d at %s)"):format(name, s.id, (s.h.address:gsub("%z", "@")))
     end
+    -- Two proxies of one object are equal.
+    cls.mt.__eq = function(a, b)
+      local x, y = state[a], state[b]
+      return x and y and x.id == y.id and x.h.address == y.h.address or false
+    end
     for _, m in ipairs(plain_names or {}) do cls.methods[m] = plain(cls, m) end
     for m, first in pairs(blocking_names or {}) do cls.methods[m] = blocking(cls, m, first) end
     classes[typeid] = cls

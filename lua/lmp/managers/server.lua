@@ -22,6 +22,7 @@ return function(core, lmp, I)
   local T = require("lmp.managers.types")(lmp)
   local unpack = unpack or table.unpack
   local PARKED = {}
+  local HANDSHAKE = 3
 
   -- The public methods of a served object: the functions among its fields
   -- and along its metatable's __index tables, but not the names that
@@ -50,7 +51,10 @@ return function(core, lmp, I)
   -- and serves until ctl says "stop" or closes.  registry maps the typeids
   -- of BaseManager:register to their constructors.
   function S.serve(ctl, address, authkey, registry)
-    local ok, listener = pcall(lmp.connection.Listener, {address = address, authkey = authkey})
+    -- A client has HANDSHAKE seconds to authenticate: the loop waits for
+    -- it meanwhile (lmp.connection's handshake is a blocking one).
+    local ok, listener = pcall(lmp.connection.Listener, {address = address, authkey = authkey,
+                                                         timeout = HANDSHAKE})
     if not ok then
       ctl:send({false, lmp.is_error(listener) and listener.message or tostring(listener)})
       return

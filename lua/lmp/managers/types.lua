@@ -632,8 +632,9 @@ return function(lmp)
   -- round.  A timeout breaks the barrier, as in Python.
   local barrier = {methods = {}}
   T.Barrier = barrier
-  function barrier.new(srv, parties, timeout)
+  function barrier.new(srv, parties, action, timeout)
     check_int(parties, "Barrier", "parties", 1)
+    if action ~= nil then raise("TypeError", "Barrier: a manager's barrier has no action") end
     if timeout ~= nil then srv.timeout(timeout, "Barrier") end
     return {parties = parties, waiters = {}, broken = false, timeout = timeout}
   end
