@@ -22,7 +22,7 @@ return function(core, lmp, I)
   local T = require("lmp.managers.types")(lmp)
   local unpack = unpack or table.unpack
   local PARKED = {}
-  local HANDSHAKE = 3
+  local HANDSHAKE, STALL = 3, 5
 
   -- The public methods of a served object: the functions among its fields
   -- and along its metatable's __index tables, but not the names that
@@ -51,10 +51,11 @@ return function(core, lmp, I)
   -- and serves until ctl says "stop" or closes.  registry maps the typeids
   -- of BaseManager:register to their constructors.
   function S.serve(ctl, address, authkey, registry)
-    -- A client has HANDSHAKE seconds to authenticate: the loop waits for
-    -- it meanwhile (lmp.connection's handshake is a blocking one).
+    -- A client has HANDSHAKE seconds to authenticate, and STALL seconds
+    -- for the rest of a message it has begun: the loop waits for it
+    -- meanwhile (lmp.connection's handshake and reads are blocking ones).
     local ok, listener = pcall(lmp.connection.Listener, {address = address, authkey = authkey,
-                                                         timeout = HANDSHAKE})
+                                                         timeout = HANDSHAKE, stall = STALL})
     if not ok then
       ctl:send({false, lmp.is_error(listener) and listener.message or tostring(listener)})
       return
