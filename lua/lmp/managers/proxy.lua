@@ -78,19 +78,22 @@ return function(core, lmp, I)
     error(lmp.error(r[2] or "RemoteError", r[3] or "?", fields), 0)
   end
 
+  -- A connection of this process to the server of h, not in use: the
+  -- caller puts it back in h.free when its call is over.
+  local function take(h, free, what)
+    local n = #free
+    if n == 0 then return open(h, what) end
+    local conn = free[n]
+    free[n] = nil
+    return conn
+  end
+
   -- call(h, wait, id, name, ...): the results of method name of object id
   -- (0: the manager).  wait: seconds to wait for the reply (nil: for ever).
   -- what names the call in errors.
   local function call(h, wait, what, id, name, ...)
     local free = h.free
-    local n = #free
-    local conn
-    if n > 0 then
-      conn = free[n]
-      free[n] = nil
-    else
-      conn = open(h, what)
-    end
+    local conn = take(h, free, what)
     local ok, r, why = pcall(exchange, conn, {id, name, select("#", ...), ...}, wait)
     if ok and r then
       free[#free + 1] = conn
@@ -122,14 +125,7 @@ return function(core, lmp, I)
   -- it, from any client.  If the server has gone, the next call says so.
   local function tell(h, what, id, name, ...)
     local free = h.free
-    local n = #free
-    local conn
-    if n > 0 then
-      conn = free[n]
-      free[n] = nil
-    else
-      conn = open(h, what)
-    end
+    local conn = take(h, free, what)
     local ok, err = pcall(conn.send, conn, {-id, name, select("#", ...), ...})
     if ok then
       free[#free + 1] = conn
@@ -242,24 +238,9 @@ return function(core, lmp, I)
     return p
   end
 
-  -- After fn: release, then fn's results or its error.
-  local function finish(self, ok, ...)
-    if ok then
-      self:release()
-      return ...
-    end
-    pcall(self.release, self)
-    error((...), 0)
-  end
-
-  -- with(fn, ...): fn's results, the lock held while fn runs.
-  local function with(self, fn, ...)
-    if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
-      I.check_type(fn, "function", "with", "fn")
-    end
-    self:acquire()
-    return finish(self, pcall(fn, ...))
-  end
+  -- with(fn, ...): fn's results, the lock held while fn runs (lmp.sync's,
+  -- which calls acquire and release).
+  local with = I.lock_with
 
   -- dict: d.k and d[k] read an item, unless k is the name of a method
   -- (then d:get(k) reads it); d[k] = v sets one, nil deletes; #d counts.
@@ -281,6 +262,20 @@ return function(core, lmp, I)
     dict.mt.__len = function(p) return (len(p)) end
   end
 
+  -- Number keys are items (get, set), string keys methods; #p is len.
+  local function indexed(cls, get, set, len)
+    local methods = cls.methods
+    cls.mt.__index = function(p, k)
+      if type(k) == "number" then return (get(p, k)) end
+      return methods[k]
+    end
+    cls.mt.__newindex = function(p, k, v)
+      if type(k) ~= "number" then raise("TypeError", "%s: cannot set field %s", cls.name, tostring(k)) end
+      set(p, k, v)
+    end
+    cls.mt.__len = function(p) return (len(p)) end
+  end
+
   -- list: l[i] for 1 <= i <= #l (l[#l + 1] = v appends); string keys are
   -- its methods.
   local list = class("list", "ListProxy",
@@ -290,15 +285,7 @@ return function(core, lmp, I)
     local methods, get, set, len = list.methods, list.methods.get, list.methods.set, list.methods.len
     methods.append = writer(list, "append", 1)
     function methods.items(p) return ipairs(p:totable()) end
-    list.mt.__index = function(p, k)
-      if type(k) == "number" then return (get(p, k)) end
-      return methods[k]
-    end
-    list.mt.__newindex = function(p, k, v)
-      if type(k) ~= "number" then raise("TypeError", "ListProxy: cannot set field %s", tostring(k)) end
-      set(p, k, v)
-    end
-    list.mt.__len = function(p) return (len(p)) end
+    indexed(list, get, set, len)
   end
 
   local set = class("set", "SetProxy",
@@ -325,12 +312,12 @@ return function(core, lmp, I)
 
   for _, l in ipairs({{"Lock", "LockProxy"}, {"RLock", "RLockProxy"}}) do
     local cls = class(l[1], l[2], {"release", "locked"}, {acquire = 1})
-    cls.methods.with = with
+    cls.methods.with, cls.methods._name = with, cls.name  -- _name: for with's messages
   end
 
   for _, s in ipairs({{"Semaphore", "SemaphoreProxy"}, {"BoundedSemaphore", "BoundedSemaphoreProxy"}}) do
     local cls = class(s[1], s[2], {"release", "get_value"}, {acquire = 1})
-    cls.methods.with = with
+    cls.methods.with, cls.methods._name = with, cls.name  -- _name: for with's messages
   end
 
   class("Event", "EventProxy", {"set", "clear", "is_set"}, {wait = 1})
@@ -339,7 +326,7 @@ return function(core, lmp, I)
   -- deadline: it waits for its reply as long as the server lives.
   local cond = class("Condition", "ConditionProxy",
     {"release", "notify", "notify_all", "wait"}, {acquire = 1})
-  cond.methods.with = with
+  cond.methods.with, cond.methods._name = with, cond.name
   function cond.methods.wait_for(p, predicate, timeout)
     timeout = I.timeout(timeout, "ConditionProxy:wait_for")
     local deadline = timeout and core.now() + timeout
@@ -397,16 +384,8 @@ return function(core, lmp, I)
 
   local array = class("Array", "ArrayProxy", {"get", "set", "len", "totable", "typecode"})
   do
-    local methods, get, set, len = array.methods, array.methods.get, array.methods.set, array.methods.len
-    array.mt.__index = function(p, k)
-      if type(k) == "number" then return (get(p, k)) end
-      return methods[k]
-    end
-    array.mt.__newindex = function(p, k, v)
-      if type(k) ~= "number" then raise("TypeError", "ArrayProxy: cannot set field %s", tostring(k)) end
-      set(p, k, v)
-    end
-    array.mt.__len = function(p) return (len(p)) end
+    local get, set, len = array.methods.get, array.methods.set, array.methods.len
+    indexed(array, get, set, len)
   end
 
   -- The objects of BaseManager:register: the methods the server exposes.
