@@ -59,11 +59,93 @@ return function(core, lmp, I)
     raise("OSError", "%s: the manager at %s has gone (%s)", what, (h.address:gsub("%z", "@")), why)
   end
 
+  -- A lane: the way of a client on this machine (a server on a Unix
+  -- socket).  Requests go into the server's inbox, a shared queue of all
+  -- its lanes, and replies come from a queue of the lane's own: a futex
+  -- wakes each side, which is about twice as quick as a socket.  The
+  -- socket stays open, unused: the server sees the client go when it
+  -- closes, and the client sees the server go when it does.  A lane has
+  -- the methods of a Connection that call() and tell() use.
+  local encode, decode = codec.encode, codec.decode
+  local BINARY, SAFE = {binary = true}, {safe = true}
+  local SLICE = 0.1  -- seconds a wait for a reply goes without looking at the socket
+
+  local Lane = {closed = false}
+  Lane.__index = Lane
+
+  function Lane:send(msg)
+    if not core.queue_put(self.inbox, self.prefix .. encode(msg, BINARY), GRACE) then
+      error(lmp.error("OSError", "the server's inbox stays full"), 0)
+    end
+  end
+
+  -- Is there a reply, or has the server gone, within wait seconds?
+  function Lane:poll(wait)
+    if self.pending ~= nil then return true end
+    local deadline = core.now() + wait
+    repeat
+      local s = core.queue_get(self.reply, math.min(math.max(deadline - core.now(), 0), SLICE))
+      if s ~= nil then
+        self.pending = s
+        return true
+      end
+      if self.conn:poll(0) then return true end
+    until core.now() >= deadline
+    return false
+  end
+
+  -- The next reply, or nil, "eof" once the server has gone.
+  function Lane:recv()
+    local s = self.pending
+    self.pending = nil
+    while s == nil do
+      s = core.queue_get(self.reply, SLICE)
+      if s == nil and self.conn:poll(0) then
+        s = core.queue_get(self.reply, 0)  -- sent just before it went?
+        if s == nil then return nil, "eof" end
+      end
+    end
+    return decode(s, SAFE)
+  end
+
+  function Lane:close()
+    if self.closed then return end
+    self.closed = true
+    self.conn:close()
+    self.inbox:close()
+    self.reply:close()
+  end
+
+  local function unix(address)
+    return not address:find(":", 1, true) or address:sub(1, 1) == "\0" or
+           address:find("/", 1, true) ~= nil
+  end
+
+  -- A new connection to the server of h: a lane when the server is on
+  -- this machine, else the socket.
   local function open(h, what)
     local ok, conn = pcall(lmp.connection.Client, h.address, {authkey = h.authkey})
-    if ok then return conn end
-    if lmp.is_error(conn, "AuthenticationError") then error(conn, 0) end
-    gone(h, what, lmp.is_error(conn) and conn.message or tostring(conn))
+    if not ok then
+      if lmp.is_error(conn, "AuthenticationError") then error(conn, 0) end
+      gone(h, what, lmp.is_error(conn) and conn.message or tostring(conn))
+    end
+    if not unix(h.address) then return conn end
+    local lane
+    ok, lane = pcall(function()
+      conn:send({0, "lane", 0})
+      local id, fds = core.fdpass_recv(conn:fileno())
+      if id == nil then return nil end
+      if #fds ~= 2 then
+        for _, fd in ipairs(fds) do core.close_fd(fd) end
+        return conn
+      end
+      return setmetatable({conn = conn, prefix = id .. ":", inbox = core.segment_from_fd(fds[1]),
+                           reply = core.segment_from_fd(fds[2])}, Lane)
+    end)
+    if ok and lane then return lane end
+    conn:close()
+    if lmp.is_error(lane, "KeyboardInterrupt") then error(lane, 0) end
+    gone(h, what, ok and "end of file" or (lmp.is_error(lane) and lane.message or tostring(lane)))
   end
 
   local function exchange(conn, msg, wait)

@@ -23,6 +23,7 @@ return function(core, lmp, I)
   local unpack = unpack or table.unpack
   local PARKED = {}
   local HANDSHAKE, STALL = 3, 5
+  local LOOK = 0.05
 
   -- The public methods of a served object: the functions among its fields
   -- and along its metatable's __index tables, but not the names that
@@ -71,9 +72,24 @@ return function(core, lmp, I)
     local dropping = {}                      -- clients whose send failed
     local waitlist, dirty = nil, true
 
+    -- Lanes (local clients): requests come through the inbox, a shared
+    -- queue of all of them, as "<lane id>:" .. the encoded request; each
+    -- lane's replies go through a queue of its own (lanes[id].lane).
+    -- Both are decoded in safe mode, as the socket's messages are.
+    local unix = not address:find(":", 1, true) or address:sub(1, 1) == "\0" or
+                 address:find("/", 1, true) ~= nil
+    local inbox, lanes, next_lane, nlanes = nil, {}, 0, 0
+    local encode, decode = lmp.codec.encode, lmp.codec.decode
+    local BINARY, SAFE = {binary = true}, {safe = true}
+
     local function send(cl, msg)
       if cl.dead then return false end
-      if pcall(cl.conn.send, cl.conn, msg) then return true end
+      local lane = cl.lane
+      if lane then
+        if pcall(core.queue_put, lane, encode(msg, BINARY), 0) then return true end
+      elseif pcall(cl.conn.send, cl.conn, msg) then
+        return true
+      end
       cl.dead = true
       dropping[#dropping + 1] = cl
       return false
@@ -105,12 +121,32 @@ return function(core, lmp, I)
       dirty = true
       cl.dead = true
       pcall(cl.conn.close, cl.conn)
+      if cl.lane then
+        lanes[cl.lane_id] = nil
+        cl.lane:close()
+        nlanes = nlanes - 1
+      end
       local w = cl.waiter
       if w then srv:finish(w) end
       for obj, count in pairs(cl.held) do
         cl.held[obj] = nil
         if obj.type._drop then obj.type._drop(obj, cl, count) end
       end
+    end
+
+    -- Is the client still there?  A lane's client sends nothing on its
+    -- socket, so a readable socket is one it has closed: it is dropped
+    -- now (an item handed to it would be lost).
+    function srv:alive(cl)
+      if cl.dead then return false end
+      if cl.lane then
+        local ok, gone = pcall(cl.conn.poll, cl.conn, 0)
+        if not ok or gone then
+          drop(cl)
+          return false
+        end
+      end
+      return true
     end
 
     -- The manager's own requests (id 0).
@@ -179,6 +215,33 @@ return function(core, lmp, I)
                        lmp.is_error(e) and e.kind or nil})
     end
 
+    -- {0, "lane", 0}: the client asks for a lane; the answer, its id and
+    -- the descriptors of the inbox and of its reply queue, comes as a
+    -- message with descriptors attached (SCM_RIGHTS), with no descriptors
+    -- when the server cannot give one (it listens on TCP).
+    local function open_lane(cl)
+      local fd = cl.conn:fileno()
+      if not unix then return pcall(core.fdpass_send, fd, "") end
+      local ok, err = pcall(function()
+        if not inbox then
+          inbox = core.segment_new(core.queue_segment_size)
+          core.queue_init(inbox, 0)
+        end
+        local seg = core.segment_new(core.queue_segment_size)
+        core.queue_init(seg, 0)
+        next_lane = next_lane + 1
+        core.fdpass_send(fd, tostring(next_lane), {inbox:fd(), seg:fd()})
+        cl.lane, cl.lane_id = seg, next_lane
+        lanes[next_lane] = cl
+        nlanes = nlanes + 1
+      end)
+      if not ok then
+        pcall(core.fdpass_send, fd, "")
+        return false, err
+      end
+      return true
+    end
+
     local function request(cl, msg)
       if type(msg) ~= "table" then
         return send(cl, failure(lmp.error("ValueError", "a request must be a table")))
@@ -188,6 +251,7 @@ return function(core, lmp, I)
         return send(cl, failure(lmp.error("ValueError", "malformed request")))
       end
       local f, obj
+      if id == 0 and name == "lane" and not cl.lane then return open_lane(cl) end
       if id == 0 then
         f = manager[name]
         if not f then return send(cl, failure(lmp.error("ValueError", "unknown request " .. name))) end
@@ -288,14 +352,48 @@ return function(core, lmp, I)
       end
     end
 
+    -- A request from a lane: "<lane id>:" .. encoded request.
+    local function lane_request(s)
+      local colon = s:find(":", 1, true)
+      local cl = colon and lanes[tonumber(s:sub(1, colon - 1))]
+      if not cl or cl.dead then return end
+      local ok, msg = pcall(decode, s:sub(colon + 1), SAFE)
+      if not ok then return send(cl, failure(msg)) end
+      if type(msg) == "table" and type(msg[1]) == "number" and msg[1] < 0 then
+        return apply_oneway(cl, msg)
+      end
+      return request(cl, msg)
+    end
+
+    -- Serves what the inbox holds (at most `most` requests), waiting up
+    -- to `timeout` seconds for the first.
+    local function serve_inbox(timeout, most)
+      local s = core.queue_get(inbox, timeout)
+      while s ~= nil do
+        lane_request(s)
+        most = most - 1
+        if most == 0 then return end
+        s = core.queue_get(inbox, 0)
+      end
+    end
+
+    -- With lanes open, the loop sleeps on the inbox (a futex) and looks at
+    -- the sockets (new clients, clients gone, socket requests, the control
+    -- pipe) at least every LOOK seconds; without, it sleeps on the sockets.
     local running = true
     while running do
+      local sleep = next_timeout()
+      if nlanes > 0 then
+        local ok, err = pcall(serve_inbox, sleep and math.min(sleep, LOOK) or LOOK, 1000)
+        if not ok and not lmp.is_error(err, "KeyboardInterrupt") then error(err, 0) end
+        sleep = 0
+      end
       if dirty then
         waitlist = {ctl, lfd}
         for conn in pairs(by_conn) do waitlist[#waitlist + 1] = conn end
         dirty = false
       end
-      local ok, ready = pcall(lmp.connection.wait, waitlist, next_timeout())
+      local ok, ready = pcall(lmp.connection.wait, waitlist, sleep)
       if not ok then
         -- Ctrl-C reaches the whole process group: the server goes on, as
         -- Python's does, until its manager shuts it down.
@@ -324,6 +422,7 @@ return function(core, lmp, I)
       while #dropping > 0 do drop(table.remove(dropping)) end
     end
     for cl in pairs(srv.clients) do pcall(cl.conn.close, cl.conn) end
+    if inbox then inbox:close() end
     listener:close()
     pcall(ctl.send, ctl, "stopped")
     ctl:close()

@@ -345,9 +345,11 @@ return function(lmp)
     local w = shift(o.getters)
     while w do
       srv:finish(w)
-      o.unfinished = o.unfinished + 1
-      if srv:reply(w.cl, v) then return true end
-      o.unfinished = o.unfinished - 1
+      if srv:alive(w.cl) then
+        o.unfinished = o.unfinished + 1
+        if srv:reply(w.cl, v) then return true end
+        o.unfinished = o.unfinished - 1
+      end
       w = shift(o.getters)
     end
     if o.maxsize > 0 and qsize(o) >= o.maxsize then
