@@ -740,6 +740,45 @@ describe("lmp managers", function()
   end)
 
   -- =========================================================================
+  describe("lanes and sockets", function()
+    it("serves socket clients at once while local clients use lanes", function()
+      local m = manager()
+      local d = m:dict({x = 1})     -- this process: a lane
+      assert.equal(1, d.x)
+      local id = tonumber(tostring(d):match("%((%d+) at"))
+      -- a client that speaks the protocol on its socket
+      local conn = lmp.connection.Client(m.address, {authkey = m.authkey})
+      local t0 = H.now()
+      for i = 1, 50 do
+        conn:send({id, "set", 2, "y", i})
+        assert.same({0}, conn:recv())
+        assert.equal(i, d.y)         -- and the lane in between
+        conn:send({id, "get", 1, "y"})
+        assert.same({1, i}, conn:recv())
+      end
+      assert.is_true(H.now() - t0 < 1, "socket requests waited for the loop's look")
+      conn:close()
+      -- a lane's writes are seen by the socket client's next request
+      d.z = "lane"
+      conn = lmp.connection.Client(m.address, {authkey = m.authkey})
+      conn:send({id, "get", 1, "z"})
+      assert.same({1, "lane"}, conn:recv())
+      conn:close()
+    end)
+
+    it("a proxy in a new process connects quickly while lanes are busy", function()
+      local m = manager()
+      local d = m:dict()
+      d.n = 0
+      local t0 = H.now()
+      local p = spawn(function(dd) dd.child = 1 end, d)
+      finish(p)
+      assert.equal(1, d.child)
+      assert.is_true(H.now() - t0 < 5)
+    end)
+  end)
+
+  -- =========================================================================
   describe("speed", function()
     it("a dict set + get round trip stays well under a millisecond", function()
       local m = manager()

@@ -74,7 +74,7 @@ return function(core, lmp, I)
   Lane.__index = Lane
 
   function Lane:send(msg)
-    if not core.queue_put(self.inbox, self.prefix .. encode(msg, BINARY), GRACE) then
+    if not core.queue_put(self.inbox, self.prefix .. encode(msg, BINARY), GRACE, nil, self.ringer) then
       error(lmp.error("OSError", "the server's inbox stays full"), 0)
     end
   end
@@ -114,6 +114,7 @@ return function(core, lmp, I)
     self.conn:close()
     self.inbox:close()
     self.reply:close()
+    core.close_fd(self.ringer)
   end
 
   local function unix(address)
@@ -135,12 +136,12 @@ return function(core, lmp, I)
       conn:send({0, "lane", 0})
       local id, fds = core.fdpass_recv(conn:fileno())
       if id == nil then return nil end
-      if #fds ~= 2 then
+      if #fds ~= 3 then
         for _, fd in ipairs(fds) do core.close_fd(fd) end
         return conn
       end
       return setmetatable({conn = conn, prefix = id .. ":", inbox = core.segment_from_fd(fds[1]),
-                           reply = core.segment_from_fd(fds[2])}, Lane)
+                           reply = core.segment_from_fd(fds[2]), ringer = fds[3]}, Lane)
     end)
     if ok and lane then return lane end
     conn:close()

@@ -23,7 +23,7 @@ return function(core, lmp, I)
   local unpack = unpack or table.unpack
   local PARKED = {}
   local HANDSHAKE, STALL = 3, 5
-  local LOOK = 0.05
+  local LOOK = 0.02
 
   -- The public methods of a served object: the functions among its fields
   -- and along its metatable's __index tables, but not the names that
@@ -79,6 +79,8 @@ return function(core, lmp, I)
     local unix = not address:find(":", 1, true) or address:sub(1, 1) == "\0" or
                  address:find("/", 1, true) ~= nil
     local inbox, lanes, next_lane, nlanes = nil, {}, 0, 0
+    local bell, ringer  -- a socket pair: a lane's put rings the bell when the loop armed it
+    local nclients = 0
     local encode, decode = lmp.codec.encode, lmp.codec.decode
     local BINARY, SAFE = {binary = true}, {safe = true}
 
@@ -117,6 +119,7 @@ return function(core, lmp, I)
     local function drop(cl)
       if not srv.clients[cl] then return end
       srv.clients[cl] = nil
+      nclients = nclients - 1
       by_conn[cl.conn] = nil
       dirty = true
       cl.dead = true
@@ -226,11 +229,12 @@ return function(core, lmp, I)
         if not inbox then
           inbox = core.segment_new(core.queue_segment_size)
           core.queue_init(inbox, 0)
+          bell, ringer = core.socketpair()
         end
         local seg = core.segment_new(core.queue_segment_size)
         core.queue_init(seg, 0)
         next_lane = next_lane + 1
-        core.fdpass_send(fd, tostring(next_lane), {inbox:fd(), seg:fd()})
+        core.fdpass_send(fd, tostring(next_lane), {inbox:fd(), seg:fd(), ringer})
         cl.lane, cl.lane_id = seg, next_lane
         lanes[next_lane] = cl
         nlanes = nlanes + 1
@@ -323,6 +327,7 @@ return function(core, lmp, I)
       local ok, conn = pcall(listener.accept, listener, 0)
       if ok and conn then
         local cl = {conn = conn, held = {}}
+        nclients = nclients + 1
         srv.clients[cl] = true
         by_conn[conn] = cl
         dirty = true
@@ -377,19 +382,24 @@ return function(core, lmp, I)
       end
     end
 
-    -- With lanes open, the loop sleeps on the inbox (a futex) and looks at
-    -- the sockets (new clients, clients gone, socket requests, the control
-    -- pipe) at least every LOOK seconds; without, it sleeps on the sockets.
+    -- When every client has a lane, the loop sleeps on the inbox (a
+    -- futex) and looks at the sockets (new clients, clients gone, the
+    -- control pipe) at least every LOOK seconds.  Otherwise it sleeps on
+    -- the sockets, and on the bell if lanes are open: it arms the bell,
+    -- so that the next put into the inbox rings it.
     local running = true
     while running do
       local sleep = next_timeout()
-      if nlanes > 0 then
+      if nlanes > 0 and nlanes == nclients then
         local ok, err = pcall(serve_inbox, sleep and math.min(sleep, LOOK) or LOOK, 1000)
         if not ok and not lmp.is_error(err, "KeyboardInterrupt") then error(err, 0) end
         sleep = 0
+      elseif nlanes > 0 then
+        if core.queue_arm(inbox, bell, ringer) then sleep = 0 end
+        dirty = dirty or waitlist[3] ~= bell
       end
       if dirty then
-        waitlist = {ctl, lfd}
+        waitlist = {ctl, lfd, bell}  -- (no bell before the first lane)
         for conn in pairs(by_conn) do waitlist[#waitlist + 1] = conn end
         dirty = false
       end
@@ -405,6 +415,9 @@ return function(core, lmp, I)
         local x = ready[i]
         if x == ctl then
           running = false
+        elseif x == bell then
+          local ok, err = pcall(serve_inbox, 0, 1000)
+          if not ok and not lmp.is_error(err, "KeyboardInterrupt") then error(err, 0) end
         elseif x == lfd then
           accept()
         else
@@ -422,7 +435,11 @@ return function(core, lmp, I)
       while #dropping > 0 do drop(table.remove(dropping)) end
     end
     for cl in pairs(srv.clients) do pcall(cl.conn.close, cl.conn) end
-    if inbox then inbox:close() end
+    if inbox then
+      inbox:close()
+      core.close_fd(bell)
+      core.close_fd(ringer)
+    end
     listener:close()
     pcall(ctl.send, ctl, "stopped")
     ctl:close()
