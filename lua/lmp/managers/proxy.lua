@@ -4,7 +4,8 @@
 --
 -- A process talks to a server through a connection of its own, opened on
 -- its first call (so a child, forked or spawned, never shares its
--- parent's).  A call sends one request and reads one reply on it
+-- parent's): a lane (shared-memory queues, below) when the server is on
+-- this machine, else the socket.  A call sends one request and reads one reply on it
 -- (lua/lmp/managers/server.lua has the messages).  A call made while
 -- another is under way in the same process (from a callback that runs
 -- while a call waits) takes a second connection.  A connection on which

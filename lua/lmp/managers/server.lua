@@ -4,9 +4,9 @@
 --
 -- One process, one thread, no call ever waits inside the loop: the server
 -- waits on its control pipe, its Listener and every client's connection
--- at once (lmp.connection.wait).  A client sends one request and reads
--- one reply before it sends another, so a connection needs no request
--- ids.  A call that must wait (Lock:acquire, Queue:get, Event:wait, ...)
+-- at once (lmp.connection.wait), or on the inbox of its lanes (below).
+-- A client sends one request and reads one reply before it sends
+-- another, so a connection (or a lane) needs no request ids.  A call that must wait (Lock:acquire, Queue:get, Event:wait, ...)
 -- parks a waiter on its object and is answered when the object gives it
 -- what it waits for, or when its deadline passes (lua/lmp/managers/
 -- types.lua).
