@@ -31,6 +31,7 @@ require("lmp.buffers")(core, lmp, I)
 require("lmp.queue")(core, lmp, I, shm)
 require("lmp.listener")(core, lmp, I)
 require("lmp.pool")(core, lmp, I)
+require("lmp.managers")(core, lmp, I)
 -- the forkserver's loop, found as the target "lmp.forkserver:serve"
 package.loaded["lmp.forkserver"] = require("lmp.forkserver")(core, lmp, I)
 -- What a host's C calls reach (runtime/lmp_backend.c).

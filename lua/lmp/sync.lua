@@ -158,6 +158,9 @@ return function(core, lmp, I, shm)
     return finish(self, pcall(fn, ...))
   end
 
+  -- The managers' lock proxies share it (lua/lmp/managers/proxy.lua).
+  I.lock_with = Lock.with
+
   -- A lock this process holds is released before its memory goes.
   function Lock:close()
     local p = self._p

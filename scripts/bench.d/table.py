@@ -120,6 +120,10 @@ ROWS = [
      "lmp.MAP.heavy_vs_serial", None, None, 1),
     ("MAP   same, xargs -P 2 luajit loop on 8 batches", "lines/s", HI,
      None, None, "xargs.MAP.heavy", 1),
+    # B14: Manager().dict(): d[k] = v, then d[k] (scripts/bench.d/
+    # manager_bench.lua and .py).
+    ("B14 manager dict set+get | C: socketpair ping-pong", "us", LO,
+     "lmp.B14.manager_dict", "B14.manager_dict", "c.socketpair_pingpong", 1),
     ("B11 Client connect+authenticate, TCP loopback", "ms", LO,
      "lmp.B11.connect_auth", "B11.connect_auth", None, 1),
     ("B11 send/recv ping-pong, TCP loopback | C: socketpair", "us", LO,
