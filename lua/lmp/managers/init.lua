@@ -9,8 +9,10 @@
 -- server that another program started.
 return function(core, lmp, I)
   local P = require("lmp.managers.proxy")(core, lmp, I)
-  -- the server's loop, found as the target "lmp.managers.server:serve"
-  package.loaded["lmp.managers.server"] = require("lmp.managers.server")(core, lmp, I)
+  -- the server's loop, found as the target "lmp.managers.server:serve" by
+  -- a spawned server
+  local server = require("lmp.managers.server")(core, lmp, I)
+  package.loaded["lmp.managers.server"] = server
   local raise = I.raise
 
   local Manager = {}
@@ -114,7 +116,12 @@ return function(core, lmp, I)
     if self.authkey == nil then self.authkey = core.random_bytes(32) end
     local address = self.address or fresh_address()
     local mine, theirs = lmp.Pipe()
-    local p = lmp.Process{target = "lmp.managers.server:serve", daemon = true,
+    -- (a forked server calls the loop itself: its package.loaded is the
+    -- parent's, where a test runner such as busted may have unloaded lmp's
+    -- modules since)
+    local method = self._method or lmp.get_start_method()
+    local p = lmp.Process{target = method == "fork" and server.serve or "lmp.managers.server:serve",
+                          daemon = true,
                           name = "SyncManager-" .. (count + 1),
                           args = {theirs, address, self.authkey, self._registry}}
     p._method = self._method
