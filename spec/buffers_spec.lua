@@ -224,6 +224,24 @@ describe("big buffers by handle", function()
     pool:close(); pool:join()
   end)
 
+  it("lets go of a task's buffers once the task is done, in a long imap", function()
+    local pool = lmp.Pool(1)
+    local n, most = 0, 0
+    local function items()
+      n = n + 1
+      if n > 40 then return nil end
+      return pattern(MiB + n)
+    end
+    for _, len in pool:imap(function(s) return #s end, items, 1) do
+      collectgarbage(); collectgarbage(); lmp.connection.wait({}, 0)
+      most = math.max(most, buffer_fds())
+      assert.is_true(len > MiB)
+    end
+    -- (a few in flight and kept for reuse; not one per task of the call)
+    assert.is_true(most <= 10, "buffers held at once: " .. most)
+    pool:close(); pool:join()
+  end)
+
   it("delivers what a process put just before it exited, which does not wait", function()
     local q = lmp.Queue()
     local p = lmp.Process(function(q) q:put(require("ffi").new("char[?]", 2 * 1048576, 5)) end, q)

@@ -39,18 +39,22 @@ return function(core, lmp, I)
   -- (lmp.buffers); not over Redis, which cannot carry a handle.
   local SHARED = {binary = true, share = true}
 
-  -- Encodes a task's frame; the shared buffers it made stay with the
-  -- call until it is over (a task that runs again needs them).
-  local function encode_task(self, job, value)
+  -- Encodes a task's frame; the shared buffers it made stay with the task
+  -- (a task that runs again needs them) and go when the task's record is
+  -- collected: not with the call, which may be an endless imap.
+  local function encode_task(self, value)
     if self.broker then return pcall(codec.encode, value, BINARY) end
     local mark = I.shared_mark()
     local ok, frame = pcall(codec.encode, value, SHARED)
     local pins = I.shared_since(mark)
+    local holder
     if pins then
-      job.pins = job.pins or {}
-      for _, seg in ipairs(pins) do job.pins[#job.pins + 1] = seg end
+      holder = newproxy(true)
+      getmetatable(holder).__gc = function()
+        for _, seg in ipairs(pins) do seg:close() end
+      end
     end
-    return ok, frame
+    return ok, frame, holder
   end
 
   -- Without a `timeout`, a task's hard deadline follows its soft one by
@@ -331,9 +335,11 @@ return function(core, lmp, I)
     local numbers = not star and pack.task(id, job.key, items, 1, items.n or #items,
                                            job.opts.soft_timeout)
     if numbers then return self:_queue_task(job, id, numbers, base) end
-    local ok, frame = encode_task(self, job, {id, job.key, star, items, job.opts.soft_timeout})
+    local ok, frame, pins = encode_task(self, {id, job.key, star, items, job.opts.soft_timeout})
     if not ok then error(task_error(frame, base, job), 0) end
-    return self:_queue_task(job, id, frame, base)
+    local task = self:_queue_task(job, id, frame, base)
+    task.pins = pins
+    return task
   end
 
   -- An apply is one task: its function travels inside its frame,
@@ -343,14 +349,16 @@ return function(core, lmp, I)
     self.next_id = self.next_id + 1
     local id = self.next_id
     job.key = self.next_key
-    local ok, frame = encode_task(self, job, {id, job.key, true, items, job.opts.soft_timeout, fn})
+    local ok, frame, pins = encode_task(self, {id, job.key, true, items, job.opts.soft_timeout, fn})
     if not ok then
       local e = frame
       local rest = lmp.is_error(e, "CodecError") and e.message:match("^value%[6%](.*)$")
       if rest then error(lmp.error("CodecError", "function" .. rest), 0) end
       error(task_error(e, 1, job), 0)
     end
-    return self:_queue_task(job, id, frame, 1)
+    local task = self:_queue_task(job, id, frame, 1)
+    task.pins = pins
+    return task
   end
 
   ---------------------------------------------------------------------------

@@ -27,10 +27,6 @@ return function(core, lmp, I, pump, progress)
   function AsyncResult:_finish(ok, value)
     if self.done then return end
     self.done, self.ok, self.value = true, ok, value
-    if self.pins then  -- the call's shared buffers (lmp.buffers)
-      for _, seg in ipairs(self.pins) do seg:close() end
-      self.pins = nil
-    end
     if not ok then self.pool:_drop_queued(self) end
     if self.tickets then
       for _, ticket in ipairs(self.tickets) do pump.wake(ticket) end
