@@ -20,8 +20,8 @@
 --   at its next lmp call that sends or waits, and a process that exits
 --   first waits for that a while (EXIT_WAIT): a handle whose sender is
 --   gone cannot be opened, and its receiver gets an error that says so,
---   never other bytes.  A Pool keeps the segments of a call's tasks until
---   the call is over, so that a task that runs again finds them.
+--   never other bytes.  A Pool keeps a task's segments until the task is
+--   done, so that a task that runs again finds them.
 return function(core, lmp, I)
   local ffi = require "ffi"
   local raise = I.raise
