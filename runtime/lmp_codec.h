@@ -119,7 +119,7 @@ static inline uint64_t lmp__fnv1a64(const void *data, size_t len) {
 #define LMP_CODEC_NAME_BY_MT "lmp.codec.name_by_mt"
 #define LMP_CODEC_EXT_BY_MT "lmp.codec.ext_by_mt"     /* mt -> {name, encode} */
 #define LMP_CODEC_EXT_BY_NAME "lmp.codec.ext_by_name" /* name -> decode */
-#define LMP_CODEC_CDATA_HOOK "lmp.codec.cdata_hook"   /* cdata [, share] -> name, payload */
+#define LMP_CODEC_CDATA_HOOK "lmp.codec.cdata_hook"   /* cdata, share_at, queue, serial -> name, payload */
 /* string -> name, payload: a big string put in shared memory
  * (lua/lmp/buffers.lua) */
 #define LMP_CODEC_SHARE_HOOK "lmp.codec.share_hook"

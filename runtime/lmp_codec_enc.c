@@ -1343,6 +1343,25 @@ static void call_encoder_n(enc *e, int nargs, int nresults) {
 
 static void call_encoder(enc *e, int nresults) { call_encoder_n(e, 1, nresults); }
 
+/* Calls the hook at registry[key] on the value at idx, with the
+ * arguments both of lmp's sharing hooks take after it (lua/lmp/buffers.lua):
+ * [share_at,] the Queue that keeps big buffers or nil, this encoding's
+ * serial.  Leaves name, payload; raises `what` if there is no hook. */
+static void call_share_hook(enc *e, const char *key, int idx, int with_share_at,
+                            const char *what) {
+  lua_State *L = e->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, key);
+  if (lua_isnil(L, -1)) enc_error(e, what, "");
+  lua_pushvalue(L, idx);
+  if (with_share_at) {
+    if (e->share_at > 0) lua_pushnumber(L, e->share_at);
+    else lua_pushnil(L);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CUSTODY);
+  lua_pushnumber(L, e->share_serial);
+  call_encoder_n(e, with_share_at ? 4 : 3, 2);
+}
+
 /* A string of at least share_at bytes: its handle, made by the share hook
  * (lua/lmp/buffers.lua), goes instead of its bytes; or the bytes, if the
  * hook returns nothing (no shared memory to be had). */
@@ -1350,12 +1369,7 @@ static void bin_shared_string(enc *e, int idx) {
   lua_State *L = e->L;
   size_t len;
   const char *name;
-  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_SHARE_HOOK);
-  if (lua_isnil(L, -1)) enc_error(e, "%s: cannot share a string%s", "");
-  lua_pushvalue(L, idx);
-  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CUSTODY);
-  lua_pushnumber(L, e->share_serial);
-  call_encoder_n(e, 3, 2);
+  call_share_hook(e, LMP_CODEC_SHARE_HOOK, idx, 0, "%s: cannot share a string%s");
   if (lua_isnil(L, -2)) {
     const char *s = lua_tolstring(L, idx, &len);
     lua_pop(L, 2);
@@ -1395,21 +1409,15 @@ static void bin_userdata(enc *e, int idx) {
     enc_error(e, "%s: cannot encode userdata%s", "");
 }
 
-/* FFI cdata travel when lmp's cdata hook claims them: hook(v, share_at)
- * -> name, payload, or nothing.  It claims shared Values and Arrays, and
- * with share_at, FFI arrays of numbers that big (lua/lmp/buffers.lua). */
+/* FFI cdata travel when lmp's cdata hook claims them: hook(v, share_at,
+ * queue, serial) -> name, payload, or nothing.  It claims shared Values
+ * and Arrays, and with share_at, FFI arrays of numbers that big
+ * (lua/lmp/buffers.lua). */
 static void bin_cdata(enc *e, int idx) {
   lua_State *L = e->L;
   size_t len;
   const char *name;
-  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CDATA_HOOK);
-  if (lua_isnil(L, -1)) enc_error(e, "%s: cannot encode a cdata%s", "");
-  lua_pushvalue(L, idx);
-  if (e->share_at > 0) lua_pushnumber(L, e->share_at);
-  else lua_pushnil(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, LMP_CODEC_CUSTODY);
-  lua_pushnumber(L, e->share_serial);
-  call_encoder_n(e, 4, 2);
+  call_share_hook(e, LMP_CODEC_CDATA_HOOK, idx, 1, "%s: cannot encode a cdata%s");
   name = lua_tolstring(L, -2, &len);
   if (name == NULL) enc_error(e, "%s: cannot encode a cdata%s", "");
   bin_extension(e, name, len);
